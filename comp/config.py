@@ -1,0 +1,230 @@
+"""Typed configuration: YAML files in `configs/`, `--set a.b=c` overrides, resolved copy per run.
+
+Every section refuses unknown keys and wrong types (pydantic, `extra="forbid"`), so a typo is an
+error naming the key and the file instead of a silent default. Defaults are the seeds' NYCU recipe
+where one exists; the trailing comment on a field says what to try.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from comp.errors import UserError
+
+HEAD_PRESETS = ("V0", "V1", "V2", "V3", "V4")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    dir: Optional[str] = None  # competition folder; `--data DIR` sets it
+    image_size: Optional[int] = Field(None, gt=0)  # None: the backbone's pretrained input size
+    crop_pct: Optional[float] = Field(None, gt=0, le=1)  # eval resize = size / crop_pct, then center crop; None: backbone's
+    mean: Optional[tuple[float, float, float]] = None  # None: the backbone's pretrained normalization
+    std: Optional[tuple[float, float, float]] = None
+    batch_size: int = Field(64, gt=0)  # 64 fits ResNet50 at 224 px on one 16 GB GPU
+    workers: int = Field(2, ge=0)  # DataLoader processes; 0 decodes in the training process
+    val_fraction: float = Field(0.1, gt=0, lt=1)  # stratified hold-out when there is no val/ split
+    id_column: Optional[str] = None  # CSV layout: train.csv id column; None: detected
+    label_column: Optional[str] = None  # CSV layout: train.csv label column; None: detected
+
+
+class HeadConfig(_Section):
+    """A free-form head: pooled features -> [Linear -> (BN) -> act -> Dropout] x len(hidden) -> Linear."""
+
+    hidden: list[int] = []  # e.g. [512] or [1024, 256]; [] is a linear head
+    activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+    dropout: float = Field(0.0, ge=0, lt=1)  # after each hidden layer
+    bn: bool = False  # BatchNorm1d after each hidden Linear
+
+
+class ModelConfig(_Section):
+    name: str = "resnet50.tv2_in1k"  # any timm name; tag picks the weights (.tv_in1k = torchvision V1)
+    pretrained: str = "hub"  # hub | none | bundled | /path/to/weights.pth
+    head: Union[HeadConfig, str] = "V1"  # V0 linear .. V4, or a free-form mapping (see HeadConfig)
+    dropout: Optional[float] = Field(None, ge=0, lt=1)  # overrides every dropout of the head; None: the preset's
+    drop_path_rate: float = Field(0.0, ge=0, lt=1)  # stochastic depth inside the backbone; try 0.1 for big nets
+    trainable: Union[Literal["all", "head"], int] = "all"  # all | head | N = the last N stages + head
+
+    @field_validator("head")
+    @classmethod
+    def _known_preset(cls, v: Union[HeadConfig, str]) -> Union[HeadConfig, str]:
+        if isinstance(v, str) and v.upper() not in HEAD_PRESETS:
+            raise ValueError(f"unknown head preset {v!r}; use one of {', '.join(HEAD_PRESETS)} or a mapping")
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("trainable")
+    @classmethod
+    def _non_negative(cls, v: Union[str, int]) -> Union[str, int]:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("trainable stages must be >= 0")
+        return v
+
+
+class OptimConfig(_Section):
+    name: str = "adamw"  # adamw | sgd | adam, or any name in timm.optim.list_optimizers()
+    lr: float = Field(1e-4, gt=0)  # head lr; fine-tuning: 1e-4 (AdamW), 1e-2 (SGD)
+    weight_decay: float = Field(1e-3, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD only
+    nesterov: bool = False  # SGD only
+    backbone_lr_mult: float = Field(1.0, ge=0)  # backbone lr = lr * this; try 0.1 for small data
+
+
+class SchedConfig(_Section):
+    name: str = "cosine"  # cosine | step | multistep | poly | constant | none (timm's scheduler factory)
+    warmup_epochs: float = Field(0.0, ge=0)  # linear warmup, fractions allowed (stepped per iteration)
+    warmup_lr: float = Field(1e-6, ge=0)
+    min_lr: float = Field(1e-5, ge=0)  # eta_min
+    cycle_epochs: Optional[int] = Field(None, gt=0)  # cosine T_max; None: train.epochs
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, gt=0)
+    patience: Optional[int] = Field(None, gt=0)  # early stop after N epochs without a better val acc
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    mixup: float = Field(0.0, ge=0)  # Beta(alpha) of mixup; 0 = off, try 0.2
+    cutmix: float = Field(0.0, ge=0)  # Beta(alpha) of cutmix; 0 = off, try 1.0
+    mix_prob: float = Field(1.0, ge=0, le=1)  # share of batches that get mixup/cutmix when on
+    grad_clip: Optional[float] = Field(None, gt=0)  # max grad norm; try 1.0
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA, off on CPU
+    ema: bool = False  # evaluate and keep an exponential moving average of the weights
+    ema_decay: float = Field(0.999, gt=0, lt=1)
+    channels_last: bool = True  # NHWC memory format; faster convolutions on CPU and tensor cores
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+    threads: Optional[int] = Field(None, gt=0)  # torch intra-op threads; None: torch's default (all cores)
+
+
+class AugConfig(_Section):
+    """Train-time transforms (albumentations, file path). Defaults = the seeds' NYCU recipe."""
+
+    scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range; try (0.35, 1) for small data
+    ratio: tuple[float, float] = (0.75, 4 / 3)
+    hflip: float = Field(0.5, ge=0, le=1)
+    vflip: float = Field(0.0, ge=0, le=1)  # on for top-down imagery (satellite, microscopy)
+    color_jitter: Optional[tuple[float, float, float, float]] = (0.2, 0.2, 0.2, 0.1)  # brightness, contrast, saturation, hue
+    rotate: float = Field(10.0, ge=0)  # degrees, +-
+    translate: float = Field(0.1, ge=0, lt=1)  # fraction of the size, +-
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    sched: SchedConfig = SchedConfig()
+    train: TrainConfig = TrainConfig()
+    aug: AugConfig = AugConfig()
+
+
+def load_config(path: Union[str, Path], overrides: Optional[list[Union[str, tuple[str, Any]]]] = None) -> Config:
+    """Read a YAML config, apply `key=value` overrides and validate.
+
+    Args:
+        path: YAML file; sections as in `Config`. Missing keys take their defaults.
+        overrides: strings like "optim.lr=3e-4" or "aug.scale=[0.35,1]" (values parsed as YAML), or
+            ready (key, value) pairs such as ("data.dir", "/data/comp").
+
+    Returns:
+        The validated `Config`.
+
+    Raises:
+        UserError: unreadable file, bad YAML, unknown key or wrong type, naming the key and its source.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path} (pass a YAML file, e.g. configs/demo.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the file") from e
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections (data:, model:, ...), got {type(raw).__name__}")
+    overridden = set()
+    for item in overrides or []:
+        key, value = item if isinstance(item, tuple) else _parse_override(item)
+        _set_dotted(raw, key, value)
+        overridden.add(key)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(_explain(e, path, overridden)) from e
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate a plain mapping (e.g. a run's saved config.yaml content) into a `Config`."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(_explain(e, Path(source), set())) from e
+
+
+def save_config(cfg: Config, path: Union[str, Path]) -> None:
+    """Write the fully resolved config as YAML (what a run actually used)."""
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected key=value, e.g. --set optim.lr=3e-4")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set {item!r}: bad key; use dotted section keys like train.epochs=5")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    # PyYAML reads "1e-3" as a string (YAML 1.1); pydantic coerces numeric strings, so leave it.
+    return key, value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    model: Any = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+_KEY = re.compile(r"^[a-z_][a-z0-9_]*$")
+_TYPE_NAMES = {"str", "int", "float", "bool"}
+
+
+def _explain(err: ValidationError, path: Path, overridden: set[str]) -> str:
+    errors = err.errors()
+    # A union field reports one error per branch; the validator's own message is the useful one.
+    first = min(errors, key=lambda e: {"extra_forbidden": 0, "value_error": 1}.get(e["type"], 2))
+    # Union branches also append their type name to loc ("HeadConfig", "str", ...); keep the user's keys.
+    loc = tuple(p for p in first["loc"] if isinstance(p, int) or (_KEY.match(p) and p not in _TYPE_NAMES))
+    key = ".".join(str(p) for p in loc)
+    source = f"--set {key}" if key in overridden else str(path)
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 and first["type"] != "value_error" else ""
+    if first["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=1)
+        hint = f"did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else "remove it"
+        return f"{source}: unknown key '{key}'; {hint}{more}"
+    got = first.get("input")
+    return f"{source}: bad value for '{key}': {first['msg']} (got {got!r}){more}"

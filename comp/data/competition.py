@@ -1,0 +1,312 @@
+"""Competition folders: layout detection, class names, test ids and the submission format.
+
+Two layouts are recognised (see DESIGN.md):
+
+1. folders: `train/<class>/*`, optional `val/<class>/*`, `test/*`, optional `sample_submission.csv`;
+2. csv: `train.csv` (id + label columns) with `train/`, `train_images/` or `images/`, a test folder
+   `test/` or `test_images/`, and `sample_submission.csv`.
+
+Class names are strings exactly as the user wrote them (folder names or CSV labels). Their order
+(= the model's output index) is numeric when every name is an integer ("3" < "12" < "100"),
+otherwise lexicographic; predictions are always written as names, never as indices.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import pandas as pd
+
+from comp.data.images import is_image_file, list_images
+from comp.errors import UserError
+
+TRAIN_IMAGE_DIRS = ("train", "train_images", "images")
+TEST_IMAGE_DIRS = ("test", "test_images")
+LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target", "species", "breed", "diagnosis", "y")
+DEFAULT_COLUMNS = ("image_name", "pred_label")  # the NYCU format, used without a sample submission
+
+
+@dataclass
+class Split:
+    """Labelled images: `paths[i]` has class index `labels[i]`."""
+
+    paths: list[Path]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, idx) -> "Split":
+        return Split([self.paths[i] for i in idx], [self.labels[i] for i in idx])
+
+
+@dataclass
+class SubmissionFormat:
+    """What the prediction CSV must look like: columns, id style and row order."""
+
+    columns: list[str]
+    id_style: Literal["stem", "name"]  # "cat_01" or "cat_01.jpg"
+    sample: Optional[Path] = None  # the sample_submission.csv it was copied from, if any
+
+    @property
+    def id_column(self) -> str:
+        return self.columns[0]
+
+    @property
+    def label_column(self) -> str:
+        return self.columns[1]
+
+
+@dataclass
+class Competition:
+    """Everything `comp` needs to know about a competition folder."""
+
+    root: Path
+    layout: Literal["folders", "csv"]
+    classes: list[str]
+    train: Split
+    val: Optional[Split]  # a labelled validation split that ships with the data, if any
+    test_paths: list[Path]
+    test_ids: list[str]
+    submission: SubmissionFormat
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path or row, reason)
+    test_problem: Optional[str] = None  # why the test set is unusable; training still works
+
+    def require_test(self) -> None:
+        """Raise the reason the test set cannot be predicted, if there is one."""
+        if self.test_problem:
+            raise UserError(self.test_problem)
+        if not self.test_paths:
+            raise UserError(f"{self.root}: no test images found; expected a test/ or test_images/ folder")
+
+    def class_counts(self, split: Optional[Split] = None) -> dict[str, int]:
+        """Images per class name for `split` (default: train), in class order."""
+        counts = Counter((split or self.train).labels)
+        return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
+
+
+def sort_class_names(names) -> list[str]:
+    """Numeric order when every name is an integer (NYCU's "0".."99"), else lexicographic."""
+    names = sorted(set(names))
+    if names and all(_is_int(n) for n in names):
+        return sorted(names, key=lambda n: (int(n), n))
+    return names
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+    except ValueError:
+        return False
+    return True
+
+
+def open_competition(
+    root: Path | str, id_column: Optional[str] = None, label_column: Optional[str] = None
+) -> Competition:
+    """Detect the layout of `root` and index its images, classes and submission format.
+
+    Args:
+        root: competition folder.
+        id_column, label_column: CSV layout only; override the detected train.csv columns.
+
+    Returns:
+        A `Competition`; class indices of `train`/`val` refer to `classes`.
+
+    Raises:
+        UserError: missing folder, no recognisable layout, unusable CSV, test images missing.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data folder not found: {root} (pass the competition folder with --data DIR)")
+    if (root / "train.csv").is_file():
+        return _open_csv(root, id_column, label_column)
+    if (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
+        return _open_folders(root)
+    raise UserError(
+        f"{root}: no competition layout found; expected train/<class>/ folders or train.csv + an image folder"
+    )
+
+
+# -- folders layout -------------------------------------------------------------------------
+
+
+def _class_folders(split_dir: Path, skipped: list[tuple[str, str]]) -> dict[str, list[Path]]:
+    found = {}
+    for d in sorted(split_dir.iterdir()):
+        if d.name.startswith("."):
+            continue
+        if not d.is_dir():
+            if is_image_file(d):
+                skipped.append((str(d), "image outside a class folder"))
+            continue
+        images = list_images(d)
+        if not images:
+            skipped.append((str(d), "class folder without images (class ignored)"))
+            continue
+        found[d.name] = images
+    return found
+
+
+def _open_folders(root: Path) -> Competition:
+    skipped: list[tuple[str, str]] = []
+    train_dirs = _class_folders(root / "train", skipped)
+    if not train_dirs:
+        raise UserError(f"{root / 'train'}: no class folder holds an image; expected train/<class>/<image>")
+    classes = sort_class_names(train_dirs)
+    index = {c: i for i, c in enumerate(classes)}
+    train = _split_from(train_dirs, index)
+    val = None
+    if (root / "val").is_dir():
+        val_dirs = _class_folders(root / "val", skipped)
+        unknown = sorted(set(val_dirs) - set(index))
+        if unknown:
+            raise UserError(f"{root / 'val'}: classes {unknown[:5]} have no train/ folder; rename or remove them")
+        val = _split_from(val_dirs, index) if val_dirs else None
+    test_dir = root / "test"
+    test_paths = list_images(test_dir) if test_dir.is_dir() else []
+    submission, test_paths, test_ids, problem = _test_set(root, test_paths)
+    return Competition(root, "folders", classes, train, val, test_paths, test_ids, submission, skipped, problem)
+
+
+def _split_from(folders: dict[str, list[Path]], index: dict[str, int]) -> Split:
+    paths, labels = [], []
+    for name, images in folders.items():
+        paths += images
+        labels += [index[name]] * len(images)
+    return Split(paths, labels)
+
+
+# -- csv layout -----------------------------------------------------------------------------
+
+
+def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str]) -> Competition:
+    csv_path = root / "train.csv"
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{csv_path}: cannot parse CSV ({e}); fix the file") from e
+    image_dir = next((root / d for d in TRAIN_IMAGE_DIRS if (root / d).is_dir()), None)
+    if image_dir is None:
+        raise UserError(f"{root}: train.csv found but no image folder; expected one of {', '.join(TRAIN_IMAGE_DIRS)}/")
+    files = _FileIndex(list_images(image_dir))
+    id_col = id_column or _detect_id_column(df, files, csv_path)
+    lab_col = label_column or _detect_label_column(df, id_col, csv_path)
+    for col in (id_col, lab_col):
+        if col not in df.columns:
+            raise UserError(f"{csv_path}: no column {col!r}; columns are {list(df.columns)}")
+
+    skipped: list[tuple[str, str]] = []
+    rows = []
+    for image_id, label in zip(df[id_col], df[lab_col]):
+        path = files.find(image_id)
+        if path is None:
+            skipped.append((f"train.csv id {image_id!r}", f"no such image in {image_dir.name}/"))
+        elif not label.strip():
+            skipped.append((str(path), "empty label in train.csv"))
+        else:
+            rows.append((path, label.strip()))
+    if not rows:
+        raise UserError(f"{csv_path}: no row of column {id_col!r} matches an image in {image_dir}/")
+    classes = sort_class_names(label for _, label in rows)
+    index = {c: i for i, c in enumerate(classes)}
+    train = Split([p for p, _ in rows], [index[lab] for _, lab in rows])
+
+    test_dir = next((root / d for d in TEST_IMAGE_DIRS if (root / d).is_dir()), None)
+    test_paths = list_images(test_dir) if test_dir else []
+    if not test_paths and (root / "sample_submission.csv").is_file():
+        # Some competitions keep train and test images in one folder and list test ids in the sample.
+        used = set(train.paths)
+        test_paths = [p for p in files.paths if p not in used]
+    submission, test_paths, test_ids, problem = _test_set(root, test_paths)
+    return Competition(root, "csv", classes, train, None, test_paths, test_ids, submission, skipped, problem)
+
+
+class _FileIndex:
+    """Look up image files by file name or by stem (ids in CSVs come either way)."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        self.by_name: dict[str, Path] = {}
+        self.by_stem: dict[str, Path] = {}
+        for p in paths:
+            self.by_name.setdefault(p.name, p)
+            self.by_stem.setdefault(p.stem, p)
+
+    def find(self, key: str) -> Optional[Path]:
+        key = key.strip()
+        name = key.rsplit("/", 1)[-1]
+        return self.by_name.get(name) or self.by_stem.get(name)
+
+
+def _detect_id_column(df: pd.DataFrame, files: _FileIndex, csv_path: Path) -> str:
+    sample = df.head(200)
+    best, best_hits = None, 0
+    for col in df.columns:
+        hits = sum(files.find(v) is not None for v in sample[col])
+        if hits > best_hits:
+            best, best_hits = col, hits
+    if best is None:
+        raise UserError(
+            f"{csv_path}: no column holds image file names or stems; set data.id_column=<column> "
+            f"(columns: {list(df.columns)})"
+        )
+    return best
+
+
+def _detect_label_column(df: pd.DataFrame, id_col: str, csv_path: Path) -> str:
+    others = [c for c in df.columns if c != id_col]
+    if len(others) == 1:
+        return others[0]
+    named = [c for c in others if c.strip().lower() in LABEL_COLUMN_NAMES]
+    if len(named) == 1:
+        return named[0]
+    raise UserError(
+        f"{csv_path}: cannot tell which column is the label among {others}; set data.label_column=<column>"
+    )
+
+
+# -- test set and submission format ---------------------------------------------------------
+
+
+def _test_set(
+    root: Path, test_paths: list[Path]
+) -> tuple[SubmissionFormat, list[Path], list[str], Optional[str]]:
+    """The submission format, the test images in submission order, their ids, and any problem.
+
+    A problem with the test set (ids without images, clashing stems) does not stop training; it is
+    raised by `Competition.require_test` when predicting.
+    """
+    sample_path = root / "sample_submission.csv"
+    sample, problem = None, None
+    if sample_path.is_file():
+        try:
+            sample = pd.read_csv(sample_path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            problem = f"{sample_path}: cannot parse CSV ({str(e).strip()}); fix or delete the file"
+        else:
+            if len(sample.columns) < 2:
+                problem = f"{sample_path}: expected an id column and a label column, got {list(sample.columns)}"
+    if sample is None or problem:
+        ids = [p.stem for p in test_paths]
+        dupes = [i for i, n in Counter(ids).items() if n > 1]
+        if dupes and not problem:
+            problem = f"{root}: test images share the stem {dupes[0]!r} (e.g. .jpg and .png); rename one"
+        return SubmissionFormat(list(DEFAULT_COLUMNS), "stem"), test_paths, ids, problem
+    ids = [str(v).strip() for v in sample.iloc[:, 0]]
+    has_ext = sum(is_image_file(Path(i)) for i in ids)
+    style: Literal["stem", "name"] = "name" if ids and has_ext > len(ids) / 2 else "stem"
+    index = _FileIndex(test_paths)
+    found = [index.find(i) for i in ids]
+    missing = [i for i, p in zip(ids, found) if p is None]
+    problem = None
+    if missing:
+        problem = (
+            f"{sample_path}: {len(missing)} of {len(ids)} ids have no test image (first: {missing[0]!r}); "
+            "check the test folder matches the sample submission"
+        )
+    fmt = SubmissionFormat([str(c) for c in sample.columns], style, sample_path)
+    return fmt, [p for p in found if p is not None], [i for i, p in zip(ids, found) if p is not None], problem

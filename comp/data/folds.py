@@ -1,0 +1,43 @@
+"""Stratified splits of the labelled data: the hold-out validation split (k-fold lives here too)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from comp.data.competition import Competition, Split
+
+
+def holdout_indices(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Stratified hold-out: about `fraction` of every class goes to validation.
+
+    Written out rather than sklearn's `train_test_split(stratify=...)`, which refuses a class with one
+    image and a validation set smaller than the number of classes; both are normal in small
+    competitions. A class with one image stays in train; any class with two or more puts at least one
+    image in validation.
+
+    Args:
+        labels: class index per image, length N.
+        fraction: share of each class held out, in (0, 1).
+        seed: the split is a pure function of (labels, fraction, seed).
+
+    Returns:
+        (train_idx, val_idx): sorted index lists that partition range(N).
+    """
+    rng = np.random.default_rng(seed)
+    labels_arr = np.asarray(labels)
+    train_idx, val_idx = [], []
+    for c in np.unique(labels_arr):
+        idx = np.flatnonzero(labels_arr == c)
+        rng.shuffle(idx)
+        n_val = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, round(len(idx) * fraction)))
+        val_idx += idx[:n_val].tolist()
+        train_idx += idx[n_val:].tolist()
+    return sorted(train_idx), sorted(val_idx)
+
+
+def train_val_split(comp: Competition, fraction: float, seed: int) -> tuple[Split, Split]:
+    """The competition's own val/ split when it has one, else a stratified hold-out of train."""
+    if comp.val is not None and len(comp.val) > 0:
+        return comp.train, comp.val
+    train_idx, val_idx = holdout_indices(comp.train.labels, fraction, seed)
+    return comp.train.subset(train_idx), comp.train.subset(val_idx)

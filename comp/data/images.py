@@ -1,0 +1,147 @@
+"""Robust image decoding to RGB, and the file-backed dataset that reports bad files.
+
+Competition folders hold whatever people uploaded: grayscale, palette, RGBA, CMYK, 16-bit PNGs and
+phone photos with an EXIF rotation. `load_rgb` turns all of them into 8-bit RGB the same way in
+training and prediction. A training image that cannot be decoded is skipped and listed (the
+collate function carries its path back to the training process, so this works with workers too).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from comp.errors import UserError
+
+# Extensions PIL decodes that people actually put in competitions; anything else is ignored when
+# listing a folder (and reported by `comp data check`).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
+)
+# Files operating systems drop into folders; never images, never worth a warning.
+OS_JUNK = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a visible file with an image extension (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """All image files under `folder` (recursive, following symlinks), sorted for determinism."""
+    return sorted(p for p in folder.rglob("*") if is_image_file(p) and p.is_file())
+
+
+def load_rgb(path: Path, draft_size: Optional[int] = None) -> Image.Image:
+    """Decode any PIL-readable image to an 8-bit RGB image, upright per its EXIF orientation.
+
+    Transparency is composited onto white (how the image looks in a viewer); 16-bit and 32-bit
+    integer images are scaled from their full range to 0..255; CMYK and palette images are converted.
+
+    Args:
+        path: image file.
+        draft_size: if given, JPEGs decode at the smallest power-of-two reduction still >= this many
+            pixels on the short side (libjpeg DCT scaling: much faster for small training sizes).
+
+    Returns:
+        PIL image in mode "RGB".
+
+    Raises:
+        OSError, UnidentifiedImageError, ValueError, SyntaxError, DecompressionBombError on bad files.
+    """
+    with Image.open(path) as im:
+        if draft_size and im.format == "JPEG":
+            w, h = im.size
+            scale = draft_size / max(1, min(w, h))
+            im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        return _to_rgb(im)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im).astype(np.float64)
+        # 16-bit PNGs open as "I;16" or "I"; scale by the full 16-bit range, not the image max,
+        # so a dark image stays dark.
+        top = 65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
+        return Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        top = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
+        return Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "P" or mode == "PA":
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "La", "RGBa"):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def check_readable(path: Path) -> Optional[str]:
+    """Cheap validity check (header + structure, no full decode). Returns the reason, or None if ok."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with Image.open(path) as im:
+            im.verify()
+    except DECODE_ERRORS as e:
+        return f"{type(e).__name__}: {e}".strip()
+    return None
+
+
+def load_rgb_or_fail(path: Path, draft_size: Optional[int] = None) -> Image.Image:
+    """`load_rgb` for images that must be readable (test images): a bad file is a UserError."""
+    try:
+        return load_rgb(path, draft_size)
+    except DECODE_ERRORS as e:
+        raise UserError(f"cannot read image {path}: {e}; replace or re-download the file") from e
+
+
+class ImageFileDataset(torch.utils.data.Dataset):
+    """Images from files, decoded with `load_rgb` and transformed by an albumentations pipeline.
+
+    Items are `(image, label)` with image a float tensor (3, H, W); an unreadable file yields
+    `(None, path)` instead, which `collate_skip_bad` removes and reports.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        labels: Optional[Sequence[int]],
+        transform: Callable,
+        draft_size: Optional[int] = None,
+    ):
+        self.paths = list(paths)
+        self.labels = list(labels) if labels is not None else [-1] * len(self.paths)
+        self.transform = transform
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            img = np.asarray(load_rgb(self.paths[i], self.draft_size))
+        except DECODE_ERRORS:
+            return None, str(self.paths[i])
+        return self.transform(image=img)["image"], self.labels[i]
+
+
+def collate_skip_bad(items: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Stack good items; return `(images (B,3,H,W), labels (B,), bad_paths)`. B may be 0."""
+    good = [(x, y) for x, y in items if x is not None]
+    bad = [y for x, y in items if x is None]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), bad
+    xs, ys = zip(*good)
+    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long), bad

@@ -1,0 +1,143 @@
+"""Tiny generated competitions (coloured shapes) for tests, benchmarks and the quick demo.
+
+Each class is a shape (circle, square, triangle, ...) in a random colour, size and position on a
+noisy background, so a pretrained backbone learns it in one short epoch while chance stays at
+1 / classes. Both layouts of DESIGN.md can be written; the test answers go to `answers.csv`, which
+no layout reads.
+
+    python -m comp.data.synthetic DIR [--classes 4] [--per-class 60] [--size 48] [--layout folders|csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "hbar", "vbar")
+
+
+def draw_shape(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """One RGB image (size x size) of `shape` with random colour, scale, position and noise."""
+    noise = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+    im = Image.fromarray(noise + rng.integers(0, 120, 3, dtype=np.uint8), "RGB")
+    d = ImageDraw.Draw(im)
+    r = size * rng.uniform(0.22, 0.38)
+    cx, cy = rng.uniform(r, size - r, 2)
+    color = tuple(int(v) for v in rng.integers(130, 256, 3))
+    box = (cx - r, cy - r, cx + r, cy + r)
+    w = max(2, int(r / 2.5))
+    if shape == "circle":
+        d.ellipse(box, fill=color)
+    elif shape == "square":
+        d.rectangle(box, fill=color)
+    elif shape == "triangle":
+        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=color)
+    elif shape == "cross":
+        d.line([(cx - r, cy), (cx + r, cy)], fill=color, width=w)
+        d.line([(cx, cy - r), (cx, cy + r)], fill=color, width=w)
+    elif shape == "ring":
+        d.ellipse(box, outline=color, width=w)
+    elif shape == "diamond":
+        d.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=color)
+    elif shape == "hbar":
+        d.rectangle((cx - r, cy - w, cx + r, cy + w), fill=color)
+    elif shape == "vbar":
+        d.rectangle((cx - w, cy - r, cx + w, cy + r), fill=color)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    return im
+
+
+def make_competition(
+    root: Path | str,
+    *,
+    classes: int = 4,
+    per_class: int = 20,
+    test_per_class: int = 5,
+    val_per_class: int = 0,
+    size: int = 32,
+    layout: Literal["folders", "csv"] = "folders",
+    class_names: Optional[Sequence[str]] = None,
+    sample_submission: bool = True,
+    id_style: Literal["stem", "name"] = "stem",
+    ext: str = ".png",
+    seed: int = 0,
+) -> Path:
+    """Write a shapes competition to `root` and return `root`.
+
+    Args:
+        classes: number of classes (at most len(SHAPES)).
+        per_class, test_per_class, val_per_class: images per class in train, test and a val/ split
+            (folders layout only; 0 = no val/ folder).
+        class_names: the label strings (default: the shape names).
+        sample_submission: write sample_submission.csv (with `id_style` ids) for the test images.
+    """
+    if not 1 <= classes <= len(SHAPES):
+        raise ValueError(f"classes must be 1..{len(SHAPES)}")
+    names = list(class_names) if class_names else list(SHAPES[:classes])
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    train_rows, test_rows = [], []
+    for c, name in enumerate(names):
+        shape = SHAPES[c]
+        for i in range(per_class):
+            sub = Path("train") / name if layout == "folders" else Path("train")
+            file = f"{name}_{i:04d}{ext}" if layout == "folders" else f"tr_{c:02d}_{i:04d}{ext}"
+            _save(draw_shape(shape, size, rng), root / sub / file)
+            train_rows.append((file, name))
+        for i in range(val_per_class if layout == "folders" else 0):
+            _save(draw_shape(shape, size, rng), root / "val" / name / f"{name}_val_{i:04d}{ext}")
+        for i in range(test_per_class):
+            test_rows.append((draw_shape(shape, size, rng), name))
+    order = rng.permutation(len(test_rows))
+    answers = []
+    for k, j in enumerate(order):
+        im, name = test_rows[j]
+        file = f"img_{k:05d}{ext}"
+        _save(im, root / "test" / file)
+        answers.append((file if id_style == "name" else Path(file).stem, name))
+    if layout == "csv":
+        _write_csv(root / "train.csv", ("image_id", "label"), [(Path(f).stem, n) for f, n in train_rows])
+    if sample_submission:
+        cols = ("id", "label") if layout == "csv" else ("image_name", "pred_label")
+        _write_csv(root / "sample_submission.csv", cols, [(i, names[0]) for i, _ in answers])
+    _write_csv(root / "answers.csv", ("id", "label"), answers)
+    return root
+
+
+def _save(im: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+
+
+def _write_csv(path: Path, header: Sequence[str], rows) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = argparse.ArgumentParser(description="Write a generated shapes competition.")
+    p.add_argument("root")
+    p.add_argument("--classes", type=int, default=4)
+    p.add_argument("--per-class", type=int, default=20)
+    p.add_argument("--test-per-class", type=int, default=10)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--layout", choices=("folders", "csv"), default="folders")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    make_competition(
+        a.root, classes=a.classes, per_class=a.per_class, test_per_class=a.test_per_class,
+        size=a.size, layout=a.layout, seed=a.seed,
+    )
+    print(f"wrote {a.root}")
+
+
+if __name__ == "__main__":
+    main()

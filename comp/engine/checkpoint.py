@@ -1,0 +1,80 @@
+"""Checkpoints: atomic writes, `weights_only` loads, RNG state capture.
+
+A checkpoint is written to a temp file in the same folder, flushed to disk and renamed over the
+old one, so a run killed at any moment leaves either the previous or the new file, never half of
+one. Everything is stored as tensors and plain Python containers, which `torch.load(...,
+weights_only=True)` accepts: no pickled objects, so loading a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from comp.errors import UserError
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """`torch.save(obj, path)` via temp file + fsync + rename. Disk errors become a UserError."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"could not write checkpoint {path} ({e}); free disk space and run again with --resume") from e
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint on CPU with `weights_only=True`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}; train first, or pass the run directory that holds it")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file raises pickle, zip or runtime errors
+        raise UserError(f"cannot load checkpoint {path} ({type(e).__name__}); it is damaged or not a comp checkpoint") from e
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) RNG states, as weights_only-safe values."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    random.setstate(_tuples(state["python"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x):
+    # weights_only round-trips tuples as tuples, but be lenient with lists from other writers
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

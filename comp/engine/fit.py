@@ -1,0 +1,458 @@
+"""The training loop: one model on one train/val split, writing a run directory.
+
+`fit(cfg, out_dir)` opens the competition, splits it and calls `fit_split`, which k-fold training
+reuses per fold. `train_one_epoch` and `evaluate` are importable on their own (like torchvision's
+reference scripts). Per iteration: AMP autocast (where the device supports it), optional
+mixup/cutmix (timm.data.Mixup), label smoothing, grad clipping, timm scheduler `step_update`,
+optional EMA (timm.utils.ModelEmaV3). Per epoch: validation, metrics.csv + curves.png, best.pt on a
+better val accuracy, last.pt always (atomic), early stopping on val accuracy with patience.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
+from torch.utils.data import DataLoader
+
+import comp
+from comp.config import Config, save_config
+from comp.data.competition import Competition, Split, open_competition
+from comp.data.folds import train_val_split
+from comp.data.images import ImageFileDataset, collate_skip_bad
+from comp.data.transforms import eval_preset, train_preset
+from comp.engine.checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
+from comp.engine.logbook import LiveProgress, MetricsLog, plot_curves, write_json
+from comp.engine.optim import create_optimizer, create_scheduler
+from comp.errors import UserError
+from comp.models.factory import build_model, data_config
+from comp.models.heads import count_params
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    acc: float
+    images: int
+    seconds: float
+    bad_files: list[str] = field(default_factory=list)
+
+
+# -- devices and precision --------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda if available, else cpu; anything else as given (validated)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"bad train.device {name!r}; use auto, cpu or cuda[:N]") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device={name} but CUDA is not available here; use train.device=auto or cpu")
+    return device
+
+
+def amp_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
+    """Autocast dtype for train.amp on `device`; None = full precision.
+
+    "auto" is bf16 (or fp16 on GPUs without bf16) on CUDA and off on CPU, where bf16 autocast is
+    slower than fp32 on most CPUs without AMX.
+    """
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "fp16" or (mode == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def _seed_worker(worker_id: int) -> None:
+    # albumentations 2 keeps its own RNG, copied into every worker: reseed it per worker from
+    # torch's per-worker seed, or all workers would draw the same augmentations.
+    info = torch.utils.data.get_worker_info()
+    seed = torch.initial_seed() % 2**32
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    info.dataset.transform.set_random_seed(seed)
+
+
+def make_loaders(cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device) -> tuple[DataLoader, DataLoader]:
+    """File-path loaders: albumentations train/eval presets, bad files skipped via the collate fn."""
+    size, mean, std = dcfg["image_size"], dcfg["mean"], dcfg["std"]
+    a = cfg.aug
+    train_tf = train_preset(
+        size=size, mean=mean, std=std, scale=a.scale, ratio=a.ratio, hflip=a.hflip, vflip=a.vflip,
+        color_jitter=a.color_jitter, rotate=a.rotate, translate=a.translate,
+    )
+    train_tf.set_random_seed(cfg.train.seed)
+    eval_tf = eval_preset(size=size, mean=mean, std=std, crop_pct=dcfg["crop_pct"])
+    # JPEGs decode at a reduced DCT scale no smaller than what the transforms need.
+    draft = int(round(size / dcfg["crop_pct"]))
+    workers = cfg.data.workers
+    common = dict(
+        num_workers=workers,
+        collate_fn=collate_skip_bad,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=_seed_worker if workers else None,
+        persistent_workers=False,
+    )
+    g = torch.Generator()
+    g.manual_seed(cfg.train.seed)
+    bs = cfg.data.batch_size
+    train_loader = DataLoader(
+        ImageFileDataset(train.paths, train.labels, train_tf, draft),
+        batch_size=bs, shuffle=True, drop_last=len(train) > bs, generator=g, **common,
+    )
+    val_loader = DataLoader(ImageFileDataset(val.paths, val.labels, eval_tf, draft), batch_size=bs * 2, shuffle=False, **common)
+    return train_loader, val_loader
+
+
+# -- one epoch -------------------------------------------------------------------------------
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    criterion: nn.Module,
+    scheduler=None,
+    start_update: int = 0,
+    mixup: Optional[Mixup] = None,
+    dtype: Optional[torch.dtype] = None,
+    scaler: Optional[torch.amp.GradScaler] = None,
+    grad_clip: Optional[float] = None,
+    ema: Optional[ModelEmaV3] = None,
+    channels_last: bool = False,
+    progress: Optional[LiveProgress] = None,
+) -> EpochStats:
+    """One pass over `loader`, stepping the scheduler per iteration.
+
+    Batches are `(images (B,3,H,W), labels (B,), bad_paths)` from `collate_skip_bad`. Accuracy is
+    against the un-mixed labels. Returns the mean loss and accuracy over the images seen.
+    """
+    model.train()
+    t0 = time.perf_counter()
+    total_loss, correct, seen, bad = 0.0, 0, 0, []
+    update = start_update
+    for x, y, bad_paths in loader:
+        bad += bad_paths
+        if len(y) == 0:
+            continue
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target = y
+        if mixup is not None and len(y) % 2 == 0:  # timm's Mixup needs an even batch
+            x, target = mixup(x, y)
+        with _autocast(device, dtype):
+            logits = model(x)
+            loss = criterion(logits, target)
+        if not math.isfinite(loss.item()):
+            raise UserError(f"training loss became {loss.item()}; lower optim.lr or set train.grad_clip=1.0")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+        update += 1
+        if scheduler is not None:
+            scheduler.step_update(num_updates=update)
+        if ema is not None:
+            ema.update(model, step=update)
+        n = len(y)
+        total_loss += loss.item() * n
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += n
+        if progress is not None:
+            progress.step(seen, loss=total_loss / seen, acc=correct / seen)
+    seconds = time.perf_counter() - t0
+    return EpochStats(total_loss / max(1, seen), correct / max(1, seen), seen, seconds, bad)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    device: torch.device,
+    dtype: Optional[torch.dtype] = None,
+    channels_last: bool = False,
+    progress: Optional[LiveProgress] = None,
+) -> EpochStats:
+    """Mean cross-entropy (no smoothing) and accuracy of `model` over `loader`."""
+    model.eval()
+    t0 = time.perf_counter()
+    total_loss, correct, seen, bad = 0.0, 0, 0, []
+    for x, y, bad_paths in loader:
+        bad += bad_paths
+        if len(y) == 0:
+            continue
+        x, y = x.to(device), y.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, dtype):
+            logits = model(x)
+        total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        if progress is not None:
+            progress.step(seen, acc=correct / seen)
+    nan = float("nan")
+    loss = total_loss / seen if seen else nan
+    return EpochStats(loss, correct / seen if seen else nan, seen, time.perf_counter() - t0, bad)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def fit(cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
+    """Train `cfg` on the competition in `cfg.data.dir`, writing the run directory `out_dir`.
+
+    Args:
+        cfg: validated config; `cfg.data.dir` must be set.
+        out_dir: run directory (see DESIGN.md: config.yaml, best.pt, last.pt, metrics.csv, ...).
+        resume: continue from `out_dir/last.pt`.
+        overwrite: allow replacing an existing run directory's files.
+        log: where progress lines go.
+
+    Returns:
+        The summary dict also written to summary.json.
+    """
+    if not cfg.data.dir:
+        raise UserError("no data folder: pass --data DIR or set data.dir in the config")
+    competition = open_competition(cfg.data.dir, cfg.data.id_column, cfg.data.label_column)
+    train, val = train_val_split(competition, cfg.data.val_fraction, cfg.train.seed)
+    return fit_split(cfg, competition, train, val, Path(out_dir), resume=resume, overwrite=overwrite, log=log)
+
+
+def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Create `out_dir`; refuse to write into a used one unless resuming or told to overwrite."""
+    if resume:
+        if not (out_dir / "last.pt").is_file():
+            raise UserError(f"--resume: no last.pt in {out_dir}; start a new run without --resume")
+        return
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise UserError(f"run directory {out_dir} already holds a run; use --resume, --overwrite or a new --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("best.pt", "last.pt", "metrics.csv", "summary.json", "skipped_files.txt", "curves.png"):
+        (out_dir / stale).unlink(missing_ok=True)
+
+
+def fit_split(
+    cfg: Config,
+    competition: Competition,
+    train: Split,
+    val: Split,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Train on `train`, select on `val`, write the run directory. See `fit`."""
+    prepare_run_dir(out_dir, resume, overwrite)
+    classes = competition.classes
+    seed_everything(cfg.train.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    dtype = amp_dtype(cfg.train.amp, device)
+
+    model = build_model(cfg.model, len(classes), pretrained=not resume)
+    dcfg = data_config(cfg.data, model)
+    cfg = cfg.model_copy(deep=True)
+    for key in ("image_size", "mean", "std", "crop_pct"):
+        setattr(cfg.data, key, dcfg[key])  # the resolved config records what was actually used
+    save_config(cfg, out_dir / "config.yaml")
+
+    channels_last = cfg.train.channels_last
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    train_loader, val_loader = make_loaders(cfg, dcfg, train, val, device)
+    optimizer = create_optimizer(model, cfg.optim)
+    scheduler = create_scheduler(optimizer, cfg.sched, cfg.train.epochs, len(train_loader))
+    t = cfg.train
+    mixup = None
+    if t.mixup > 0 or t.cutmix > 0:
+        mixup = Mixup(
+            mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, prob=t.mix_prob,
+            label_smoothing=t.label_smoothing, num_classes=len(classes),
+        )
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    else:
+        criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
+
+    state = {"epoch": -1, "best_val_acc": -1.0, "best_epoch": -1, "stale_epochs": 0, "updates": 0}
+    if resume:
+        state = _restore(out_dir / "last.pt", model, optimizer, scheduler, scaler, ema)
+        log(f"resuming {out_dir} after epoch {state['epoch'] + 1}")
+    metrics = MetricsLog(out_dir / "metrics.csv", keep_until_epoch=state["epoch"] if resume else None)
+
+    n_params, n_train_params = count_params(model), count_params(model, trainable_only=True)
+    log(
+        f"{cfg.model.name} ({n_params / 1e6:.2f}M params, {n_train_params / 1e6:.2f}M trainable) on {device}"
+        f"{f' {dtype}' if dtype else ''}: {len(classes)} classes, {len(train)} train / {len(val)} val images, "
+        f"{dcfg['image_size']} px"
+    )
+    if len(val) == 0:
+        log("warning: no validation images (every class has one image); best.pt follows the last epoch")
+    bad_files = {p: r for p, r in competition.skipped}
+    started = time.time()
+    with LiveProgress() as progress:
+        for epoch in range(state["epoch"] + 1, t.epochs):
+            progress.begin(f"epoch {epoch + 1}/{t.epochs}", len(train_loader))
+            tr = train_one_epoch(
+                model, train_loader, optimizer, device=device, criterion=criterion, scheduler=scheduler,
+                start_update=state["updates"], mixup=mixup, dtype=dtype, scaler=scaler, grad_clip=t.grad_clip,
+                ema=ema, channels_last=channels_last, progress=progress,
+            )
+            state["updates"] += len(train_loader)
+            progress.begin("  validate", len(val_loader))
+            eval_model = ema.module if ema is not None else model
+            va = evaluate(eval_model, val_loader, device=device, dtype=dtype, channels_last=channels_last, progress=progress)
+            bad_files.update({p: "unreadable image" for p in tr.bad_files + va.bad_files})
+            lr = optimizer.param_groups[0]["lr"]
+            row = dict(epoch=epoch, lr=lr, train_loss=tr.loss, train_acc=tr.acc, val_loss=va.loss, val_acc=va.acc,
+                       seconds=tr.seconds + va.seconds)
+            metrics.append(row)
+            plot_curves(metrics.rows, out_dir / "curves.png", title=f"{cfg.model.name} - {out_dir.name}")
+            improved = len(val) == 0 or va.acc > state["best_val_acc"]
+            if improved:
+                state.update(best_val_acc=va.acc if len(val) else float("nan"), best_epoch=epoch, stale_epochs=0)
+                save_atomic(_weights_payload(eval_model, cfg, classes, epoch, va.acc), out_dir / "best.pt")
+            else:
+                state["stale_epochs"] += 1
+            state["epoch"] = epoch
+            save_atomic(_full_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state), out_dir / "last.pt")
+            log(
+                f"epoch {epoch + 1}/{t.epochs}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
+                f"val loss {va.loss:.4f} acc {va.acc:.4f}  {tr.images / max(tr.seconds, 1e-9):.0f} img/s  "
+                f"{row['seconds']:.1f}s{'  *best' if improved else ''}"
+            )
+            if t.patience and state["stale_epochs"] >= t.patience:
+                log(f"early stop: no better val accuracy for {t.patience} epochs")
+                break
+
+    _write_skipped(bad_files, out_dir / "skipped_files.txt", log)
+    summary = {
+        "best_epoch": state["best_epoch"],
+        "best_val_acc": state["best_val_acc"],
+        "classes": classes,
+        "model": cfg.model.name,
+        "epochs_run": state["epoch"] + 1,
+        "world_size": 1,
+        "train_images": len(train),
+        "val_images": len(val),
+        "image_size": dcfg["image_size"],
+        "params": n_params,
+        "seconds": round(time.time() - started, 2),
+        "seed": cfg.train.seed,
+        "device": str(device),
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
+    }
+    write_json(summary, out_dir / "summary.json")
+    return summary
+
+
+def _weights_payload(model: nn.Module, cfg: Config, classes: list[str], epoch: int, val_acc: float) -> dict[str, Any]:
+    return {
+        "model": model.state_dict(),
+        "classes": list(classes),
+        "config": cfg.model_dump(mode="json"),
+        "epoch": epoch,
+        "val_acc": float(val_acc),
+    }
+
+
+def _full_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state) -> dict[str, Any]:
+    payload = _weights_payload(model, cfg, classes, state["epoch"], state["best_val_acc"])
+    payload.update(
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict() if scheduler is not None else None,
+        scaler=scaler.state_dict() if scaler is not None else None,
+        ema=ema.module.state_dict() if ema is not None else None,
+        state=dict(state),
+        rng=rng_state(),
+    )
+    return payload
+
+
+def _restore(path: Path, model, optimizer, scheduler, scaler, ema) -> dict[str, Any]:
+    ckpt = load_checkpoint(path)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt.get("scheduler") is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler") is not None:
+        scaler.load_state_dict(ckpt["scaler"])
+    if ema is not None and ckpt.get("ema") is not None:
+        ema.module.load_state_dict(ckpt["ema"])
+    set_rng_state(ckpt["rng"])
+    return dict(ckpt["state"])
+
+
+def _write_skipped(bad: dict[str, str], path: Path, log: Log) -> None:
+    if not bad:
+        return
+    path.write_text("".join(f"{p}\t{r}\n" for p, r in sorted(bad.items())))
+    log(f"warning: skipped {len(bad)} files or rows, listed in {path}")
+
+
+def environment() -> dict[str, str]:
+    """Git commit, package versions and platform, recorded with every run."""
+    import timm
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(comp.__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return {
+        "comp": comp.__version__,
+        "git_commit": commit or "unknown",
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,120 @@
+"""What a run leaves for a person to read: metrics.csv, curves.png, summary.json, progress bars."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+
+
+class MetricsLog:
+    """Appends one row per epoch to metrics.csv (columns `METRIC_COLUMNS`) and keeps them in memory."""
+
+    def __init__(self, path: Path, keep_until_epoch: Optional[int] = None):
+        """Open `path`; when resuming, keep only rows with epoch <= `keep_until_epoch`."""
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = []
+        if keep_until_epoch is not None and self.path.is_file():
+            with open(self.path, newline="") as f:
+                self.rows = [
+                    {k: float(v) for k, v in r.items()} for r in csv.DictReader(f) if int(r["epoch"]) <= keep_until_epoch
+                ]
+        self._rewrite()
+
+    def append(self, row: dict[str, float]) -> None:
+        self.rows.append({k: float(row[k]) for k in METRIC_COLUMNS})
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, METRIC_COLUMNS).writerow(_fmt(self.rows[-1]))
+
+    def _rewrite(self) -> None:
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, METRIC_COLUMNS)
+            w.writeheader()
+            w.writerows(_fmt(r) for r in self.rows)
+
+
+def _fmt(row: dict[str, float]) -> dict[str, Any]:
+    return {k: int(v) if k == "epoch" else (f"{v:.6g}" if math.isfinite(v) else "") for k, v in row.items()}
+
+
+def plot_curves(rows: list[dict[str, float]], path: Path, title: str = "") -> None:
+    """Loss, accuracy and learning rate per epoch, side by side, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, key, name in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
+        ax.plot(epochs, [r[f"train_{key}"] for r in rows], "o-", label="train")
+        ax.plot(epochs, [r[f"val_{key}"] for r in rows], "o-", label="val")
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[2].plot(epochs, [r["lr"] for r in rows], "o-", color="tab:green")
+    axes[2].set_title("learning rate (end of epoch)")
+    axes[2].set_xlabel("epoch")
+    axes[2].grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_json(obj: dict[str, Any], path: Path) -> None:
+    Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+class LiveProgress:
+    """A rich progress bar per epoch with live loss / accuracy / img/s; silent when not a terminal.
+
+    When output is not a terminal (CI, pipes, CliRunner) the bar is off and only the per-epoch lines
+    the engine prints remain, so logs stay readable.
+    """
+
+    def __init__(self, enabled: Optional[bool] = None):
+        console = Console(stderr=True)
+        self.enabled = console.is_terminal if enabled is None else enabled
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.enabled,
+            transient=True,
+        )
+        self._task = None
+        self._start = 0.0
+
+    def __enter__(self) -> "LiveProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def begin(self, description: str, total: int) -> None:
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+        self._task = self._progress.add_task(description, total=total, stats="")
+        self._start = time.perf_counter()
+
+    def step(self, images_seen: int, **stats: float) -> None:
+        """Advance one batch; `stats` (e.g. loss=0.5, acc=0.9) are shown next to img/s."""
+        rate = images_seen / max(1e-9, time.perf_counter() - self._start)
+        text = " ".join(f"{k} {v:.4f}" for k, v in stats.items()) + f" {rate:.0f} img/s"
+        self._progress.update(self._task, advance=1, stats=text)
