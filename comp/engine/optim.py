@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -32,8 +32,9 @@ def optimizer_kwargs(cfg: OptimConfig) -> dict[str, Any]:
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
     """Trainable parameters in groups: no weight decay on biases and norms; backbone lr scaled.
 
-    The backbone groups get lr = optim.lr * optim.backbone_lr_mult; timm's schedulers scale each
-    group from its own initial lr, so the ratio holds through warmup and decay.
+    The backbone groups carry `lr_scale = optim.backbone_lr_mult`, which timm's schedulers apply on
+    every update (as for layer-wise lr decay), so the ratio holds exactly through warmup, decay and
+    min_lr; a constant lr uses timm's "constant" schedule for the same reason.
     """
     backbone = getattr(model, "backbone", None)
     if backbone is None or cfg.backbone_lr_mult == 1.0:
@@ -41,7 +42,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
     groups = [g for g in param_groups_weight_decay(model.head, cfg.weight_decay) if g["params"]]
     for g in param_groups_weight_decay(backbone, cfg.weight_decay):
         if g["params"]:
-            groups.append({**g, "lr": cfg.lr * cfg.backbone_lr_mult})
+            groups.append({**g, "lr_scale": cfg.backbone_lr_mult})
     return groups
 
 
@@ -53,14 +54,15 @@ def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimize
     return create_optimizer_v2(groups, **optimizer_kwargs(cfg))
 
 
-def create_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedConfig, epochs: int, updates_per_epoch: int) -> Optional[Any]:
-    """A timm scheduler stepped per iteration (`step_update(num_updates)`), or None for a constant lr."""
-    if cfg.name == "none":
-        return None
+def create_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedConfig, epochs: int, updates_per_epoch: int) -> Any:
+    """A timm scheduler, stepped per iteration with `step_update(num_updates)`.
+
+    sched.name "none" is timm's "constant" schedule (still applying warmup and `lr_scale`).
+    """
     try:
         scheduler, _ = create_scheduler_v2(
             optimizer,
-            sched=cfg.name,
+            sched="constant" if cfg.name == "none" else cfg.name,
             num_epochs=cfg.cycle_epochs or epochs,
             warmup_epochs=cfg.warmup_epochs,
             warmup_lr=cfg.warmup_lr,

@@ -1,0 +1,27 @@
+from collections import Counter
+
+from comp.data.competition import open_competition
+from comp.data.folds import holdout_indices, train_val_split
+from comp.data.synthetic import make_competition
+
+
+def test_holdout_is_stratified_partition_and_deterministic():
+    labels = [0] * 50 + [1] * 30 + [2] * 2 + [3]
+    tr, va = holdout_indices(labels, 0.2, seed=1)
+    assert sorted(tr + va) == list(range(len(labels)))
+    counts = Counter(labels[i] for i in va)
+    assert counts == {0: 10, 1: 6, 2: 1}  # the one-image class stays in train
+    assert holdout_indices(labels, 0.2, seed=1) == (tr, va)
+    assert holdout_indices(labels, 0.2, seed=2) != (tr, va)
+
+
+def test_small_data_still_gets_every_class_in_val():
+    labels = [c for c in range(10) for _ in range(3)]
+    _, va = holdout_indices(labels, 0.1, seed=0)
+    assert sorted(labels[i] for i in va) == list(range(10))
+
+
+def test_competition_val_folder_wins(tmp_path):
+    comp = open_competition(make_competition(tmp_path / "c", classes=2, per_class=5, val_per_class=2))
+    train, val = train_val_split(comp, 0.5, seed=0)
+    assert len(train) == 10 and len(val) == 4
