@@ -338,6 +338,7 @@ def fit_split(
     bad_files = {p: r for p, r in competition.skipped}
     started = time.time()
     with LiveProgress() as progress:
+        log = progress.wrap(log)
         for epoch in range(state["epoch"] + 1, t.epochs):
             progress.begin(f"epoch {epoch + 1}/{t.epochs}", len(train_loader))
             tr = train_one_epoch(

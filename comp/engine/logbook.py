@@ -107,6 +107,12 @@ class LiveProgress:
     def __exit__(self, *exc) -> None:
         self._progress.stop()
 
+    def wrap(self, log):
+        """A log function that prints above the live bar instead of through it."""
+        if not self.enabled:
+            return log
+        return lambda msg: self._progress.console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
     def begin(self, description: str, total: int) -> None:
         if self._task is not None:
             self._progress.remove_task(self._task)
