@@ -57,6 +57,7 @@ def user_errors() -> Iterator[None]:
         "Examples:\n\n"
         "  comp train configs/demo.yaml --data data/shapes --epochs 1\n\n"
         "  comp train configs/resnet50-nycu.yaml --data data/hw1 --out runs/r50 --set optim.lr=3e-4 --set data.batch_size=32\n\n"
+        "  comp train configs/demo.yaml --data data/shapes --folds 5 --out runs/demo-5f\n\n"
         "  comp train configs/resnet50-nycu.yaml --out runs/r50 --resume --epochs 100"
     )
 )
@@ -65,6 +66,8 @@ def train(
     data: Annotated[Optional[Path], typer.Option("--data", help="Competition folder (sets data.dir).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory [default: runs/<config>-<time>].")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Sets train.epochs.")] = None,
+    folds: Annotated[Optional[int], typer.Option("--folds", min=2, help="Stratified K-fold: one run per fold, oof.csv, cv.json.")] = None,
+    fold: Annotated[Optional[int], typer.Option("--fold", min=0, help="Train only fold I of --folds K.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in --out.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set optim.lr=3e-4 (repeatable).")] = None,
@@ -74,12 +77,13 @@ def train(
 
     with user_errors():
         summary = train_run(
-            config, data=data, out=out, epochs=epochs, resume=resume, overwrite=overwrite,
+            config, data=data, out=out, epochs=epochs, folds=folds, fold=fold, resume=resume, overwrite=overwrite,
             overrides=set_ or [], log=typer.echo,
         )
-    typer.echo(
-        f"best val acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}"
-    )
+    if "cv_acc" in summary:
+        typer.echo(f"cv acc {summary['cv_acc']:.4f} over {summary['folds_done']} folds; run: {summary['run_dir']}")
+    else:
+        typer.echo(f"best val acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
 
 
 @data_app.command(

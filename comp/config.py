@@ -99,6 +99,7 @@ class TrainConfig(_Section):
     ema_decay: float = Field(0.999, gt=0, lt=1)
     channels_last: bool = True  # NHWC memory format; faster convolutions on CPU and tensor cores
     seed: int = 42
+    folds: int = Field(1, ge=1)  # 1 = one model with a hold-out; K >= 2 = stratified K-fold (`--folds K`)
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
     threads: Optional[int] = Field(None, gt=0)  # torch intra-op threads; None: torch's default (all cores)
 
@@ -115,6 +116,13 @@ class AugConfig(_Section):
     translate: float = Field(0.1, ge=0, lt=1)  # fraction of the size, +-
 
 
+class TTAConfig(_Section):
+    """Test-time augmentation used by `comp predict --tta` / `comp evaluate --tta` (see comp/tta.py)."""
+
+    views: list[str] = ["identity", "hflip"]  # e.g. [identity, hflip, rot10, rot-10, crop0.9, scale1.15]
+    merge: Literal["mean", "geometric"] = "mean"  # mean of probabilities, or geometric (= mean of logits)
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -122,6 +130,7 @@ class Config(_Section):
     sched: SchedConfig = SchedConfig()
     train: TrainConfig = TrainConfig()
     aug: AugConfig = AugConfig()
+    tta: TTAConfig = TTAConfig()
 
 
 def load_config(path: Union[str, Path], overrides: Optional[list[Union[str, tuple[str, Any]]]] = None) -> Config:

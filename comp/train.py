@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence
 
 from comp.config import load_config
 from comp.engine.fit import Log, fit
+from comp.engine.kfold import fit_folds
 from comp.errors import UserError
 
 
@@ -22,6 +23,8 @@ def train(
     data: Optional[Path] = None,
     out: Optional[Path] = None,
     epochs: Optional[int] = None,
+    folds: Optional[int] = None,
+    fold: Optional[int] = None,
     resume: bool = False,
     overwrite: bool = False,
     overrides: Sequence[str] = (),
@@ -32,14 +35,18 @@ def train(
     With `resume`, the run in `out` continues with the config it saved (its config.yaml), so the
     run stays what it was; `--epochs` and `--set` still apply on top, e.g. to extend a run.
 
+    With `folds` >= 2 (or `train.folds`), trains stratified K-fold (only fold `fold` if given).
+
     Returns:
-        The run's summary (also in `out/summary.json`); `summary["run_dir"]` is where it went.
+        The run's summary (summary.json, or cv.json for k-fold); `summary["run_dir"]` is where it went.
     """
     overrides: list = list(overrides)
     if data is not None:
         overrides.append(("data.dir", str(data)))
     if epochs is not None:
         overrides.append(("train.epochs", epochs))
+    if folds is not None:
+        overrides.append(("train.folds", folds))
     if resume:
         if out is None:
             raise UserError("--resume needs --out RUN, the run directory to continue")
@@ -50,6 +57,11 @@ def train(
     else:
         cfg = load_config(config_path, overrides)
     out = Path(out) if out is not None else default_run_dir(config_path)
-    summary = fit(cfg, out, resume=resume, overwrite=overwrite, log=log)
+    if cfg.train.folds > 1:
+        summary = fit_folds(cfg, out, fold=fold, resume=resume, overwrite=overwrite, log=log)
+    elif fold is not None:
+        raise UserError("--fold I needs --folds K (or train.folds in the config)")
+    else:
+        summary = fit(cfg, out, resume=resume, overwrite=overwrite, log=log)
     summary["run_dir"] = str(out)
     return summary

@@ -35,6 +35,38 @@ def holdout_indices(labels: list[int], fraction: float, seed: int) -> tuple[list
     return sorted(train_idx), sorted(val_idx)
 
 
+def kfold_indices(labels: list[int], k: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """Stratified K-fold (sklearn's StratifiedKFold, shuffled with `seed`).
+
+    A class with fewer images than folds is still split (sklearn warns; we do not): it is
+    validated in only as many folds as it has images. Fewer images than folds in *every* class is
+    an error with the fix.
+
+    Returns:
+        K (train_idx, val_idx) pairs; the val parts partition range(N).
+    """
+    import warnings
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from comp.errors import UserError
+
+    counts = np.bincount(np.asarray(labels))
+    if k > len(labels) or counts[counts > 0].max() < k:
+        raise UserError(f"--folds {k}: every class has fewer than {k} images; use fewer folds (e.g. --folds {max(2, int(counts.max()))})")
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed % 2**32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class ..." - reported by the caller
+        return [(sorted(tr.tolist()), sorted(va.tolist())) for tr, va in skf.split(np.zeros(len(labels)), labels)]
+
+
+def merged_labelled(comp: Competition) -> Split:
+    """All labelled images (train plus a shipped val/ split): what k-fold splits."""
+    if comp.val is None:
+        return comp.train
+    return Split(comp.train.paths + comp.val.paths, comp.train.labels + comp.val.labels)
+
+
 def train_val_split(comp: Competition, fraction: float, seed: int) -> tuple[Split, Split]:
     """The competition's own val/ split when it has one, else a stratified hold-out of train."""
     if comp.val is not None and len(comp.val) > 0:

@@ -34,12 +34,14 @@ from comp.data.competition import Competition, Split, open_competition
 from comp.data.folds import train_val_split
 from comp.data.images import ImageFileDataset, collate_skip_bad
 from comp.data.transforms import eval_preset, train_preset
+from comp.engine.infer import load_member, predict_views
 from comp.engine.checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
 from comp.engine.logbook import LiveProgress, MetricsLog, plot_curves, write_json
 from comp.engine.optim import create_optimizer, create_scheduler
 from comp.errors import UserError
 from comp.models.factory import build_model, data_config
 from comp.models.heads import count_params
+from comp.probs import write_probs
 
 Log = Callable[[str], None]
 
@@ -337,6 +339,7 @@ def fit_split(
         log("warning: no validation images (every class has one image); best.pt follows the last epoch")
     bad_files = {p: r for p, r in competition.skipped}
     started = time.time()
+    stopped_early = False
     with LiveProgress() as progress:
         log = progress.wrap(log)
         for epoch in range(state["epoch"] + 1, t.epochs):
@@ -371,15 +374,19 @@ def fit_split(
             )
             if t.patience and state["stale_epochs"] >= t.patience:
                 log(f"early stop: no better val accuracy for {t.patience} epochs")
+                stopped_early = True
                 break
 
     _write_skipped(bad_files, out_dir / "skipped_files.txt", log)
+    if len(val):
+        write_val_probs(out_dir, val, competition, device, cfg)
     summary = {
         "best_epoch": state["best_epoch"],
         "best_val_acc": state["best_val_acc"],
         "classes": classes,
         "model": cfg.model.name,
         "epochs_run": state["epoch"] + 1,
+        "stopped_early": stopped_early,
         "world_size": 1,
         "train_images": len(train),
         "val_images": len(val),
@@ -393,6 +400,35 @@ def fit_split(
     }
     write_json(summary, out_dir / "summary.json")
     return summary
+
+
+def write_val_probs(run_dir: Path, val: Split, competition: Competition, device: torch.device, cfg: Config) -> None:
+    """Predict `val` with the run's best.pt (identity view) into run_dir/val_probs.csv.
+
+    Ids are paths relative to the competition folder, so `comp evaluate` and out-of-fold ensembling
+    can find the images again and align runs.
+    """
+    member = load_member(run_dir, device)
+    probs, ok = predict_views(
+        [member], [["identity"]], val.paths, device=device, batch_size=cfg.data.batch_size * 2,
+        workers=cfg.data.workers, on_bad="skip",
+    )
+    keep = ok.nonzero().flatten().tolist()
+    write_probs(
+        run_dir / "val_probs.csv",
+        [relative_id(val.paths[i], competition.root) for i in keep],
+        probs[0][0][keep],
+        competition.classes,
+        label=[competition.classes[val.labels[i]] for i in keep],
+    )
+
+
+def relative_id(path: Path, root: Path) -> str:
+    """`path` relative to `root` as a POSIX string (absolute if outside it)."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return Path(path).resolve().as_posix()
 
 
 def _weights_payload(model: nn.Module, cfg: Config, classes: list[str], epoch: int, val_acc: float) -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""Batch inference: trained runs on a list of images, every TTA view from one decode.
+
+Images are decoded once per preprocessing (size, crop) into uint8 batches by DataLoader workers;
+each model normalizes the batch with its own mean/std, then every view is a tensor op on it
+(comp/tta.py). So N views cost N forward passes and no extra decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import albumentations as A
+import torch
+import torch.nn as nn
+from albumentations.pytorch import ToTensorV2
+from torch.utils.data import DataLoader
+
+from comp.config import Config, config_from_dict
+from comp.data.images import ImageFileDataset, collate_skip_bad
+from comp.engine.checkpoint import load_checkpoint
+from comp.errors import UserError
+from comp.models.factory import build_model
+from comp.tta import parse_view
+
+
+@dataclass
+class Member:
+    """One trained model ready for inference (a run directory, or one fold of a k-fold run)."""
+
+    run_dir: Path
+    model: nn.Module
+    classes: list[str]
+    cfg: Config
+
+    @property
+    def size(self) -> int:
+        return int(self.cfg.data.image_size)
+
+    @property
+    def crop_pct(self) -> float:
+        return float(self.cfg.data.crop_pct)
+
+
+def find_model_dirs(path: Path) -> list[Path]:
+    """`path` itself if it holds best.pt, else its fold_*/ folders that do (a k-fold run)."""
+    path = Path(path)
+    if (path / "best.pt").is_file():
+        return [path]
+    folds = sorted((p for p in path.glob("fold_*") if (p / "best.pt").is_file()), key=lambda p: int(p.name.split("_")[1]))
+    if not folds:
+        raise UserError(f"{path} is not a comp run (no best.pt, no fold_*/best.pt); pass a run directory from comp train")
+    return folds
+
+
+def load_member(run_dir: Path, device: torch.device) -> Member:
+    """Rebuild the model of `run_dir` from its best.pt (architecture from the saved config)."""
+    ckpt = load_checkpoint(Path(run_dir) / "best.pt")
+    cfg = config_from_dict(ckpt["config"], str(Path(run_dir) / "best.pt"))
+    model = build_model(cfg.model, len(ckpt["classes"]), pretrained=False)
+    model.load_state_dict(ckpt["model"])
+    model.to(device, memory_format=torch.channels_last).eval()
+    return Member(Path(run_dir), model, list(ckpt["classes"]), cfg)
+
+
+def decode_loader(paths: Sequence[Path], size: int, crop_pct: float, batch_size: int, workers: int) -> DataLoader:
+    """uint8 batches (B, 3, size, size): short side to size/crop_pct, center crop; bad files reported."""
+    resize = max(size, int(round(size / crop_pct)))
+    tf = A.Compose([A.SmallestMaxSize(max_size=resize, area_for_downscale="image"), A.CenterCrop(size, size), ToTensorV2()])
+    ds = ImageFileDataset(paths, list(range(len(paths))), tf, draft_size=resize)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip_bad)
+
+
+@torch.inference_mode()
+def predict_views(
+    members: Sequence[Member],
+    views: Sequence[Sequence[str]],
+    paths: Sequence[Path],
+    *,
+    device: torch.device,
+    batch_size: int = 64,
+    workers: int = 2,
+    on_bad: str = "raise",
+    progress=None,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Probabilities of every member under each of its views.
+
+    Args:
+        members: M loaded models.
+        views: for member m, its list of V_m view names.
+        paths: N image files.
+        on_bad: "raise" (a UserError naming the file) or "skip" (row left as NaN, mask False).
+
+    Returns:
+        ([ (V_m, N, C) float32 probabilities per member ], ok mask (N,) bool).
+    """
+    n = len(paths)
+    fns = [[parse_view(v) for v in vs] for vs in views]
+    out = [torch.full((len(vs), n, len(m.classes)), float("nan")) for m, vs in zip(members, views)]
+    ok = torch.zeros(n, dtype=torch.bool)
+    groups: dict[tuple[int, float], list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault((m.size, m.crop_pct), []).append(i)
+    for (size, crop), idx in groups.items():
+        norm = {i: _normalizer(members[i], device) for i in idx}
+        loader = decode_loader(paths, size, crop, batch_size, workers)
+        if progress is not None:
+            progress.begin(f"predict {size}px", len(loader))
+        seen = 0
+        for x, pos, bad in loader:
+            if bad and on_bad == "raise":
+                raise UserError(f"cannot read image {bad[0]}; replace or re-download the file")
+            seen += len(pos)
+            if len(pos):
+                ok[pos] = True
+                x = x.to(device, non_blocking=True).float()
+                for i in idx:
+                    mean, std = norm[i]
+                    xn = ((x / 255.0 - mean) / std).contiguous(memory_format=torch.channels_last)
+                    dtype = torch.bfloat16 if device.type == "cuda" else None
+                    for v, fn in enumerate(fns[i]):
+                        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                            logits = members[i].model(fn(xn))
+                        out[i][v, pos] = logits.float().softmax(1).cpu()
+            if progress is not None:
+                progress.step(seen)
+    return out, ok
+
+
+def _normalizer(m: Member, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(m.cfg.data.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(m.cfg.data.std, device=device).view(1, 3, 1, 1)
+    return mean, std
+
+
+def shared_classes(members: Sequence[Member]) -> list[str]:
+    """The class list all `members` share; runs trained on other classes cannot be ensembled."""
+    classes = members[0].classes
+    for m in members:
+        if m.classes != classes:
+            raise UserError(f"{m.run_dir} was trained on other classes than the rest; ensemble runs of one competition")
+    return classes

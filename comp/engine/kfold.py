@@ -1,0 +1,113 @@
+"""K-fold training: one `fit_split` run per stratified fold, then out-of-fold scores.
+
+A k-fold run directory holds `fold_0/ ... fold_{K-1}/` (each a complete run directory),
+`config.yaml`, `oof.csv` (every labelled image predicted by the fold that did not train on it)
+and `cv.json` (`cv_acc`, per-fold accuracy). `--fold I` trains one fold into the same folder, so
+folds can run on different machines; oof.csv and cv.json cover the folds finished so far.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from comp.config import Config, save_config
+from comp.data.competition import open_competition
+from comp.data.folds import kfold_indices, merged_labelled
+from comp.engine.fit import Log, fit_split
+from comp.engine.logbook import write_json
+from comp.ensemble import accuracy
+from comp.errors import UserError
+from comp.probs import label_indices, read_probs, write_probs
+
+
+def fit_folds(
+    cfg: Config, out_dir: Path, *, fold: Optional[int] = None, resume: bool = False, overwrite: bool = False, log: Log = print
+) -> dict[str, Any]:
+    """Train `cfg.train.folds` folds (or only `fold`) and write oof.csv and cv.json.
+
+    Returns:
+        The cv.json content: {"cv_acc", "fold_acc", "folds", "folds_done", "images"}.
+    """
+    k = cfg.train.folds
+    if fold is not None and not 0 <= fold < k:
+        raise UserError(f"--fold {fold} is outside 0..{k - 1} for --folds {k}")
+    if not cfg.data.dir:
+        raise UserError("no data folder: pass --data DIR or set data.dir in the config")
+    competition = open_competition(cfg.data.dir, cfg.data.id_column, cfg.data.label_column)
+    data = merged_labelled(competition)
+    small = [f"{competition.classes[c]} ({n})" for c, n in sorted(Counter(data.labels).items()) if n < k]
+    if small:
+        log(f"note: {len(small)} classes have fewer images than {k} folds and are validated in fewer folds: {', '.join(small[:5])}")
+    splits = kfold_indices(data.labels, k, cfg.train.seed)
+    out_dir = Path(out_dir)
+    if fold is None and not (resume or overwrite) and out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"run directory {out_dir} already holds a run; use --resume, --overwrite or a new --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "config.yaml")
+    for i in [fold] if fold is not None else range(k):
+        fold_dir = out_dir / f"fold_{i}"
+        if resume and _finished(fold_dir, cfg):
+            log(f"fold {i}: finished earlier, skipped")
+            continue
+        train_idx, val_idx = splits[i]
+        log(f"fold {i + 1}/{k}: {len(train_idx)} train / {len(val_idx)} val images")
+        fit_split(
+            cfg, competition, data.subset(train_idx), data.subset(val_idx), fold_dir,
+            resume=resume and (fold_dir / "last.pt").is_file(), overwrite=overwrite, log=log,
+        )
+    cv = collect_oof(out_dir, competition.classes, k)
+    _print_table(cv, log)
+    return cv
+
+
+def _finished(fold_dir: Path, cfg: Config) -> bool:
+    """A fold whose summary says it ran all epochs or stopped early."""
+    summary = fold_dir / "summary.json"
+    if not summary.is_file():
+        return False
+    s = json.loads(summary.read_text())
+    return s.get("epochs_run", 0) >= cfg.train.epochs or bool(s.get("stopped_early"))
+
+
+def collect_oof(out_dir: Path, classes: list[str], k: int) -> dict[str, Any]:
+    """Gather fold_*/val_probs.csv into oof.csv and score it into cv.json."""
+    ids, probs, labels, folds, fold_acc = [], [], [], [], {}
+    for i in range(k):
+        path = out_dir / f"fold_{i}" / "val_probs.csv"
+        if not path.is_file():
+            continue
+        fids, fprobs, fclasses, meta = read_probs(path)
+        if fclasses != classes:
+            raise UserError(f"{path}: classes differ from the competition's; retrain this fold")
+        y = label_indices(meta["label"], classes, path)
+        fold_acc[i] = accuracy(fprobs, y)
+        ids += fids
+        probs.append(fprobs)
+        labels += meta["label"]
+        folds += [i] * len(fids)
+    if not probs:
+        raise UserError(f"{out_dir}: no finished fold (fold_*/val_probs.csv)")
+    p = torch.cat(probs)
+    write_probs(out_dir / "oof.csv", ids, p, classes, label=labels, fold=folds)
+    cv = {
+        "cv_acc": accuracy(p, label_indices(labels, classes)),
+        "fold_acc": {str(i): a for i, a in fold_acc.items()},
+        "folds": k,
+        "folds_done": len(fold_acc),
+        "images": len(ids),
+    }
+    write_json(cv, out_dir / "cv.json")
+    return cv
+
+
+def _print_table(cv: dict[str, Any], log: Log) -> None:
+    log("fold  val_acc")
+    for i, a in cv["fold_acc"].items():
+        log(f"{int(i):>4}  {a:.4f}")
+    done = f" ({cv['folds_done']}/{cv['folds']} folds)" if cv["folds_done"] < cv["folds"] else ""
+    log(f"  cv  {cv['cv_acc']:.4f}  out-of-fold over {cv['images']} images{done}")

@@ -1,0 +1,83 @@
+"""Ensemble arithmetic: merging probabilities, scoring, and greedy weight fitting.
+
+Probabilities are kept as (members, N, C) tensors. The geometric mean, renormalized, equals the
+softmax of the mean logits (log-softmax differs from the logits by a per-sample constant), so
+"geometric" also covers logit averaging.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+EPS = 1e-12
+
+
+def merge(probs: torch.Tensor, weights: Optional[Sequence[float]] = None, rule: str = "mean") -> torch.Tensor:
+    """Combine member probabilities.
+
+    Args:
+        probs: (M, N, C) probabilities of M members (models, views or both flattened).
+        weights: M non-negative weights (default equal); normalized to sum 1.
+        rule: "mean" (arithmetic mean of probabilities) or "geometric" (= mean of logits).
+
+    Returns:
+        (N, C) probabilities, rows summing to 1.
+    """
+    m = probs.shape[0]
+    w = torch.ones(m, dtype=probs.dtype) if weights is None else torch.as_tensor(list(weights), dtype=probs.dtype)
+    if w.shape != (m,) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"need {m} non-negative weights with a positive sum, got {list(map(float, w))}")
+    w = (w / w.sum()).to(probs.device).view(m, 1, 1)
+    if rule == "mean":
+        return (probs * w).sum(0)
+    if rule == "geometric":
+        return torch.softmax((probs.clamp_min(EPS).log() * w).sum(0), dim=1)
+    raise ValueError(f"unknown merge rule {rule!r}")
+
+
+def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of (N, C) probabilities against (N,) class indices."""
+    return (probs.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
+
+
+def log_loss(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean negative log-likelihood of the true class."""
+    return -probs.gather(1, labels.view(-1, 1)).clamp_min(EPS).log().mean().item()
+
+
+def greedy_weights(probs: torch.Tensor, labels: torch.Tensor, rule: str = "mean", max_steps: int = 50) -> list[float]:
+    """Caruana-style forward selection with replacement on out-of-fold predictions.
+
+    Starting from the best single member, repeatedly add the member (repeats allowed) whose
+    inclusion gives the best (accuracy, -log loss) of the merged prediction; stop when nothing
+    improves. Weights are how often each member was picked.
+
+    Args:
+        probs: (M, N, C) out-of-fold probabilities of M members on the same N labelled images.
+        labels: (N,) class indices.
+
+    Returns:
+        M weights summing to 1 (zero for members never picked).
+    """
+    m = probs.shape[0]
+
+    def score(counts: torch.Tensor) -> tuple[float, float]:
+        p = merge(probs, counts.tolist(), rule)
+        return accuracy(p, labels), -log_loss(p, labels)
+
+    counts = torch.zeros(m)
+    best_score = (-1.0, -float("inf"))
+    for _ in range(max_steps):
+        trials = []
+        for i in range(m):
+            c = counts.clone()
+            c[i] += 1
+            trials.append((score(c), i))
+        (s, i) = max(trials, key=lambda t: t[0])
+        if s <= best_score:
+            break
+        counts[i] += 1
+        best_score = s
+    return (counts / counts.sum()).tolist()
