@@ -86,6 +86,82 @@ def train(
         typer.echo(f"best val acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
 
 
+def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{what} takes comma-separated numbers, e.g. 0.6,0.4; got {text!r}") from None
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  comp predict runs/demo-5f --tta\n\n"
+        "  comp predict runs/r50 runs/effnet --weights 0.6,0.4 --tta-views identity,hflip,rot10 --out sub/ens.csv\n\n"
+        "  comp predict sub/a_probs.csv sub/b_probs.csv --data data/hw1 --out sub/ab.csv"
+    )
+)
+def predict(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (k-fold runs expand to folds) or *_probs.csv tables.")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Competition folder [default: the run's data.dir].")] = None,
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Test-time augmentation with the runs' tta.views.")] = True,
+    tta_views: Annotated[Optional[str], typer.Option("--tta-views", help="Views, e.g. identity,hflip,rot10,crop0.9,scale1.15.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Prediction CSV; _probs.csv and _meta.json go next to it.")] = Path("prediction.csv"),
+    weights: Annotated[Optional[str], typer.Option("--weights", help="One weight per run, e.g. 0.6,0.4.")] = None,
+    merge: Annotated[Optional[str], typer.Option("--merge", help="mean (of probabilities) or geometric (= mean of logits).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Decoding processes.")] = 2,
+) -> None:
+    """Ensemble of runs and their folds x TTA views -> prediction CSV + class probabilities."""
+    from comp.predict import predict as predict_run
+
+    with user_errors():
+        if merge not in (None, "mean", "geometric"):
+            raise UserError(f"--merge {merge!r}: use mean or geometric")
+        predict_run(
+            runs, data=data, tta=tta, views=tta_views, out=out, weights=_floats(weights, "--weights"),
+            merge_rule=merge, batch_size=batch_size, workers=workers, log=typer.echo,
+        )
+
+
+@app.command(
+    epilog="Examples:\n\n  comp evaluate runs/demo-5f --tta\n\n  comp evaluate runs/a-5f runs/b-5f --tta --tta-views identity,hflip,rot10,rot-10 --fit"
+)
+def evaluate(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Competition folder [default: the run's data.dir].")] = None,
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Score every TTA view and their merge.")] = False,
+    tta_views: Annotated[Optional[str], typer.Option("--tta-views", help="Views to score, e.g. identity,hflip,rot10.")] = None,
+    fit: Annotated[bool, typer.Option("--fit", help="Fit run weights and choose views by hill-climbing on held-out predictions.")] = False,
+) -> None:
+    """Validation (or out-of-fold) accuracy of runs, of each TTA view and of the ensemble."""
+    from comp.evaluate import evaluate as evaluate_runs
+
+    with user_errors():
+        evaluate_runs(runs, data=data, tta=tta, views=tta_views, fit=fit, log=typer.echo)
+
+
+@app.command(
+    epilog="Examples:\n\n  comp submit prediction.csv -m 'r50 5-fold + tta'\n\n  comp submit prediction.csv --kaggle dog-breed-identification"
+)
+def submit(
+    prediction: Annotated[Path, typer.Argument(help="Prediction CSV from comp predict.")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Competition folder [default: from the prediction's _meta.json].")] = None,
+    message: Annotated[str, typer.Option("-m", "--message", help="Note kept in submissions/history.csv.")] = "",
+    kaggle: Annotated[Optional[str], typer.Option("--kaggle", help="Also submit with the Kaggle CLI to this competition.")] = None,
+    directory: Annotated[Path, typer.Option("--dir", help="Archive folder.")] = Path("submissions"),
+) -> None:
+    """Validate against the sample submission, archive under submissions/, optionally submit to Kaggle."""
+    from comp.submit import submit as submit_file
+
+    with user_errors():
+        row = submit_file(prediction, data=data, message=message, kaggle=kaggle, directory=directory)
+    agreement = f", agrees {float(row['agreement_with_previous']):.1%} with the previous" if row["agreement_with_previous"] else ""
+    typer.echo(f"valid; archived {row['path']} and {Path(row['zip']).name}{agreement}")
+
+
 @data_app.command(
     "check",
     epilog="Example:\n\n  comp data check data/hw1",

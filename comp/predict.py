@@ -1,0 +1,160 @@
+"""`comp predict`: an ensemble of runs (and their folds) x TTA views -> prediction CSV + probabilities.
+
+Inputs are run directories (a k-fold run expands to its folds, a fold directory is a run of its
+own) or probability tables written by an earlier `comp predict` (`*_probs.csv`), so runs can be
+re-ensembled without running the models again. Within a run, its folds and its TTA views are
+merged with equal weight; across runs, with `weights` (default equal). Outputs, next to `out`:
+
+- `prediction.csv`: the sample submission's columns and id style, class *names* as labels;
+- `prediction_probs.csv`: `id` + one probability column per class, in the model's class order;
+- `prediction_meta.json`: runs, views, weights, merge rule and the runs' validation scores.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pandas as pd
+import torch
+
+from comp.data.competition import Competition, open_competition
+from comp.engine.fit import Log, resolve_device
+from comp.engine.infer import Member, find_model_dirs, load_member, predict_views, shared_classes
+from comp.engine.logbook import LiveProgress, write_json
+from comp.ensemble import merge
+from comp.errors import UserError
+from comp.probs import read_probs, write_probs
+from comp.tta import parse_views
+
+
+def output_paths(out: Path) -> tuple[Path, Path, Path]:
+    """(prediction.csv, prediction_probs.csv, prediction_meta.json) for `out`."""
+    out = Path(out)
+    return out, out.with_name(out.stem + "_probs.csv"), out.with_name(out.stem + "_meta.json")
+
+
+def member_views(member: Member, tta: bool, views: Optional[Sequence[str]]) -> list[str]:
+    """The views a member is evaluated with: identity without TTA, else the CLI's or its config's."""
+    if not tta:
+        return ["identity"]
+    return parse_views(views if views else member.cfg.tta.views)
+
+
+def run_score(run: Path) -> Optional[float]:
+    """A run's validation score: cv_acc of a k-fold run, best_val_acc of a single run."""
+    for name, key in (("cv.json", "cv_acc"), ("summary.json", "best_val_acc")):
+        f = Path(run) / name
+        if f.is_file():
+            value = json.loads(f.read_text()).get(key)
+            return float(value) if value is not None else None
+    return None
+
+
+def predict(
+    runs: Sequence[Path],
+    *,
+    data: Optional[Path] = None,
+    tta: bool = True,
+    views: Optional[Sequence[str]] = None,
+    out: Path = Path("prediction.csv"),
+    weights: Optional[Sequence[float]] = None,
+    merge_rule: Optional[str] = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    workers: int = 2,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Predict the competition's test set with an ensemble; write CSV, probabilities and metadata.
+
+    Args:
+        runs: run directories or `*_probs.csv` tables.
+        data: competition folder (default: the first run's data.dir).
+        tta: use each run's configured views (or `views`); False = identity only.
+        weights: one weight per entry of `runs`.
+        merge_rule: "mean" or "geometric"; default the first run's `tta.merge`.
+
+    Returns:
+        The metadata written to `<out stem>_meta.json`.
+    """
+    if not runs:
+        raise UserError("no runs given; pass one or more run directories, e.g. comp predict runs/demo-1")
+    if weights is not None and len(weights) != len(runs):
+        raise UserError(f"--weights has {len(weights)} values for {len(runs)} runs; give one per run")
+    dev = resolve_device(device)
+    tables = [Path(r) for r in runs if Path(r).suffix == ".csv"]
+    run_dirs = [Path(r) for r in runs if Path(r).suffix != ".csv"]
+    members = {r: [load_member(d, dev) for d in find_model_dirs(r)] for r in run_dirs}
+    all_members = [m for ms in members.values() for m in ms]
+    first_cfg = all_members[0].cfg if all_members else None
+    data = data or (Path(first_cfg.data.dir) if first_cfg and first_cfg.data.dir else None)
+    if data is None:
+        raise UserError("no data folder: pass --data DIR (the competition the runs were trained on)")
+    competition = open_competition(data, *(
+        (first_cfg.data.id_column, first_cfg.data.label_column) if first_cfg else (None, None)
+    ))
+    competition.require_test()
+    classes = shared_classes(all_members) if all_members else competition.classes
+    if classes != competition.classes:
+        raise UserError(f"the runs were trained on classes {classes[:5]}..., not those of {data}; pass the right --data")
+    rule = merge_rule or (first_cfg.tta.merge if first_cfg else "mean")
+
+    per_run: dict[Path, torch.Tensor] = {}
+    used_views: dict[str, list[str]] = {}
+    if all_members:
+        views_per_member = [member_views(m, tta, views) for m in all_members]
+        with LiveProgress() as progress:
+            probs, _ = predict_views(
+                all_members, views_per_member, competition.test_paths, device=dev, batch_size=batch_size,
+                workers=workers, on_bad="raise", progress=progress,
+            )
+        k = 0
+        for run, ms in members.items():
+            merged = [merge(probs[k + j], rule=rule) for j in range(len(ms))]
+            per_run[run] = merge(torch.stack(merged), rule=rule)
+            used_views[str(run)] = views_per_member[k]
+            k += len(ms)
+    for table in tables:
+        per_run[table] = _aligned_table(table, competition, classes)
+    ordered = [per_run[Path(r)] for r in runs]
+    final = merge(torch.stack(ordered), weights, rule)
+
+    csv_path, probs_path, meta_path = output_paths(out)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    write_prediction_csv(csv_path, competition, [classes[i] for i in final.argmax(1).tolist()])
+    write_probs(probs_path, competition.test_ids, final, classes)
+    scores = [run_score(Path(r)) for r in run_dirs]
+    meta = {
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "runs": [str(r) for r in runs],
+        "models": len(all_members),
+        "views": used_views,
+        "weights": list(weights) if weights is not None else [1.0] * len(runs),
+        "merge": rule,
+        "cv_score": sum(s for s in scores if s is not None) / max(1, sum(s is not None for s in scores)) if any(s is not None for s in scores) else None,
+        "images": len(competition.test_ids),
+        "data": str(Path(data)),
+    }
+    write_json(meta, meta_path)
+    log(f"wrote {csv_path} ({len(competition.test_ids)} rows), {probs_path.name}, {meta_path.name} "
+        f"from {len(all_members)} models x views {sorted({v for vs in used_views.values() for v in vs}) or '-'}")
+    return meta
+
+
+def write_prediction_csv(path: Path, competition: Competition, labels: Sequence[str]) -> None:
+    """The submission: the sample's two columns, its ids in its order, class names as labels."""
+    fmt = competition.submission
+    pd.DataFrame({fmt.id_column: competition.test_ids, fmt.label_column: list(labels)}).to_csv(path, index=False)
+
+
+def _aligned_table(path: Path, competition: Competition, classes: list[str]) -> torch.Tensor:
+    ids, probs, table_classes, _ = read_probs(path)
+    if table_classes != classes:
+        raise UserError(f"{path}: its class columns differ from the runs' classes; ensemble tables of one competition")
+    row = {i: k for k, i in enumerate(ids)}
+    missing = [i for i in competition.test_ids if i not in row]
+    if missing:
+        raise UserError(f"{path}: no row for test id {missing[0]!r} ({len(missing)} missing); predict the same test set")
+    return probs[[row[i] for i in competition.test_ids]]
