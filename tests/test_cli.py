@@ -113,3 +113,20 @@ def test_python_dash_m_comp_runs(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: data folder not found: {tmp_path / 'missing'} (pass the competition folder with --data DIR)"]
+
+
+def test_train_folds_predict_tta_submit_via_cli(tmp_path, shapes, tiny_config, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(tiny_config), "--data", str(shapes), "--out", str(run), "--folds", "2"])
+    assert result.exit_code == 0, result.output
+    assert "cv acc" in result.output
+    result = runner.invoke(app, ["predict", str(run), "--tta", "--tta-views", "identity,hflip", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "prediction.csv").is_file() and (tmp_path / "prediction_probs.csv").is_file()
+    result = runner.invoke(app, ["evaluate", str(run), "--tta", "--tta-views", "identity,hflip"])
+    assert result.exit_code == 0 and "hflip" in result.output
+    result = runner.invoke(app, ["submit", "prediction.csv", "-m", "cli"])  # data dir from prediction_meta.json
+    assert result.exit_code == 0, result.output
+    assert "valid; archived" in result.output and (tmp_path / "submissions" / "history.csv").is_file()
+    _one_line_error(runner.invoke(app, ["predict", str(run), "--weights", "a,b"]), "--weights takes comma-separated numbers")

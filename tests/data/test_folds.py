@@ -25,3 +25,31 @@ def test_competition_val_folder_wins(tmp_path):
     comp = open_competition(make_competition(tmp_path / "c", classes=2, per_class=5, val_per_class=2))
     train, val = train_val_split(comp, 0.5, seed=0)
     assert len(train) == 10 and len(val) == 4
+
+
+def test_kfold_partitions_and_stratifies():
+    import numpy as np
+
+    from comp.data.folds import kfold_indices
+
+    labels = [0] * 30 + [1] * 15 + [2] * 2
+    splits = kfold_indices(labels, 5, seed=0)
+    vals = [v for _, v in splits]
+    assert sorted(i for v in vals for i in v) == list(range(len(labels)))
+    for tr, va in splits:
+        assert not set(tr) & set(va)
+        counts = np.bincount([labels[i] for i in va], minlength=3)
+        assert counts[0] == 6 and counts[1] == 3  # exactly stratified
+    # the 2-image class is validated in 2 of the 5 folds, never lost
+    assert sum(any(labels[i] == 2 for i in v) for v in vals) == 2
+    assert kfold_indices(labels, 5, seed=0) == splits
+
+
+def test_kfold_refuses_when_every_class_is_smaller_than_k():
+    import pytest
+
+    from comp.data.folds import kfold_indices
+    from comp.errors import UserError
+
+    with pytest.raises(UserError, match=r"--folds 5: every class has fewer than 5 images; use fewer folds"):
+        kfold_indices([0, 0, 1, 1, 2], 5, seed=0)

@@ -1,0 +1,66 @@
+import math
+
+import pytest
+import torch
+
+from comp.ensemble import accuracy, greedy_weights, log_loss, merge
+
+
+def test_mean_and_weights_on_known_probabilities():
+    a = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    b = torch.tensor([[0.5, 0.5], [0.6, 0.4]])
+    p = torch.stack([a, b])
+    assert torch.allclose(merge(p), torch.tensor([[0.7, 0.3], [0.4, 0.6]]))
+    assert torch.allclose(merge(p, [3, 1]), torch.tensor([[0.8, 0.2], [0.3, 0.7]]))
+    assert torch.allclose(merge(p, [1, 0]), a)
+
+
+def test_geometric_mean_equals_softmax_of_mean_logits():
+    logits = torch.randn(3, 5, 4)
+    p = logits.softmax(-1)
+    g = merge(p, rule="geometric")
+    assert torch.allclose(g, logits.mean(0).softmax(-1), atol=1e-6)
+    a = torch.tensor([[[0.8, 0.2]], [[0.2, 0.8]]])
+    assert torch.allclose(merge(a, rule="geometric"), torch.tensor([[0.5, 0.5]]))
+    s = math.sqrt(0.9 * 0.5)
+    t = math.sqrt(0.1 * 0.5)
+    b = torch.tensor([[[0.9, 0.1]], [[0.5, 0.5]]])
+    assert torch.allclose(merge(b, rule="geometric"), torch.tensor([[s / (s + t), t / (s + t)]]))
+
+
+def test_bad_weights_and_rule():
+    p = torch.rand(2, 3, 4)
+    with pytest.raises(ValueError):
+        merge(p, [1.0])
+    with pytest.raises(ValueError):
+        merge(p, [-1.0, 2.0])
+    with pytest.raises(ValueError):
+        merge(p, rule="median")
+
+
+def test_accuracy_and_log_loss():
+    p = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    y = torch.tensor([0, 1, 1])
+    assert accuracy(p, y) == pytest.approx(2 / 3)
+    assert log_loss(p, y) == pytest.approx(-(math.log(0.9) + math.log(0.8) + math.log(0.4)) / 3, rel=1e-5)
+
+
+def test_greedy_weights_prefer_the_good_member_and_ignore_noise():
+    torch.manual_seed(0)
+    n, c = 200, 4
+    y = torch.randint(0, c, (n,))
+    good = torch.nn.functional.one_hot(y, c).float() * 0.6 + 0.1  # always right
+    noise = torch.rand(n, c)
+    noise = noise / noise.sum(1, keepdim=True)
+    w = greedy_weights(torch.stack([noise, good, noise.flip(0)]), y)
+    assert w[1] == pytest.approx(1.0) and sum(w) == pytest.approx(1.0)
+
+
+def test_greedy_weights_combine_complementary_members():
+    # member 0 is right on the first half, member 1 on the second; each alone 0.5, together 1.0
+    y = torch.tensor([0, 0, 1, 1])
+    m0 = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.55, 0.45], [0.55, 0.45]])
+    m1 = torch.tensor([[0.45, 0.55], [0.45, 0.55], [0.1, 0.9], [0.1, 0.9]])
+    w = greedy_weights(torch.stack([m0, m1]), y)
+    assert accuracy(merge(torch.stack([m0, m1]), w), y) == 1.0
+    assert all(x > 0 for x in w)

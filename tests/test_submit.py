@@ -1,0 +1,81 @@
+import csv
+import zipfile
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from comp.cli import app
+from comp.data.competition import open_competition
+from comp.errors import UserError
+from comp.submit import submit, validate_prediction
+
+runner = CliRunner()
+
+
+def _write(path, rows, columns=("image_name", "pred_label")):
+    pd.DataFrame(rows, columns=list(columns)).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def good(shapes, tmp_path):
+    comp = open_competition(shapes)
+    return _write(tmp_path / "prediction.csv", [(i, "circle") for i in comp.test_ids]), comp
+
+
+def test_valid_prediction_passes(good):
+    path, comp = good
+    assert len(validate_prediction(path, comp)) == len(comp.test_ids)
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda rows: rows, "columns"),
+        (lambda rows: rows[:-1], "missing"),
+        (lambda rows: rows + rows[:1], "more than once"),
+        (lambda rows: [(rows[0][0], "hexagon")] + rows[1:], "'hexagon' is not a class"),
+        (lambda rows: [(rows[0][0], "")] + rows[1:], "empty value on line 2"),
+        (lambda rows: [("nope", "circle")] + rows[1:], "'nope' is not a test id"),
+        (lambda rows: [(r[0] + ".png", r[1]) for r in rows], "is not a test id"),
+    ],
+)
+def test_invalid_predictions_are_refused(good, tmp_path, mutate, message):
+    path, comp = good
+    rows = list(pd.read_csv(path, dtype=str).itertuples(index=False, name=None))
+    columns = ("id", "label") if message == "columns" else ("image_name", "pred_label")
+    bad = _write(tmp_path / "bad.csv", mutate(rows), columns)
+    with pytest.raises(UserError, match=message):
+        validate_prediction(bad, comp)
+
+
+def test_submit_archives_zips_records_and_never_overwrites(good, shapes, tmp_path):
+    path, comp = good
+    first = submit(path, data=shapes, message="one", directory=tmp_path / "subs")
+    second = submit(path, data=shapes, message="two", directory=tmp_path / "subs")
+    assert first["path"] != second["path"]  # same second: a suffix, not an overwrite
+    files = sorted(p.name for p in (tmp_path / "subs").iterdir())
+    assert len([f for f in files if f.endswith(".csv") and f != "history.csv"]) == 2
+    with zipfile.ZipFile(second["zip"]) as z:
+        assert z.namelist() == ["prediction.csv"]
+        assert z.read("prediction.csv") == path.read_bytes()
+    history = list(csv.DictReader(open(tmp_path / "subs" / "history.csv")))
+    assert [h["message"] for h in history] == ["one", "two"]
+    assert history[0]["agreement_with_previous"] == "" and history[1]["agreement_with_previous"] == "1.0000"
+    assert len(history[1]["sha256"]) == 64
+
+
+def test_cli_submit_failure_is_one_line_exit_2(good, shapes, tmp_path):
+    path, comp = good
+    bad = _write(tmp_path / "bad.csv", [(comp.test_ids[0], "circle")])
+    result = runner.invoke(app, ["submit", str(bad), "--data", str(shapes), "--dir", str(tmp_path / "subs")])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "subs").exists()
+
+
+def test_kaggle_cli_missing_is_explained(good, shapes, tmp_path, monkeypatch):
+    path, _ = good
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(UserError, match=r"Kaggle CLI is not installed: pip install kaggle.*kaggle competitions submit my-comp"):
+        submit(path, data=shapes, kaggle="my-comp", directory=tmp_path / "subs")
