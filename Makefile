@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the embedded default: a short fine-tune of the bundled efficientnet-lite0
-# on a small generated competition (see README, "Demo").
+# The main job on the embedded default: fine-tune the bundled efficientnet-lite0 on a small
+# generated competition with 3 folds, predict with TTA, validate and archive the submission.
 demo: install
 	$(BIN)/python -m comp.data.synthetic demo/competition --classes 4 --per-class 60 --size 48 --seed 0
-	$(BIN)/comp train configs/demo.yaml --data demo/competition --out demo/run --epochs 2 --overwrite
+	$(BIN)/comp train configs/demo.yaml --data demo/competition --out demo/run --epochs 2 --folds 3 --overwrite
+	$(BIN)/comp predict demo/run --tta --out demo/prediction.csv
+	$(BIN)/comp submit demo/prediction.csv --dir demo/submissions -m "make demo"
 
 # pytest exits 5 when it collects no test; that is a failure here, with a clear message.
 test: install
