@@ -110,7 +110,7 @@ def predict(
     tta_views: Annotated[Optional[str], typer.Option("--tta-views", help="Views, e.g. identity,hflip,rot10,crop0.9,scale1.15.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Prediction CSV; _probs.csv and _meta.json go next to it.")] = Path("prediction.csv"),
     weights: Annotated[Optional[str], typer.Option("--weights", help="One weight per run, e.g. 0.6,0.4.")] = None,
-    merge: Annotated[Optional[str], typer.Option("--merge", help="mean (of probabilities) or geometric (= mean of logits).")] = None,
+    merge: Annotated[Optional[str], typer.Option("--merge", help="mean (of probabilities), geometric or logit (the same: mean of logits).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Decoding processes.")] = 2,
 ) -> None:
@@ -118,8 +118,8 @@ def predict(
     from comp.predict import predict as predict_run
 
     with user_errors():
-        if merge not in (None, "mean", "geometric"):
-            raise UserError(f"--merge {merge!r}: use mean or geometric")
+        if merge not in (None, "mean", "geometric", "logit"):
+            raise UserError(f"--merge {merge!r}: use mean, geometric or logit (geometric = logit mean)")
         predict_run(
             runs, data=data, tta=tta, views=tta_views, out=out, weights=_floats(weights, "--weights"),
             merge_rule=merge, batch_size=batch_size, workers=workers, log=typer.echo,

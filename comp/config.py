@@ -120,7 +120,7 @@ class TTAConfig(_Section):
     """Test-time augmentation used by `comp predict --tta` / `comp evaluate --tta` (see comp/tta.py)."""
 
     views: list[str] = ["identity", "hflip"]  # e.g. [identity, hflip, rot10, rot-10, crop0.9, scale1.15]
-    merge: Literal["mean", "geometric"] = "mean"  # mean of probabilities, or geometric (= mean of logits)
+    merge: Literal["mean", "geometric", "logit"] = "mean"  # mean of probabilities; geometric = logit (mean of logits)
 
 
 class Config(_Section):

@@ -20,7 +20,8 @@ def merge(probs: torch.Tensor, weights: Optional[Sequence[float]] = None, rule: 
     Args:
         probs: (M, N, C) probabilities of M members (models, views or both flattened).
         weights: M non-negative weights (default equal); normalized to sum 1.
-        rule: "mean" (arithmetic mean of probabilities) or "geometric" (= mean of logits).
+        rule: "mean" (arithmetic mean of probabilities), or "geometric" / "logit" (the same thing:
+            renormalized geometric mean = softmax of the mean logits).
 
     Returns:
         (N, C) probabilities, rows summing to 1.
@@ -32,7 +33,7 @@ def merge(probs: torch.Tensor, weights: Optional[Sequence[float]] = None, rule: 
     w = (w / w.sum()).to(probs.device).view(m, 1, 1)
     if rule == "mean":
         return (probs * w).sum(0)
-    if rule == "geometric":
+    if rule in ("geometric", "logit"):
         return torch.softmax((probs.clamp_min(EPS).log() * w).sum(0), dim=1)
     raise ValueError(f"unknown merge rule {rule!r}")
 

@@ -20,6 +20,7 @@ def test_geometric_mean_equals_softmax_of_mean_logits():
     p = logits.softmax(-1)
     g = merge(p, rule="geometric")
     assert torch.allclose(g, logits.mean(0).softmax(-1), atol=1e-6)
+    assert torch.allclose(merge(p, rule="logit"), g)
     a = torch.tensor([[[0.8, 0.2]], [[0.2, 0.8]]])
     assert torch.allclose(merge(a, rule="geometric"), torch.tensor([[0.5, 0.5]]))
     s = math.sqrt(0.9 * 0.5)
