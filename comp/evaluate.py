@@ -31,10 +31,10 @@ def held_out_predictions(
     Returns:
         (ids, probs (V, N, C), labels (N,), classes) over the run's val (or out-of-fold) images.
     """
-    ids, probs, labels, classes = [], [], [], None
-    dev_members = [load_member(d, device) for d in find_model_dirs(run)]
-    classes = shared_classes(dev_members)
-    for member in dev_members:
+    ids, probs, labels = [], [], []
+    members = [load_member(d, device) for d in find_model_dirs(run)]
+    classes = shared_classes(members)
+    for member in members:
         table = member.run_dir / "val_probs.csv"
         if not table.is_file():
             raise UserError(f"{table} not found; this run has no validation images to score")

@@ -125,7 +125,7 @@ def predict(
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     write_prediction_csv(csv_path, competition, [classes[i] for i in final.argmax(1).tolist()])
     write_probs(probs_path, competition.test_ids, final, classes)
-    scores = [run_score(Path(r)) for r in run_dirs]
+    scores = [s for s in (run_score(r) for r in run_dirs) if s is not None]
     meta = {
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": [str(r) for r in runs],
@@ -133,7 +133,7 @@ def predict(
         "views": used_views,
         "weights": list(weights) if weights is not None else [1.0] * len(runs),
         "merge": rule,
-        "cv_score": sum(s for s in scores if s is not None) / max(1, sum(s is not None for s in scores)) if any(s is not None for s in scores) else None,
+        "cv_score": sum(scores) / len(scores) if scores else None,
         "images": len(competition.test_ids),
         "data": str(Path(data)),
     }

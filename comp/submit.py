@@ -135,7 +135,8 @@ def _agreement(history: Path, directory: Path, df: pd.DataFrame, competition: Co
     """Share of ids with the same label as the previous archived submission ('' for the first)."""
     if not history.is_file():
         return ""
-    rows = list(csv.DictReader(open(history, newline="")))
+    with open(history, newline="") as f:
+        rows = list(csv.DictReader(f))
     if not rows or not (directory / rows[-1]["file"]).is_file():
         return ""
     prev = pd.read_csv(directory / rows[-1]["file"], dtype=str, keep_default_na=False)

@@ -56,12 +56,12 @@ def inspect_image(path: Path) -> ImageInfo:
     try:
         data = path.read_bytes()
         info.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-        with Image.open(path) as im:
-            info.size, info.mode = im.size, im.mode
         if not data:
             info.error = "empty file"
-        else:
-            load_rgb(path)
+            return info
+        with Image.open(path) as im:
+            info.size, info.mode = im.size, im.mode
+        load_rgb(path)
     except DECODE_ERRORS as e:
         info.error = f"{type(e).__name__}: {e}".strip()
     return info

@@ -87,18 +87,6 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def check_readable(path: Path) -> Optional[str]:
-    """Cheap validity check (header + structure, no full decode). Returns the reason, or None if ok."""
-    try:
-        if path.stat().st_size == 0:
-            return "empty file"
-        with Image.open(path) as im:
-            im.verify()
-    except DECODE_ERRORS as e:
-        return f"{type(e).__name__}: {e}".strip()
-    return None
-
-
 def load_rgb_or_fail(path: Path, draft_size: Optional[int] = None) -> Image.Image:
     """`load_rgb` for images that must be readable (test images): a bad file is a UserError."""
     try:

@@ -102,6 +102,7 @@ def predict_views(
     groups: dict[tuple[int, float], list[int]] = {}
     for i, m in enumerate(members):
         groups.setdefault((m.size, m.crop_pct), []).append(i)
+    dtype = torch.bfloat16 if device.type == "cuda" else None  # CPU: fp32 is faster than bf16 autocast
     for (size, crop), idx in groups.items():
         norm = {i: _normalizer(members[i], device) for i in idx}
         loader = decode_loader(paths, size, crop, batch_size, workers)
@@ -118,7 +119,6 @@ def predict_views(
                 for i in idx:
                     mean, std = norm[i]
                     xn = ((x / 255.0 - mean) / std).contiguous(memory_format=torch.channels_last)
-                    dtype = torch.bfloat16 if device.type == "cuda" else None
                     for v, fn in enumerate(fns[i]):
                         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                             logits = members[i].model(fn(xn))

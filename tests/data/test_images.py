@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from comp.data.images import ImageFileDataset, check_readable, collate_skip_bad, list_images, load_rgb, load_rgb_or_fail
+from comp.data.audit import inspect_image
+from comp.data.images import ImageFileDataset, collate_skip_bad, list_images, load_rgb, load_rgb_or_fail
 from comp.data.transforms import eval_preset
 from comp.errors import UserError
 
@@ -63,8 +64,8 @@ def test_bad_files(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
     truncated = tmp_path / "trunc.jpg"
     truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    assert check_readable(empty) == "empty file"
-    assert check_readable(text)
+    assert inspect_image(empty).error == "empty file"
+    assert inspect_image(text).error and inspect_image(truncated).error
     for path in (empty, text, truncated):
         with pytest.raises(UserError, match=path.name):
             load_rgb_or_fail(path)
