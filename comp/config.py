@@ -31,7 +31,9 @@ class DataConfig(_Section):
     mean: Optional[tuple[float, float, float]] = None  # None: the backbone's pretrained normalization
     std: Optional[tuple[float, float, float]] = None
     batch_size: int = Field(64, gt=0)  # 64 fits ResNet50 at 224 px on one 16 GB GPU
-    workers: int = Field(2, ge=0)  # DataLoader processes; 0 decodes in the training process
+    workers: int = Field(2, ge=0)  # DataLoader processes (file path) / decoding threads (cache)
+    cache: Literal["auto", "on", "off"] = "auto"  # decode-once tensor cache; auto: when small images fit in memory
+    cache_dir: Optional[str] = None  # None: $COMP_CACHE_DIR or ~/.cache/comp
     val_fraction: float = Field(0.1, gt=0, lt=1)  # stratified hold-out when there is no val/ split
     id_column: Optional[str] = None  # CSV layout: train.csv id column; None: detected
     label_column: Optional[str] = None  # CSV layout: train.csv label column; None: detected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,21 @@ def write_config(path: Path, base: dict | None = None, **sections) -> Path:
         raw.setdefault(name, {}).update(values)
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """The tensor cache of the whole session lives in a temp folder, never in ~/.cache/comp.
+
+    Session-scoped so that it is in place before module-scoped fixtures train anything.
+    """
+    old = os.environ.get("COMP_CACHE_DIR")
+    os.environ["COMP_CACHE_DIR"] = str(tmp_path_factory.mktemp("comp-cache"))
+    yield
+    if old is None:
+        os.environ.pop("COMP_CACHE_DIR", None)
+    else:
+        os.environ["COMP_CACHE_DIR"] = old
 
 
 @pytest.fixture

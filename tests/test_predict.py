@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+import comp.data.cache as cache
 import comp.data.images as images
 from comp.data.synthetic import make_competition
 from comp.errors import UserError
@@ -76,7 +77,9 @@ def test_each_test_image_is_decoded_once_whatever_the_views(kfold_run, tmp_path,
     run, data, _, _ = kfold_run
     calls = []
     real = images.load_rgb
-    monkeypatch.setattr(images, "load_rgb", lambda p, *a, **k: calls.append(p) or real(p, *a, **k))
+    counting = lambda p, *a, **k: calls.append(p) or real(p, *a, **k)  # noqa: E731
+    monkeypatch.setattr(images, "load_rgb", counting)  # file path
+    monkeypatch.setattr(cache, "load_rgb", counting)  # tensor cache
     predict([run], out=tmp_path / "p.csv", views=["identity", "hflip", "vflip", "rot10", "crop0.9", "scale1.25"], workers=0, **quiet)
     assert len(calls) == 9 and len(set(calls)) == 9  # 9 test images, 3 folds x 6 views
 

@@ -31,11 +31,11 @@ from torch.utils.data import DataLoader
 import comp
 from comp.config import Config, save_config
 from comp.data.competition import Competition, Split, open_competition
-from comp.data.folds import train_val_split
-from comp.data.images import ImageFileDataset, collate_skip_bad
-from comp.data.transforms import eval_preset, train_preset
-from comp.engine.infer import load_member, predict_views
+from comp.data.folds import merged_labelled, train_val_split
+from comp.data.cache import TensorBatches
+from comp.data.loaders import make_loaders
 from comp.engine.checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
+from comp.engine.infer import load_member, predict_views
 from comp.engine.logbook import LiveProgress, MetricsLog, plot_curves, write_json
 from comp.engine.optim import create_optimizer, create_scheduler
 from comp.errors import UserError
@@ -86,54 +86,6 @@ def amp_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
 
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-
-
-# -- data ------------------------------------------------------------------------------------
-
-
-def _seed_worker(worker_id: int) -> None:
-    # albumentations 2 keeps its own RNG, copied into every worker: reseed it per worker from
-    # torch's per-worker seed, or all workers would draw the same augmentations.
-    info = torch.utils.data.get_worker_info()
-    seed = torch.initial_seed() % 2**32
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    info.dataset.transform.set_random_seed(seed)
-
-
-def make_loaders(cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device) -> tuple[DataLoader, DataLoader]:
-    """File-path loaders: albumentations train/eval presets, bad files skipped via the collate fn."""
-    size, mean, std = dcfg["image_size"], dcfg["mean"], dcfg["std"]
-    a = cfg.aug
-    train_tf = train_preset(
-        size=size, mean=mean, std=std, scale=a.scale, ratio=a.ratio, hflip=a.hflip, vflip=a.vflip,
-        color_jitter=a.color_jitter, rotate=a.rotate, translate=a.translate,
-    )
-    train_tf.set_random_seed(cfg.train.seed)
-    eval_tf = eval_preset(size=size, mean=mean, std=std, crop_pct=dcfg["crop_pct"])
-    # JPEGs decode at a reduced DCT scale no smaller than what the transforms need.
-    draft = int(round(size / dcfg["crop_pct"]))
-    workers = cfg.data.workers
-    common = dict(
-        num_workers=workers,
-        collate_fn=collate_skip_bad,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=_seed_worker if workers else None,
-        persistent_workers=False,
-    )
-    g = torch.Generator()
-    g.manual_seed(cfg.train.seed)
-    bs = cfg.data.batch_size
-    train_loader = DataLoader(
-        ImageFileDataset(train.paths, train.labels, train_tf, draft),
-        batch_size=bs, shuffle=True, drop_last=len(train) > bs, generator=g, **common,
-    )
-    val_loader = DataLoader(ImageFileDataset(val.paths, val.labels, eval_tf, draft), batch_size=bs * 2, shuffle=False, **common)
-    return train_loader, val_loader
 
 
 # -- one epoch -------------------------------------------------------------------------------
@@ -307,7 +259,7 @@ def fit_split(
 
     channels_last = cfg.train.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    train_loader, val_loader = make_loaders(cfg, dcfg, train, val, device)
+    train_loader, val_loader, unreadable = make_loaders(cfg, dcfg, train, val, device, pool=merged_labelled(competition).paths)
     optimizer = create_optimizer(model, cfg.optim)
     scheduler = create_scheduler(optimizer, cfg.sched, cfg.train.epochs, len(train_loader))
     t = cfg.train
@@ -335,9 +287,11 @@ def fit_split(
         f"{f' {dtype}' if dtype else ''}: {len(classes)} classes, {len(train)} train / {len(val)} val images, "
         f"{dcfg['image_size']} px"
     )
+    log(f"input: {'decode-once tensor cache, batched augmentation' if isinstance(train_loader, TensorBatches) else 'files, albumentations'}")
     if len(val) == 0:
         log("warning: no validation images (every class has one image); best.pt follows the last epoch")
     bad_files = {p: r for p, r in competition.skipped}
+    bad_files.update({str(p): "unreadable image" for p in unreadable})
     started = time.time()
     stopped_early = False
     with LiveProgress() as progress:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+import math
+from typing import Iterator, Sequence
 
 import albumentations as A
 import torch
@@ -17,7 +18,8 @@ import torch.nn as nn
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader
 
-from comp.config import Config, config_from_dict
+from comp.config import Config, DataConfig, config_from_dict
+from comp.data.cache import cache_fits, load_or_build
 from comp.data.images import ImageFileDataset, collate_skip_bad
 from comp.engine.checkpoint import load_checkpoint
 from comp.errors import UserError
@@ -72,6 +74,24 @@ def decode_loader(paths: Sequence[Path], size: int, crop_pct: float, batch_size:
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip_bad)
 
 
+def decoded_batches(
+    paths: Sequence[Path], size: int, crop_pct: float, data_cfg: DataConfig, batch_size: int, workers: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    """uint8 batches (B, 3, size, size) of `paths` in order, with their positions and any bad files.
+
+    From the decode-once tensor cache when `data.cache` allows it (so every fold and every later
+    prediction of the same test set reuses one decode), else from DataLoader workers.
+    """
+    if data_cfg.cache == "on" or (data_cfg.cache == "auto" and cache_fits(paths, size)):
+        images, ok = load_or_build(paths, size, crop_pct, data_cfg.cache_dir, threads=max(1, workers))
+        for start in range(0, len(paths), batch_size):
+            pos = torch.arange(start, min(start + batch_size, len(paths)))
+            good = ok[pos]
+            yield images[pos[good]], pos[good], [str(paths[i]) for i in pos[~good].tolist()]
+    else:
+        yield from decode_loader(paths, size, crop_pct, batch_size, workers)
+
+
 @torch.inference_mode()
 def predict_views(
     members: Sequence[Member],
@@ -105,11 +125,11 @@ def predict_views(
     dtype = torch.bfloat16 if device.type == "cuda" else None  # CPU: fp32 is faster than bf16 autocast
     for (size, crop), idx in groups.items():
         norm = {i: _normalizer(members[i], device) for i in idx}
-        loader = decode_loader(paths, size, crop, batch_size, workers)
+        batches = decoded_batches(paths, size, crop, members[idx[0]].cfg.data, batch_size, workers)
         if progress is not None:
-            progress.begin(f"predict {size}px", len(loader))
+            progress.begin(f"predict {size}px", math.ceil(n / batch_size))
         seen = 0
-        for x, pos, bad in loader:
+        for x, pos, bad in batches:
             if bad and on_bad == "raise":
                 raise UserError(f"cannot read image {bad[0]}; replace or re-download the file")
             seen += len(pos)

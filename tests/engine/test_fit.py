@@ -24,9 +24,12 @@ def _rows(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_fit_writes_the_run_directory(tmp_path, shapes):
-    cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(shapes)}, train={"epochs": 2}))
-    summary = fit(cfg, tmp_path / "run", log=lambda s: None)
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_fit_writes_the_run_directory(tmp_path, shapes, cache):
+    cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(shapes), "cache": cache}, train={"epochs": 2}))
+    lines = []
+    summary = fit(cfg, tmp_path / "run", log=lines.append)
+    assert any(("tensor cache" if cache == "on" else "albumentations") in line for line in lines)
     run = tmp_path / "run"
     assert RUN_FILES <= {p.name for p in run.iterdir()}
     rows = _rows(run)
@@ -75,10 +78,11 @@ def test_resume_needs_a_last_checkpoint(tmp_path, shapes):
         fit(cfg, tmp_path / "nothing", resume=True, log=lambda s: None)
 
 
-def test_unreadable_training_images_are_skipped_and_listed(tmp_path, shapes):
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_unreadable_training_images_are_skipped_and_listed(tmp_path, shapes, cache):
     bad = shapes / "train" / "circle" / "broken.png"
     bad.write_bytes(b"\x89PNG not really")
-    cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(shapes), "val_fraction": 0.5}))
+    cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(shapes), "val_fraction": 0.5, "cache": cache}))
     lines = []
     fit(cfg, tmp_path / "run", log=lines.append)
     listed = (tmp_path / "run" / "skipped_files.txt").read_text()

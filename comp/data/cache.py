@@ -1,0 +1,226 @@
+"""Decode-once uint8 tensor cache for small images, and batched tensor augmentation.
+
+Small-image competitions spend most of a CPU epoch decoding PNGs and running per-image Python
+transforms. Here every image is decoded once (threads; PIL releases the GIL) to a uint8 tensor
+(N, 3, S, S) at its eval preprocessing (short side to S / crop_pct, center crop S), stored on disk
+under a key of (file list, sizes, mtimes, S, crop) and reused by later runs, folds and predictions.
+Training batches are then gathered by index and augmented as whole batches (airbench-style): one
+random affine per image (resized crop, aspect, flip, rotation, translation) applied by a single
+`grid_sample`, plus batched brightness/contrast/saturation jitter. No per-image Python in the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from statistics import median
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from comp.data.images import DECODE_ERRORS, load_rgb
+
+CACHE_VERSION = "1"
+MAX_CACHE_BYTES = 4 * 2**30  # beyond this the file path streams instead
+
+
+def default_cache_dir() -> Path:
+    """$COMP_CACHE_DIR, else $XDG_CACHE_HOME/comp, else ~/.cache/comp."""
+    if os.environ.get("COMP_CACHE_DIR"):
+        return Path(os.environ["COMP_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "comp"
+
+
+def cache_fits(paths: Sequence[Path], size: int, sample: int = 64) -> bool:
+    """Whether `cache: auto` should cache: the tensor fits the budget and the images are small.
+
+    Large source images stay on the file path, where RandomResizedCrop zooms into full-resolution
+    pixels; a cache at the training size would make those crops blurry.
+    """
+    if not paths or len(paths) * 3 * size * size > MAX_CACHE_BYTES:
+        return False
+    step = max(1, len(paths) // sample)
+    sides = []
+    for p in list(paths)[::step][:sample]:
+        try:
+            with Image.open(p) as im:
+                sides.append(min(im.size))
+        except DECODE_ERRORS:
+            continue
+    return bool(sides) and median(sides) <= 2 * size
+
+
+def cache_key(paths: Sequence[Path], size: int, crop_pct: float) -> str:
+    """Hash of the file list (path, byte size, mtime) and the preprocessing."""
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{size}|{crop_pct:.6f}|{len(paths)}".encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}|missing\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _decode(path: Path, size: int, crop_pct: float) -> Optional[np.ndarray]:
+    resize = max(size, int(round(size / crop_pct)))
+    try:
+        im = load_rgb(path, draft_size=resize)
+    except DECODE_ERRORS:
+        return None
+    w, h = im.size
+    scale = resize / min(w, h)
+    nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BICUBIC if scale > 1 else Image.BOX if scale < 0.5 else Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.array(im.crop((left, top, left + size, top + size)))  # a writable copy for torch
+
+
+def decode_all(paths: Sequence[Path], size: int, crop_pct: float, threads: int = 2, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode `paths` to (uint8 images (N, 3, size, size), ok mask (N,)); bad files are zeros, ok False."""
+    images = torch.zeros(len(paths), 3, size, size, dtype=torch.uint8)
+    ok = torch.zeros(len(paths), dtype=torch.bool)
+    if progress is not None:
+        progress.begin(f"decode {size}px", len(paths))
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for i, arr in enumerate(pool.map(lambda p: _decode(p, size, crop_pct), paths, chunksize=64)):
+            if arr is not None:
+                images[i] = torch.from_numpy(arr).permute(2, 0, 1)
+                ok[i] = True
+            if progress is not None:
+                progress.step(i + 1)
+    return images, ok
+
+
+def load_or_build(
+    paths: Sequence[Path], size: int, crop_pct: float, cache_dir: Optional[Path] = None, threads: int = 2, progress=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cached (images, ok) for `paths`, decoding and saving them on the first call."""
+    from comp.engine.checkpoint import save_atomic  # the one atomic writer
+
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    file = cache_dir / f"{cache_key(paths, size, crop_pct)}.pt"
+    if file.is_file():
+        try:
+            data = torch.load(file, map_location="cpu", weights_only=True)
+            if data["images"].shape[0] == len(paths):
+                return data["images"], data["ok"]
+        except Exception:  # a damaged cache file is rebuilt, never trusted
+            pass
+    images, ok = decode_all(paths, size, crop_pct, threads, progress)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        save_atomic({"images": images, "ok": ok}, file)
+    except Exception:  # a read-only or full cache folder only costs the next run a decode
+        pass
+    return images, ok
+
+
+class BatchAugment:
+    """Whole-batch train augmentation of uint8 (B, 3, S, S) images on any device.
+
+    One random affine per image (RandomResizedCrop area `scale` and `ratio`, horizontal/vertical
+    flip, rotation, translation) sampled with `grid_sample` (reflection at the borders), then
+    brightness/contrast/saturation jitter. Hue jitter is not done on this path.
+    """
+
+    def __init__(
+        self,
+        *,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        vflip: float = 0.0,
+        rotate: float = 0.0,
+        translate: float = 0.0,
+        color_jitter: Optional[Sequence[float]] = None,
+    ):
+        self.scale, self.ratio, self.hflip, self.vflip = scale, ratio, hflip, vflip
+        self.rotate, self.translate = rotate, translate
+        self.jitter = tuple(color_jitter[:3]) if color_jitter else (0.0, 0.0, 0.0)
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """uint8 or float (B, 3, S, S) in 0..255 -> float (B, 3, S, S) in 0..1, augmented."""
+        b, dev = x.shape[0], x.device
+
+        def u(lo: float, hi: float) -> torch.Tensor:
+            return (torch.rand(b, generator=g) * (hi - lo) + lo).to(dev)
+
+        area = u(*self.scale)
+        log_r = u(math.log(self.ratio[0]), math.log(self.ratio[1]))
+        r = log_r.exp()
+        sx = (area * r).sqrt().clamp(max=1.0)
+        sy = (area / r).sqrt().clamp(max=1.0)
+        tx = (u(-1, 1) * (1 - sx)) + u(-self.translate, self.translate) * 2
+        ty = (u(-1, 1) * (1 - sy)) + u(-self.translate, self.translate) * 2
+        flip_x = torch.where(torch.rand(b, generator=g).to(dev) < self.hflip, -1.0, 1.0)
+        flip_y = torch.where(torch.rand(b, generator=g).to(dev) < self.vflip, -1.0, 1.0)
+        angle = u(-self.rotate, self.rotate) * (math.pi / 180)
+        cos, sin = angle.cos(), angle.sin()
+        theta = torch.stack(
+            [torch.stack([cos * sx * flip_x, -sin * sy * flip_y, tx], 1), torch.stack([sin * sx * flip_x, cos * sy * flip_y, ty], 1)], 1
+        )
+        xf = x.float() / 255.0
+        grid = F.affine_grid(theta.to(xf.dtype), list(xf.shape), align_corners=False)
+        out = F.grid_sample(xf, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        bri, con, sat = self.jitter
+        if bri:
+            out = out * u(1 - bri, 1 + bri).view(b, 1, 1, 1)
+        if con:
+            mean = out.mean(dim=(1, 2, 3), keepdim=True)
+            out = (out - mean) * u(1 - con, 1 + con).view(b, 1, 1, 1) + mean
+        if sat:
+            gray = (out * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            out = (out - gray) * u(1 - sat, 1 + sat).view(b, 1, 1, 1) + gray
+        return out.clamp_(0, 1)
+
+
+class TensorBatches:
+    """A DataLoader stand-in over cached uint8 images: yields `(x (B,3,S,S) float, y (B,), [])`.
+
+    `x` is augmented (if `augment`), normalized with mean/std and channels_last; the empty list
+    keeps the file path's `(x, y, bad_paths)` batch shape.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment: Optional[BatchAugment] = None,
+        seed: int = 0,
+        device: torch.device = torch.device("cpu"),
+    ):
+        self.images, self.labels = images.to(device), labels.to(device)
+        self.batch_size, self.shuffle, self.drop_last, self.augment = batch_size, shuffle, drop_last, augment
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)
+        self.device = device
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.drop_last and n >= self.batch_size else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
+        n = len(self.images)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for k in range(len(self)):
+            idx = order[k * self.batch_size : (k + 1) * self.batch_size].to(self.device)
+            x = self.images[idx]
+            x = self.augment(x, self.generator) if self.augment else x.float() / 255.0
+            x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx], []

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import comp.data.cache as cache
+from comp.data.cache import BatchAugment, TensorBatches, cache_fits, load_or_build
+
+
+def _images(tmp_path, n=5, size=(20, 12)):
+    paths = []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_decode_once_and_reuse_until_files_change(tmp_path, monkeypatch):
+    paths = _images(tmp_path)
+    (tmp_path / "bad.png").write_text("no")
+    paths.append(tmp_path / "bad.png")
+    calls = []
+    real = cache.decode_all
+    monkeypatch.setattr(cache, "decode_all", lambda *a, **k: calls.append(1) or real(*a, **k))
+    images, ok = load_or_build(paths, 8, 1.0, tmp_path / "c")
+    assert images.shape == (6, 3, 8, 8) and images.dtype == torch.uint8
+    assert ok.tolist() == [True] * 5 + [False]
+    again, _ = load_or_build(paths, 8, 1.0, tmp_path / "c")
+    assert torch.equal(images, again) and len(calls) == 1
+    load_or_build(paths, 16, 1.0, tmp_path / "c")  # another size is another cache
+    Image.new("RGB", (20, 12)).save(paths[0])  # a changed file invalidates the key
+    changed, _ = load_or_build(paths, 8, 1.0, tmp_path / "c")
+    assert len(calls) == 3 and not torch.equal(changed[0], images[0])
+
+
+def test_cached_pixels_match_a_center_crop_of_the_short_side(tmp_path):
+    p = tmp_path / "wide.png"
+    arr = np.zeros((10, 30, 3), dtype=np.uint8)
+    arr[:, 10:20] = 255  # white center square, black sides
+    Image.fromarray(arr).save(p)
+    images, _ = load_or_build([p], 10, 1.0, tmp_path / "c")
+    assert images.min() == 255  # the 10x10 center crop is all white
+
+
+def test_cache_fits_small_images_only(tmp_path):
+    small = _images(tmp_path, 3, (28, 28))
+    assert cache_fits(small, 32)
+    big = [tmp_path / "big.png"]
+    Image.new("RGB", (400, 300)).save(big[0])
+    assert not cache_fits(big, 64)
+    assert not cache_fits([], 64)
+
+
+def test_batch_augment_identity_flip_and_determinism():
+    x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    same = BatchAugment(scale=(1, 1), ratio=(1, 1), hflip=0.0)(x, g)
+    assert torch.allclose(same, x.float() / 255, atol=1e-5)
+    flipped = BatchAugment(scale=(1, 1), ratio=(1, 1), hflip=1.0)(x, g)
+    assert torch.allclose(flipped, x.float().flip(3) / 255, atol=1e-5)
+    aug = BatchAugment(scale=(0.3, 1), rotate=15, translate=0.1, color_jitter=(0.3, 0.3, 0.3, 0.1))
+    a = aug(x, torch.Generator().manual_seed(1))
+    b = aug(x, torch.Generator().manual_seed(1))
+    c = aug(x, torch.Generator().manual_seed(2))
+    assert a.shape == (4, 3, 16, 16) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])  # per-image parameters, not one per batch
+
+
+def test_tensor_batches_cover_every_image_once_per_epoch():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous()
+    labels = torch.arange(10)
+    tb = TensorBatches(images, labels, batch_size=4, mean=(0, 0, 0), std=(1 / 255,) * 3, shuffle=True, seed=0)
+    assert len(tb) == 3
+    seen = torch.cat([y for _, y, _ in tb])
+    assert sorted(seen.tolist()) == list(range(10))
+    for x, y, bad in tb:
+        assert torch.allclose(x[:, 0, 0, 0], y.float()) and bad == []  # x = image value, normalized back
+    dropped = TensorBatches(images, labels, batch_size=4, mean=(0, 0, 0), std=(1, 1, 1), shuffle=True, drop_last=True)
+    assert len(dropped) == 2 and sum(len(y) for _, y, _ in dropped) == 8
