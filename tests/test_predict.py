@@ -80,8 +80,11 @@ def test_each_test_image_is_decoded_once_whatever_the_views(kfold_run, tmp_path,
     counting = lambda p, *a, **k: calls.append(p) or real(p, *a, **k)  # noqa: E731
     monkeypatch.setattr(images, "load_rgb", counting)  # file path
     monkeypatch.setattr(cache, "load_rgb", counting)  # tensor cache
+    monkeypatch.setenv("COMP_CACHE_DIR", str(tmp_path / "fresh-cache"))
     predict([run], out=tmp_path / "p.csv", views=["identity", "hflip", "vflip", "rot10", "crop0.9", "scale1.25"], workers=0, **quiet)
     assert len(calls) == 9 and len(set(calls)) == 9  # 9 test images, 3 folds x 6 views
+    predict([run / "fold_1"], out=tmp_path / "q.csv", views=["identity"], workers=0, **quiet)
+    assert len(calls) == 9  # a later prediction of the same test set reuses the cache
 
 
 def test_reensemble_from_probability_tables(kfold_run, tmp_path):
