@@ -162,6 +162,19 @@ def submit(
     typer.echo(f"valid; archived {row['path']} and {Path(row['zip']).name}{agreement}")
 
 
+@app.command(epilog="Example:\n\n  comp demo --out demo")
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo competition, run and submission.")] = Path("demo"),
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override the demo config's epochs.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Config to train [default: configs/demo.yaml].")] = None,
+) -> None:
+    """Build the Fashion-MNIST demo competition and run train -> predict --tta -> submit on it."""
+    from comp.demo import run_demo
+
+    with user_errors():
+        run_demo(out, epochs=epochs, config=config, log=typer.echo)
+
+
 @data_app.command(
     "check",
     epilog="Example:\n\n  comp data check data/hw1",
