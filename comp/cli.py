@@ -82,6 +82,8 @@ def train(
         )
     if "cv_acc" in summary:
         typer.echo(f"cv acc {summary['cv_acc']:.4f} over {summary['folds_done']} folds; run: {summary['run_dir']}")
+    elif summary["best_val_acc"] is None:
+        typer.echo(f"trained {summary['epochs_run']} epochs without a validation split; run: {summary['run_dir']}")
     else:
         typer.echo(f"best val acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
 

@@ -213,7 +213,10 @@ def fit(cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = F
     if not cfg.data.dir:
         raise UserError("no data folder: pass --data DIR or set data.dir in the config")
     competition = open_competition(cfg.data.dir, cfg.data.id_column, cfg.data.label_column)
-    train, val = train_val_split(competition, cfg.data.val_fraction, cfg.train.seed)
+    if cfg.data.train_on_val:
+        train, val = merged_labelled(competition), Split([], [])
+    else:
+        train, val = train_val_split(competition, cfg.data.val_fraction, cfg.train.seed)
     return fit_split(cfg, competition, train, val, Path(out_dir), resume=resume, overwrite=overwrite, log=log)
 
 
@@ -289,7 +292,7 @@ def fit_split(
     )
     log(f"input: {'decode-once tensor cache, batched augmentation' if isinstance(train_loader, TensorBatches) else 'files, albumentations'}")
     if len(val) == 0:
-        log("warning: no validation images (every class has one image); best.pt follows the last epoch")
+        log("no validation images: best.pt follows the last epoch")
     bad_files = {p: r for p, r in competition.skipped}
     bad_files.update({str(p): "unreadable image" for p in unreadable})
     started = time.time()
@@ -336,7 +339,7 @@ def fit_split(
         write_val_probs(out_dir, val, competition, device, cfg)
     summary = {
         "best_epoch": state["best_epoch"],
-        "best_val_acc": state["best_val_acc"],
+        "best_val_acc": state["best_val_acc"] if len(val) else None,
         "classes": classes,
         "model": cfg.model.name,
         "epochs_run": state["epoch"] + 1,

@@ -90,6 +90,17 @@ def test_unreadable_training_images_are_skipped_and_listed(tmp_path, shapes, cac
     assert any("skipped 1 files" in line for line in lines)
 
 
+def test_train_on_val_uses_every_labelled_image(tmp_path):
+    from comp.data.synthetic import make_competition
+
+    data = make_competition(tmp_path / "c", classes=2, per_class=6, val_per_class=2)
+    cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(data), "train_on_val": True}))
+    summary = fit(cfg, tmp_path / "run", log=lambda s: None)
+    assert summary["train_images"] == 16 and summary["val_images"] == 0 and summary["best_val_acc"] is None
+    assert (tmp_path / "run" / "best.pt").is_file() and not (tmp_path / "run" / "val_probs.csv").exists()
+    json.loads((tmp_path / "run" / "summary.json").read_text())  # strict JSON, no NaN
+
+
 def test_early_stopping_with_patience(tmp_path, shapes):
     cfg = load_config(
         write_config(tmp_path / "c.yaml", data={"dir": str(shapes)}, optim={"lr": 1e-9}, sched={"name": "none"},
