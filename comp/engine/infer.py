@@ -138,7 +138,7 @@ def predict_views(
                 x = x.to(device, non_blocking=True).float()
                 for i in idx:
                     mean, std = norm[i]
-                    xn = ((x / 255.0 - mean) / std).contiguous(memory_format=torch.channels_last)
+                    xn = (x * (1 / 255.0)).sub_(mean).mul_(1 / std).contiguous(memory_format=torch.channels_last)
                     for v, fn in enumerate(fns[i]):
                         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                             logits = members[i].model(fn(xn))

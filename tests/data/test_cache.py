@@ -80,3 +80,16 @@ def test_tensor_batches_cover_every_image_once_per_epoch():
         assert torch.allclose(x[:, 0, 0, 0], y.float()) and bad == []  # x = image value, normalized back
     dropped = TensorBatches(images, labels, batch_size=4, mean=(0, 0, 0), std=(1, 1, 1), shuffle=True, drop_last=True)
     assert len(dropped) == 2 and sum(len(y) for _, y, _ in dropped) == 8
+
+
+def test_axis_aligned_grid_equals_affine_grid():
+    import torch.nn.functional as F
+
+    from comp.data.cache import _axis_aligned_grid
+
+    theta = torch.zeros(3, 2, 3)
+    theta[:, 0, 0] = torch.tensor([0.5, -1.0, 0.8])
+    theta[:, 1, 1] = torch.tensor([0.7, 1.0, -0.6])
+    theta[:, 0, 2] = torch.tensor([0.1, 0.0, -0.2])
+    theta[:, 1, 2] = torch.tensor([-0.3, 0.05, 0.0])
+    assert torch.allclose(_axis_aligned_grid(theta, 5, 7), F.affine_grid(theta, [3, 3, 5, 7], align_corners=False), atol=1e-6)
