@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from comp.errors import UserError
 
@@ -78,3 +79,43 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def weights_payload(model: nn.Module, cfg, classes: list[str], epoch: int, val_acc: float) -> dict[str, Any]:
+    """best.pt: weights, classes, resolved config (as plain data), epoch and val accuracy."""
+    return {
+        "model": model.state_dict(),
+        "classes": list(classes),
+        "config": cfg.model_dump(mode="json"),
+        "epoch": epoch,
+        "val_acc": float(val_acc),
+    }
+
+
+def training_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state) -> dict[str, Any]:
+    """last.pt: `weights_payload` plus optimizer, scheduler, scaler, EMA, loop state and RNG states."""
+    payload = weights_payload(model, cfg, classes, state["epoch"], state["best_val_acc"])
+    payload.update(
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict() if scheduler is not None else None,
+        scaler=scaler.state_dict() if scaler is not None else None,
+        ema=ema.module.state_dict() if ema is not None else None,
+        state=dict(state),
+        rng=rng_state(),
+    )
+    return payload
+
+
+def restore_training(path: Path, model, optimizer, scheduler, scaler, ema) -> dict[str, Any]:
+    """Load last.pt into the given objects; return the loop state saved with it."""
+    ckpt = load_checkpoint(path)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt.get("scheduler") is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler") is not None:
+        scaler.load_state_dict(ckpt["scaler"])
+    if ema is not None and ckpt.get("ema") is not None:
+        ema.module.load_state_dict(ckpt["ema"])
+    set_rng_state(ckpt["rng"])
+    return dict(ckpt["state"])

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import platform
-import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,20 +26,18 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
-import comp
 from comp.config import Config, save_config
 from comp.data.competition import Competition, Split, open_competition
 from comp.data.folds import merged_labelled, train_val_split
 from comp.data.cache import TensorBatches
 from comp.data.loaders import make_loaders
-from comp.engine.checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
-from comp.engine.infer import load_member, predict_views
-from comp.engine.logbook import LiveProgress, MetricsLog, plot_curves, write_json
+from comp.engine.checkpoint import restore_training, save_atomic, seed_everything, training_payload, weights_payload
+from comp.engine.infer import write_val_probs
+from comp.engine.logbook import LiveProgress, MetricsLog, environment, plot_curves, write_json
 from comp.engine.optim import create_optimizer, create_scheduler
 from comp.errors import UserError
 from comp.models.factory import build_model, data_config
 from comp.models.heads import count_params
-from comp.probs import write_probs
 
 Log = Callable[[str], None]
 
@@ -280,7 +276,7 @@ def fit_split(
 
     state = {"epoch": -1, "best_val_acc": -1.0, "best_epoch": -1, "stale_epochs": 0, "updates": 0}
     if resume:
-        state = _restore(out_dir / "last.pt", model, optimizer, scheduler, scaler, ema)
+        state = restore_training(out_dir / "last.pt", model, optimizer, scheduler, scaler, ema)
         log(f"resuming {out_dir} after epoch {state['epoch'] + 1}")
     metrics = MetricsLog(out_dir / "metrics.csv", keep_until_epoch=state["epoch"] if resume else None)
 
@@ -319,11 +315,11 @@ def fit_split(
             improved = len(val) == 0 or va.acc > state["best_val_acc"]
             if improved:
                 state.update(best_val_acc=va.acc if len(val) else float("nan"), best_epoch=epoch, stale_epochs=0)
-                save_atomic(_weights_payload(eval_model, cfg, classes, epoch, va.acc), out_dir / "best.pt")
+                save_atomic(weights_payload(eval_model, cfg, classes, epoch, va.acc), out_dir / "best.pt")
             else:
                 state["stale_epochs"] += 1
             state["epoch"] = epoch
-            save_atomic(_full_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state), out_dir / "last.pt")
+            save_atomic(training_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state), out_dir / "last.pt")
             log(
                 f"epoch {epoch + 1}/{t.epochs}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
                 f"val loss {va.loss:.4f} acc {va.acc:.4f}  {tr.images / max(tr.seconds, 1e-9):.0f} img/s  "
@@ -359,72 +355,6 @@ def fit_split(
     return summary
 
 
-def write_val_probs(run_dir: Path, val: Split, competition: Competition, device: torch.device, cfg: Config) -> None:
-    """Predict `val` with the run's best.pt (identity view) into run_dir/val_probs.csv.
-
-    Ids are paths relative to the competition folder, so `comp evaluate` and out-of-fold ensembling
-    can find the images again and align runs.
-    """
-    member = load_member(run_dir, device)
-    probs, ok = predict_views(
-        [member], [["identity"]], val.paths, device=device, batch_size=cfg.data.batch_size * 2,
-        workers=cfg.data.workers, on_bad="skip",
-    )
-    keep = ok.nonzero().flatten().tolist()
-    write_probs(
-        run_dir / "val_probs.csv",
-        [relative_id(val.paths[i], competition.root) for i in keep],
-        probs[0][0][keep],
-        competition.classes,
-        label=[competition.classes[val.labels[i]] for i in keep],
-    )
-
-
-def relative_id(path: Path, root: Path) -> str:
-    """`path` relative to `root` as a POSIX string (absolute if outside it)."""
-    try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return Path(path).resolve().as_posix()
-
-
-def _weights_payload(model: nn.Module, cfg: Config, classes: list[str], epoch: int, val_acc: float) -> dict[str, Any]:
-    return {
-        "model": model.state_dict(),
-        "classes": list(classes),
-        "config": cfg.model_dump(mode="json"),
-        "epoch": epoch,
-        "val_acc": float(val_acc),
-    }
-
-
-def _full_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state) -> dict[str, Any]:
-    payload = _weights_payload(model, cfg, classes, state["epoch"], state["best_val_acc"])
-    payload.update(
-        optimizer=optimizer.state_dict(),
-        scheduler=scheduler.state_dict() if scheduler is not None else None,
-        scaler=scaler.state_dict() if scaler is not None else None,
-        ema=ema.module.state_dict() if ema is not None else None,
-        state=dict(state),
-        rng=rng_state(),
-    )
-    return payload
-
-
-def _restore(path: Path, model, optimizer, scheduler, scaler, ema) -> dict[str, Any]:
-    ckpt = load_checkpoint(path)
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if scheduler is not None and ckpt.get("scheduler") is not None:
-        scheduler.load_state_dict(ckpt["scheduler"])
-    if scaler is not None and ckpt.get("scaler") is not None:
-        scaler.load_state_dict(ckpt["scaler"])
-    if ema is not None and ckpt.get("ema") is not None:
-        ema.module.load_state_dict(ckpt["ema"])
-    set_rng_state(ckpt["rng"])
-    return dict(ckpt["state"])
-
-
 def _write_skipped(bad: dict[str, str], path: Path, log: Log) -> None:
     if not bad:
         return
@@ -432,21 +362,3 @@ def _write_skipped(bad: dict[str, str], path: Path, log: Log) -> None:
     log(f"warning: skipped {len(bad)} files or rows, listed in {path}")
 
 
-def environment() -> dict[str, str]:
-    """Git commit, package versions and platform, recorded with every run."""
-    import timm
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(comp.__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        commit = ""
-    return {
-        "comp": comp.__version__,
-        "git_commit": commit or "unknown",
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }

@@ -19,11 +19,13 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader
 
 from comp.config import Config, DataConfig, config_from_dict
+from comp.data.competition import Competition, Split
 from comp.data.cache import cache_fits, load_or_build
 from comp.data.images import ImageFileDataset, collate_skip_bad
 from comp.engine.checkpoint import load_checkpoint
 from comp.errors import UserError
 from comp.models.factory import build_model
+from comp.probs import write_probs
 from comp.tta import parse_view
 
 
@@ -161,3 +163,32 @@ def shared_classes(members: Sequence[Member]) -> list[str]:
         if m.classes != classes:
             raise UserError(f"{m.run_dir} was trained on other classes than the rest; ensemble runs of one competition")
     return classes
+
+
+def write_val_probs(run_dir: Path, val: Split, competition: Competition, device: torch.device, cfg: Config) -> None:
+    """Predict `val` with the run's best.pt (identity view) into run_dir/val_probs.csv.
+
+    Ids are paths relative to the competition folder, so `comp evaluate` and out-of-fold ensembling
+    can find the images again and align runs.
+    """
+    member = load_member(run_dir, device)
+    probs, ok = predict_views(
+        [member], [["identity"]], val.paths, device=device, batch_size=cfg.data.batch_size * 2,
+        workers=cfg.data.workers, on_bad="skip",
+    )
+    keep = ok.nonzero().flatten().tolist()
+    write_probs(
+        run_dir / "val_probs.csv",
+        [relative_id(val.paths[i], competition.root) for i in keep],
+        probs[0][0][keep],
+        competition.classes,
+        label=[competition.classes[val.labels[i]] for i in keep],
+    )
+
+
+def relative_id(path: Path, root: Path) -> str:
+    """`path` relative to `root` as a POSIX string (absolute if outside it)."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return Path(path).resolve().as_posix()

@@ -5,11 +5,17 @@ from __future__ import annotations
 import csv
 import json
 import math
+import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from rich.console import Console
+
+import comp
+
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
@@ -124,3 +130,23 @@ class LiveProgress:
         rate = images_seen / max(1e-9, time.perf_counter() - self._start)
         text = " ".join(f"{k} {v:.4f}" for k, v in stats.items()) + f" {rate:.0f} img/s"
         self._progress.update(self._task, advance=1, stats=text)
+
+
+def environment() -> dict[str, str]:
+    """Git commit, package versions and platform, recorded with every run."""
+    import timm
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(comp.__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return {
+        "comp": comp.__version__,
+        "git_commit": commit or "unknown",
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
