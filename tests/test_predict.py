@@ -10,6 +10,7 @@ import torch
 import comp.data.cache as cache
 import comp.data.images as images
 from comp.data.synthetic import make_competition
+from comp.engine.infer import find_model_dirs, load_member, predict_views
 from comp.errors import UserError
 from comp.evaluate import evaluate
 from comp.predict import predict
@@ -109,6 +110,17 @@ def test_predict_errors(kfold_run, tmp_path):
     other = make_competition(tmp_path / "other", classes=2, per_class=3, test_per_class=1)
     with pytest.raises(UserError, match="trained on classes"):
         predict([run], data=other, **quiet)
+    first = data / "test" / "img_00000.png"
+    good = first.read_bytes()
+    first.write_bytes(good[:20])  # truncated: predicting must name it, on the cached and the file path
+    member = load_member(find_model_dirs(run)[0], torch.device("cpu"))
+    try:
+        for cache_mode in ("on", "off"):
+            member.cfg.data.cache = cache_mode
+            with pytest.raises(UserError, match=r"cannot read image .*img_00000.png; replace or re-download"):
+                predict_views([member], [["identity"]], [first], device=torch.device("cpu"), workers=0)
+    finally:
+        first.write_bytes(good)
     (data / "test" / "img_00000.png").rename(data / "img_00000.png")
     try:
         with pytest.raises(UserError, match="ids have no test image"):

@@ -20,6 +20,7 @@ from typing import Literal, Optional
 
 import pandas as pd
 
+from comp.config import DataConfig
 from comp.data.images import is_image_file, list_images
 from comp.errors import UserError
 
@@ -102,6 +103,13 @@ def _is_int(s: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def open_configured(data: DataConfig) -> Competition:
+    """`open_competition` for a config's `data` section; no `data.dir` is a UserError."""
+    if not data.dir:
+        raise UserError("no data folder: pass --data DIR or set data.dir in the config")
+    return open_competition(data.dir, data.id_column, data.label_column)
 
 
 def open_competition(

@@ -87,12 +87,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def load_rgb_or_fail(path: Path, draft_size: Optional[int] = None) -> Image.Image:
-    """`load_rgb` for images that must be readable (test images): a bad file is a UserError."""
-    try:
-        return load_rgb(path, draft_size)
-    except DECODE_ERRORS as e:
-        raise UserError(f"cannot read image {path}: {e}; replace or re-download the file") from e
+def unreadable_image(path: Path | str) -> UserError:
+    """The error for an image that must be readable (a test image) but does not decode."""
+    return UserError(f"cannot read image {path}; replace or re-download the file")
 
 
 class ImageFileDataset(torch.utils.data.Dataset):

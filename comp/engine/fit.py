@@ -27,7 +27,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from comp.config import Config, save_config
-from comp.data.competition import Competition, Split, open_competition
+from comp.data.competition import Competition, Split, open_configured
 from comp.data.folds import merged_labelled, train_val_split
 from comp.data.cache import TensorBatches
 from comp.data.loaders import make_loaders
@@ -206,14 +206,18 @@ def fit(cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = F
     Returns:
         The summary dict also written to summary.json.
     """
-    if not cfg.data.dir:
-        raise UserError("no data folder: pass --data DIR or set data.dir in the config")
-    competition = open_competition(cfg.data.dir, cfg.data.id_column, cfg.data.label_column)
+    competition = open_configured(cfg.data)
     if cfg.data.train_on_val:
         train, val = merged_labelled(competition), Split([], [])
     else:
         train, val = train_val_split(competition, cfg.data.val_fraction, cfg.train.seed)
     return fit_split(cfg, competition, train, val, Path(out_dir), resume=resume, overwrite=overwrite, log=log)
+
+
+def refuse_used_dir(out_dir: Path) -> None:
+    """Never write a new run over an existing one: a non-empty `out_dir` is a UserError."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"run directory {out_dir} already holds a run; use --resume, --overwrite or a new --out")
 
 
 def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -222,8 +226,8 @@ def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
         if not (out_dir / "last.pt").is_file():
             raise UserError(f"--resume: no last.pt in {out_dir}; start a new run without --resume")
         return
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise UserError(f"run directory {out_dir} already holds a run; use --resume, --overwrite or a new --out")
+    if not overwrite:
+        refuse_used_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("best.pt", "last.pt", "metrics.csv", "summary.json", "skipped_files.txt", "curves.png"):
         (out_dir / stale).unlink(missing_ok=True)

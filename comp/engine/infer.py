@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from comp.config import Config, DataConfig, config_from_dict
 from comp.data.competition import Competition, Split
 from comp.data.cache import cache_fits, load_or_build
-from comp.data.images import ImageFileDataset, collate_skip_bad
+from comp.data.images import ImageFileDataset, collate_skip_bad, unreadable_image
 from comp.engine.checkpoint import load_checkpoint
 from comp.errors import UserError
 from comp.models.factory import build_model
@@ -133,7 +133,7 @@ def predict_views(
         seen = 0
         for x, pos, bad in batches:
             if bad and on_bad == "raise":
-                raise UserError(f"cannot read image {bad[0]}; replace or re-download the file")
+                raise unreadable_image(bad[0])
             seen += len(pos)
             if len(pos):
                 ok[pos] = True

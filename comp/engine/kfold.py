@@ -16,9 +16,9 @@ from typing import Any, Optional
 import torch
 
 from comp.config import Config, save_config
-from comp.data.competition import open_competition
+from comp.data.competition import open_configured
 from comp.data.folds import kfold_indices, merged_labelled
-from comp.engine.fit import Log, fit_split
+from comp.engine.fit import Log, fit_split, refuse_used_dir
 from comp.engine.logbook import write_json
 from comp.ensemble import accuracy
 from comp.errors import UserError
@@ -36,17 +36,15 @@ def fit_folds(
     k = cfg.train.folds
     if fold is not None and not 0 <= fold < k:
         raise UserError(f"--fold {fold} is outside 0..{k - 1} for --folds {k}")
-    if not cfg.data.dir:
-        raise UserError("no data folder: pass --data DIR or set data.dir in the config")
-    competition = open_competition(cfg.data.dir, cfg.data.id_column, cfg.data.label_column)
+    competition = open_configured(cfg.data)
     data = merged_labelled(competition)
     small = [f"{competition.classes[c]} ({n})" for c, n in sorted(Counter(data.labels).items()) if n < k]
     if small:
         log(f"note: {len(small)} classes have fewer images than {k} folds and are validated in fewer folds: {', '.join(small[:5])}")
     splits = kfold_indices(data.labels, k, cfg.train.seed)
     out_dir = Path(out_dir)
-    if fold is None and not (resume or overwrite) and out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(f"run directory {out_dir} already holds a run; use --resume, --overwrite or a new --out")
+    if fold is None and not (resume or overwrite):
+        refuse_used_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "config.yaml")
     for i in [fold] if fold is not None else range(k):

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from comp.data.audit import inspect_image
-from comp.data.images import ImageFileDataset, collate_skip_bad, list_images, load_rgb, load_rgb_or_fail
+from comp.data.images import DECODE_ERRORS, ImageFileDataset, collate_skip_bad, list_images, load_rgb, unreadable_image
 from comp.data.transforms import eval_preset
 from comp.errors import UserError
 
@@ -67,8 +67,9 @@ def test_bad_files(tmp_path):
     assert inspect_image(empty).error == "empty file"
     assert inspect_image(text).error and inspect_image(truncated).error
     for path in (empty, text, truncated):
-        with pytest.raises(UserError, match=path.name):
-            load_rgb_or_fail(path)
+        with pytest.raises(DECODE_ERRORS):
+            load_rgb(path)
+        assert isinstance(unreadable_image(path), UserError) and path.name in str(unreadable_image(path))
 
 
 def test_dataset_skips_bad_files_through_collate(tmp_path):
