@@ -229,7 +229,7 @@ def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if not overwrite:
         refuse_used_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("best.pt", "last.pt", "metrics.csv", "summary.json", "skipped_files.txt", "curves.png"):
+    for stale in ("best.pt", "last.pt", "metrics.csv", "summary.json", "skipped_files.txt", "curves.png", "val_probs.csv"):
         (out_dir / stale).unlink(missing_ok=True)
 
 

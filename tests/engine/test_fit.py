@@ -54,6 +54,11 @@ def test_existing_run_is_not_overwritten(tmp_path, shapes):
     with pytest.raises(UserError, match="already holds a run; use --resume, --overwrite"):
         fit(cfg, tmp_path / "run", log=lambda s: None)
     fit(cfg, tmp_path / "run", overwrite=True, log=lambda s: None)
+    # an overwrite without a val split must not leave the old run's val predictions behind
+    assert (tmp_path / "run" / "val_probs.csv").is_file()
+    fit(cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_on_val": True})}), tmp_path / "run",
+        overwrite=True, log=lambda s: None)
+    assert not (tmp_path / "run" / "val_probs.csv").exists()
 
 
 def test_resume_continues_to_the_same_result(tmp_path, shapes):
