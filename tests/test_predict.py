@@ -1,7 +1,6 @@
 """k-fold training -> predict (ensemble x TTA) -> evaluate, on tiny runs."""
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
