@@ -6,7 +6,7 @@
 The reference is the loop a Kaggler writes by hand: torchvision ImageFolder + PIL transforms with
 2 DataLoader workers, timm `tf_efficientnet_lite0` with the bundled ImageNet weights, 64 px,
 3 epochs, batch 64, AdamW 1e-3, cosine, label smoothing 0.1, no TTA; it trains on train/ and
-predicts test/. Its augmentation is torchvision's standard train preset, RandomResizedCrop +
+predicts test/ (on a CSV competition it reads train.csv with the same PIL loading). Its augmentation is torchvision's standard train preset, RandomResizedCrop +
 horizontal flip (`--reference-aug rrc`, default), or a plain resize + flip (`--reference-aug resize`). `comp` runs `comp train configs/demo.yaml` then `comp predict --tta` on the same
 folder. Both are timed end to end (data loading, training, prediction) in this one process, one
 after the other, and scored against the hidden answers. The comp tensor cache starts empty.
@@ -24,6 +24,7 @@ import timm
 import torch
 import torch.nn as nn
 import torchvision.transforms as T
+from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
@@ -35,6 +36,20 @@ from comp.models.weights import bundled_state_dict
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class ListImages(torch.utils.data.Dataset):
+    """ImageFolder's behaviour over an explicit (path, label) list: PIL open, RGB, transform."""
+
+    def __init__(self, paths, labels, classes, transform):
+        self.paths, self.labels, self.classes, self.transform = paths, labels, classes, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        with Image.open(self.paths[i]) as im:
+            return self.transform(im.convert("RGB")), self.labels[i]
+
+
 def reference(data: Path, out_csv: Path, epochs: int = 3, size: int = 64, aug: str = "rrc") -> None:
     """The hand-written baseline; writes a prediction CSV in the competition's format."""
     torch.manual_seed(0)
@@ -42,7 +57,11 @@ def reference(data: Path, out_csv: Path, epochs: int = 3, size: int = 64, aug: s
     first = T.RandomResizedCrop(size) if aug == "rrc" else T.Resize((size, size))
     train_tf = T.Compose([first, T.RandomHorizontalFlip(), T.ToTensor(), norm])
     eval_tf = T.Compose([T.Resize((size, size)), T.ToTensor(), norm])
-    ds = ImageFolder(str(data / "train"), transform=train_tf)
+    comp = open_competition(data)
+    if comp.layout == "folders":
+        ds = ImageFolder(str(data / "train"), transform=train_tf)
+    else:  # a CSV competition: the same thing over train.csv's (file, label) rows
+        ds = ListImages(comp.train.paths, comp.train.labels, comp.classes, train_tf)
     loader = DataLoader(ds, batch_size=64, shuffle=True, num_workers=2, drop_last=True)
     model = timm.create_model("tf_efficientnet_lite0")
     model.load_state_dict(bundled_state_dict("tf_efficientnet_lite0", model))
@@ -59,7 +78,6 @@ def reference(data: Path, out_csv: Path, epochs: int = 3, size: int = 64, aug: s
             loss.backward()
             opt.step()
             sched.step()
-    comp = open_competition(data)
     model.eval()
     preds = []
     with torch.inference_mode():

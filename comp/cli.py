@@ -47,8 +47,8 @@ def user_errors() -> Iterator[None]:
             raise
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+    except KeyboardInterrupt as e:
+        typer.echo(str(e) or "interrupted", err=True)
         raise typer.Exit(130)
 
 

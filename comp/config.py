@@ -105,6 +105,7 @@ class TrainConfig(_Section):
     folds: int = Field(1, ge=1)  # 1 = one model with a hold-out; K >= 2 = stratified K-fold (`--folds K`)
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
     threads: Optional[int] = Field(None, gt=0)  # torch intra-op threads; None: torch's default (all cores)
+    checkpoint_minutes: float = Field(10.0, ge=0)  # also save last.pt mid-epoch this often; 0 = epoch ends only
 
 
 class AugConfig(_Section):

@@ -7,3 +7,7 @@ its traceback. Messages name the problem and the fix in one line.
 
 class UserError(Exception):
     """A problem with the user's input (path, config, data, weights) that they can fix."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, handled: the run saved where it stopped; the message says how to continue."""

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from comp.data.images import DECODE_ERRORS, load_rgb
+from comp.data.sampling import epoch_order, epoch_seed, num_batches
 
 CACHE_VERSION = "1"
 MAX_CACHE_BYTES = 4 * 2**30  # beyond this the file path streams instead
@@ -204,7 +205,9 @@ class TensorBatches:
     """A DataLoader stand-in over cached uint8 images: yields `(x (B,3,S,S) float, y (B,), [])`.
 
     `x` is augmented (if `augment`), normalized with mean/std and channels_last; the empty list
-    keeps the file path's `(x, y, bad_paths)` batch shape.
+    keeps the file path's `(x, y, bad_paths)` batch shape. The order and each batch's augmentation
+    are functions of (seed, epoch, batch) (`comp.data.sampling`): `set_epoch(epoch, start_batch)`
+    replays any epoch from any batch exactly.
     """
 
     def __init__(
@@ -225,20 +228,25 @@ class TensorBatches:
         self.batch_size, self.shuffle, self.drop_last, self.augment = batch_size, shuffle, drop_last, augment
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.inv_std = 1.0 / torch.tensor(std, device=device).view(1, 3, 1, 1)
-        self.generator = torch.Generator()
-        self.generator.manual_seed(seed)
+        self.seed, self.epoch, self.start_batch = seed, 0, 0
         self.device = device
 
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
     def __len__(self) -> int:
-        n = len(self.images)
-        return n // self.batch_size if self.drop_last and n >= self.batch_size else math.ceil(n / self.batch_size)
+        return num_batches(len(self.images), self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
-        n = len(self.images)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for k in range(len(self)):
+        order = epoch_order(len(self.images), self.seed, self.epoch, self.shuffle)
+        g = torch.Generator()
+        for k in range(self.start_batch, len(self)):
             idx = order[k * self.batch_size : (k + 1) * self.batch_size].to(self.device)
             x = self.images[idx]
-            x = self.augment(x, self.generator) if self.augment else x.float().mul_(1 / 255.0)
+            if self.augment:
+                g.manual_seed(epoch_seed(self.seed, self.epoch, k))
+                x = self.augment(x, g)
+            else:
+                x = x.float().mul_(1 / 255.0)
             x = x.sub_(self.mean).mul_(self.inv_std).contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx], []

@@ -21,7 +21,7 @@ from typing import Literal, Optional
 import pandas as pd
 
 from comp.config import DataConfig
-from comp.data.images import is_image_file, list_images
+from comp.data.images import is_image_file, list_images, other_files
 from comp.errors import UserError
 
 TRAIN_IMAGE_DIRS = ("train", "train_images", "images")
@@ -151,6 +151,7 @@ def _class_folders(split_dir: Path, skipped: list[tuple[str, str]]) -> dict[str,
             if is_image_file(d):
                 skipped.append((str(d), "image outside a class folder"))
             continue
+        skipped += [(str(p), "not an image file (extension)") for p in other_files(d)]
         images = list_images(d)
         if not images:
             skipped.append((str(d), "class folder without images (class ignored)"))
@@ -201,13 +202,14 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str])
     if image_dir is None:
         raise UserError(f"{root}: train.csv found but no image folder; expected one of {', '.join(TRAIN_IMAGE_DIRS)}/")
     files = _FileIndex(list_images(image_dir))
+    other = other_files(image_dir)
     id_col = id_column or _detect_id_column(df, files, csv_path)
     lab_col = label_column or _detect_label_column(df, id_col, csv_path)
     for col in (id_col, lab_col):
         if col not in df.columns:
             raise UserError(f"{csv_path}: no column {col!r}; columns are {list(df.columns)}")
 
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = [(str(p), "not an image file (extension)") for p in other]
     rows = []
     for image_id, label in zip(df[id_col], df[lab_col]):
         path = files.find(image_id)

@@ -12,11 +12,9 @@ x normalized float (B, 3, S, S), so the engine does not care which one it got.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -24,6 +22,7 @@ from comp.config import Config
 from comp.data.cache import BatchAugment, TensorBatches, cache_fits, load_or_build
 from comp.data.competition import Split
 from comp.data.images import ImageFileDataset, collate_skip_bad
+from comp.data.sampling import EpochBatchSampler
 from comp.data.transforms import eval_preset, train_preset
 from comp.tta import center_zoom
 
@@ -84,17 +83,33 @@ def _tensor_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress)
     return train_batches, val_batches, tr_bad + va_bad
 
 
-def _seed_worker(worker_id: int) -> None:
-    # albumentations 2 keeps its own RNG, copied into every worker: reseed it per worker from
-    # torch's per-worker seed, or all workers would draw the same augmentations.
-    info = torch.utils.data.get_worker_info()
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    info.dataset.transform.set_random_seed(seed)
+class FileBatches:
+    """The file path's training/val batches: a DataLoader over `EpochBatchSampler`.
+
+    Same interface as `TensorBatches` (`set_epoch(epoch, start_batch)`, `len()` = full epoch,
+    yields `(x, y, bad_paths)`).
+    """
+
+    def __init__(self, dataset: ImageFileDataset, batch_size: int, *, seed: int, shuffle: bool, drop_last: bool, **loader_kw):
+        self.dataset, self.seed, self.augmenting = dataset, seed, shuffle
+        self.sampler = EpochBatchSampler(len(dataset), batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last)
+        # Its own generator: iter() draws the workers' base seed, which must not advance the global
+        # RNG that dropout and mixup use (a resumed epoch would then drift from the original).
+        self.loader = DataLoader(dataset, batch_sampler=self.sampler, generator=torch.Generator().manual_seed(seed), **loader_kw)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.sampler.set_epoch(epoch, start_batch)
+        if self.augmenting:
+            self.dataset.set_epoch(self.seed, epoch)  # workers get a fresh copy of it at each iter()
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        return iter(self.loader)
 
 
-def _file_loaders(cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device) -> tuple[DataLoader, DataLoader]:
+def _file_loaders(cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device) -> tuple[FileBatches, FileBatches]:
     """File-path loaders: albumentations train/eval presets, bad files skipped via the collate fn."""
     size, mean, std = dcfg["image_size"], dcfg["mean"], dcfg["std"]
     a = cfg.aug
@@ -102,24 +117,14 @@ def _file_loaders(cfg: Config, dcfg: dict, train: Split, val: Split, device: tor
         size=size, mean=mean, std=std, scale=a.scale, ratio=a.ratio, hflip=a.hflip, vflip=a.vflip,
         color_jitter=a.color_jitter, rotate=a.rotate, translate=a.translate,
     )
-    train_tf.set_random_seed(cfg.train.seed)
     eval_tf = eval_preset(size=size, mean=mean, std=std, crop_pct=dcfg["crop_pct"])
     # JPEGs decode at a reduced DCT scale no smaller than what the transforms need.
     draft = int(round(size / dcfg["crop_pct"]))
-    workers = cfg.data.workers
-    common = dict(
-        num_workers=workers,
-        collate_fn=collate_skip_bad,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=_seed_worker if workers else None,
-        persistent_workers=False,
+    common = dict(num_workers=cfg.data.workers, collate_fn=collate_skip_bad, pin_memory=device.type == "cuda")
+    bs, seed = cfg.data.batch_size, cfg.train.seed
+    train_batches = FileBatches(
+        ImageFileDataset(train.paths, train.labels, train_tf, draft), bs, seed=seed, shuffle=True,
+        drop_last=len(train) > bs, **common,
     )
-    g = torch.Generator()
-    g.manual_seed(cfg.train.seed)
-    bs = cfg.data.batch_size
-    train_loader = DataLoader(
-        ImageFileDataset(train.paths, train.labels, train_tf, draft),
-        batch_size=bs, shuffle=True, drop_last=len(train) > bs, generator=g, **common,
-    )
-    val_loader = DataLoader(ImageFileDataset(val.paths, val.labels, eval_tf, draft), batch_size=bs * 2, shuffle=False, **common)
-    return train_loader, val_loader
+    val_batches = FileBatches(ImageFileDataset(val.paths, val.labels, eval_tf, draft), bs * 2, seed=seed, shuffle=False, drop_last=False, **common)
+    return train_batches, val_batches

@@ -8,10 +8,13 @@ weights_only=True)` accepts: no pickled objects, so loading a checkpoint cannot 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -119,3 +122,32 @@ def restore_training(path: Path, model, optimizer, scheduler, scaler, ema) -> di
         ema.module.load_state_dict(ckpt["ema"])
     set_rng_state(ckpt["rng"])
     return dict(ckpt["state"])
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def stop_on_sigint() -> Iterator[_StopFlag]:
+    """Turn the first Ctrl-C into `flag.requested = True`; a second one interrupts at once.
+
+    The training loop checks the flag between batches, saves last.pt and stops, so Ctrl-C never
+    lands in the middle of an optimizer step. Outside the main thread (where signal handlers
+    cannot be set) Ctrl-C keeps its default behaviour.
+    """
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -31,15 +31,22 @@ from comp.data.competition import Competition, Split, open_configured
 from comp.data.folds import merged_labelled, train_val_split
 from comp.data.cache import TensorBatches
 from comp.data.loaders import make_loaders
-from comp.engine.checkpoint import restore_training, save_atomic, seed_everything, training_payload, weights_payload
+from comp.data.sampling import epoch_seed
+from comp.engine.checkpoint import (
+    restore_training, save_atomic, seed_everything, stop_on_sigint, training_payload, weights_payload,
+)
 from comp.engine.infer import write_val_probs
 from comp.engine.logbook import LiveProgress, MetricsLog, environment, plot_curves, write_json
 from comp.engine.optim import create_optimizer, create_scheduler
-from comp.errors import UserError
+from comp.errors import Interrupted, UserError
 from comp.models.factory import build_model, data_config
 from comp.models.heads import count_params
 
 Log = Callable[[str], None]
+
+
+class NonFiniteLoss(UserError):
+    """The training loss became NaN or inf."""
 
 
 @dataclass
@@ -87,9 +94,20 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
 # -- one epoch -------------------------------------------------------------------------------
 
 
+@dataclass
+class EpochProgress:
+    """Running totals of a partly trained epoch: what a mid-epoch checkpoint must carry."""
+
+    batches: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    bad_files: list[str] = field(default_factory=list)
+
+
 def train_one_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    loader,
     optimizer: torch.optim.Optimizer,
     *,
     device: torch.device,
@@ -103,58 +121,86 @@ def train_one_epoch(
     ema: Optional[ModelEmaV3] = None,
     channels_last: bool = False,
     progress: Optional[LiveProgress] = None,
-) -> EpochStats:
-    """One pass over `loader`, stepping the scheduler per iteration.
+    start: Optional[EpochProgress] = None,
+    after_batch: Optional[Callable[[EpochProgress], bool]] = None,
+) -> tuple[EpochStats, Optional[EpochProgress]]:
+    """One pass over `loader` (or the rest of one), stepping the scheduler per iteration.
 
     Batches are `(images (B,3,H,W), labels (B,), bad_paths)` from `collate_skip_bad`. Accuracy is
-    against the un-mixed labels. Returns the mean loss and accuracy over the images seen.
+    against the un-mixed labels. `start` continues an epoch begun earlier (the loader must already
+    start at batch `start.batches`); `after_batch(progress)` runs after every update and returns
+    True to stop there.
+
+    Returns:
+        (mean loss and accuracy over the epoch's images, None) at the epoch end, or
+        (those so far, the progress to resume from) when stopped early.
     """
     model.train()
     t0 = time.perf_counter()
-    total_loss, correct, seen, bad = 0.0, 0, 0, []
-    update = start_update
-    for x, y, bad_paths in loader:
-        bad += bad_paths
-        if len(y) == 0:
-            continue
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        target = y
-        if mixup is not None and len(y) % 2 == 0:  # timm's Mixup needs an even batch
-            x, target = mixup(x, y)
-        with _autocast(device, dtype):
-            logits = model(x)
-            loss = criterion(logits, target)
-        if not math.isfinite(loss.item()):
-            raise UserError(f"training loss became {loss.item()}; lower optim.lr or set train.grad_clip=1.0")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-        update += 1
+    p = EpochProgress(**vars(start)) if start is not None else EpochProgress()
+    p.bad_files = list(p.bad_files)
+    batches = iter(loader)
+    while True:
+        try:
+            x, y, bad_paths = next(batches)
+        except StopIteration:
+            break
+        except Exception:
+            # A Ctrl-C in a terminal also reaches DataLoader workers, which then die: that is the
+            # interruption already being handled, not a data error.
+            if after_batch is not None and after_batch(p):
+                return _epoch_stats(p, t0), p
+            raise
+        p.bad_files += bad_paths
+        if len(y) > 0:
+            _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler, grad_clip, channels_last, p)
+        p.batches += 1
+        update = start_update + p.batches
         if scheduler is not None:
             scheduler.step_update(num_updates=update)
         if ema is not None:
             ema.update(model, step=update)
-        n = len(y)
-        total_loss += loss.item() * n
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += n
-        if progress is not None:
-            progress.step(seen, loss=total_loss / seen, acc=correct / seen)
-    seconds = time.perf_counter() - t0
-    return EpochStats(total_loss / max(1, seen), correct / max(1, seen), seen, seconds, bad)
+        if progress is not None and p.seen:
+            progress.step(p.seen, loss=p.loss_sum / p.seen, acc=p.correct / p.seen)
+        if after_batch is not None and after_batch(p):
+            return _epoch_stats(p, t0), p
+    return _epoch_stats(p, t0), None
+
+
+def _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler, grad_clip, channels_last, p: EpochProgress) -> None:
+    """Forward, backward and optimizer step on one batch; adds its loss and hits to `p`."""
+    x = x.to(device, non_blocking=True)
+    y = y.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    target = y
+    if mixup is not None and len(y) % 2 == 0:  # timm's Mixup needs an even batch
+        x, target = mixup(x, y)
+    with _autocast(device, dtype):
+        logits = model(x)
+        loss = criterion(logits, target)
+    if not math.isfinite(loss.item()):
+        raise NonFiniteLoss(f"training loss became {loss.item()}; lower optim.lr or set train.grad_clip=1.0")
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+    p.loss_sum += loss.item() * len(y)
+    p.correct += (logits.argmax(1) == y).sum().item()
+    p.seen += len(y)
+
+
+def _epoch_stats(p: EpochProgress, t0: float) -> EpochStats:
+    return EpochStats(p.loss_sum / max(1, p.seen), p.correct / max(1, p.seen), p.seen, time.perf_counter() - t0, p.bad_files)
 
 
 @torch.inference_mode()
@@ -224,7 +270,7 @@ def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     """Create `out_dir`; refuse to write into a used one unless resuming or told to overwrite."""
     if resume:
         if not (out_dir / "last.pt").is_file():
-            raise UserError(f"--resume: no last.pt in {out_dir}; start a new run without --resume")
+            raise UserError(f"--resume: no last.pt in {out_dir} (no epoch was saved); start it again with --overwrite instead of --resume")
         return
     if not overwrite:
         refuse_used_dir(out_dir)
@@ -244,12 +290,34 @@ def fit_split(
     overwrite: bool = False,
     log: Log = print,
 ) -> dict[str, Any]:
+    """Train on `train`, select on `val`, write the run directory. See `fit`.
+
+    `train.threads` applies for the duration of the run (torch's thread count is process-wide).
+    """
+    previous = torch.get_num_threads()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        return _fit_split(cfg, competition, train, val, out_dir, resume=resume, overwrite=overwrite, log=log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit_split(
+    cfg: Config,
+    competition: Competition,
+    train: Split,
+    val: Split,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Log = print,
+) -> dict[str, Any]:
     """Train on `train`, select on `val`, write the run directory. See `fit`."""
     prepare_run_dir(out_dir, resume, overwrite)
     classes = competition.classes
     seed_everything(cfg.train.seed)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     dtype = amp_dtype(cfg.train.amp, device)
 
@@ -281,7 +349,9 @@ def fit_split(
     state = {"epoch": -1, "best_val_acc": -1.0, "best_epoch": -1, "stale_epochs": 0, "updates": 0}
     if resume:
         state = restore_training(out_dir / "last.pt", model, optimizer, scheduler, scaler, ema)
-        log(f"resuming {out_dir} after epoch {state['epoch'] + 1}")
+        partial = state.get("partial")
+        where = f"epoch {partial['epoch'] + 1}, batch {partial['batches']}" if partial else f"the end of epoch {state['epoch'] + 1}"
+        log(f"resuming {out_dir} from {where}")
     metrics = MetricsLog(out_dir / "metrics.csv", keep_until_epoch=state["epoch"] if resume else None)
 
     n_params, n_train_params = count_params(model), count_params(model, trainable_only=True)
@@ -297,15 +367,48 @@ def fit_split(
     bad_files.update({str(p): "unreadable image" for p in unreadable})
     started = time.time()
     stopped_early = False
-    with LiveProgress() as progress:
+    save_last = lambda: save_atomic(  # noqa: E731
+        training_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state), out_dir / "last.pt"
+    )
+    with LiveProgress() as progress, stop_on_sigint() as stop:
         log = progress.wrap(log)
+        last_save = time.monotonic()
+
+        def after_batch(p: EpochProgress) -> bool:
+            # A mid-epoch last.pt on Ctrl-C and every train.checkpoint_minutes: with the order and
+            # augmentation of every batch fixed by (seed, epoch, batch), it resumes exactly.
+            nonlocal last_save
+            due = t.checkpoint_minutes and time.monotonic() - last_save > 60 * t.checkpoint_minutes
+            if (stop.requested or due) and p.batches < len(train_loader):
+                state["partial"] = {"epoch": epoch, **asdict(p)}
+                save_last()
+                del state["partial"]
+                last_save = time.monotonic()
+            return stop.requested
+
         for epoch in range(state["epoch"] + 1, t.epochs):
+            partial = state.pop("partial", None)
+            start = None
+            if partial is not None:  # last.pt was saved mid-epoch; RNG states came with it
+                start = EpochProgress(**{k: v for k, v in partial.items() if k != "epoch"})
+            else:
+                seed_everything(epoch_seed(t.seed, epoch))  # dropout, mixup: fixed per epoch too
+            train_loader.set_epoch(epoch, start.batches if start else 0)
             progress.begin(f"epoch {epoch + 1}/{t.epochs}", len(train_loader))
-            tr = train_one_epoch(
-                model, train_loader, optimizer, device=device, criterion=criterion, scheduler=scheduler,
-                start_update=state["updates"], mixup=mixup, dtype=dtype, scaler=scaler, grad_clip=t.grad_clip,
-                ema=ema, channels_last=channels_last, progress=progress,
-            )
+            try:
+                tr, unfinished = train_one_epoch(
+                    model, train_loader, optimizer, device=device, criterion=criterion, scheduler=scheduler,
+                    start_update=state["updates"], mixup=mixup, dtype=dtype, scaler=scaler, grad_clip=t.grad_clip,
+                    ema=ema, channels_last=channels_last, progress=progress, start=start, after_batch=after_batch,
+                )
+            except NonFiniteLoss as e:
+                kept = f"best.pt (epoch {state['best_epoch'] + 1}) and last.pt are kept" if state["best_epoch"] >= 0 else "no checkpoint was written"
+                raise UserError(f"{e} (epoch {epoch + 1}; {kept} in {out_dir})") from e
+            if unfinished is not None:
+                raise Interrupted(
+                    f"interrupted: {out_dir}/last.pt holds epoch {epoch + 1} up to batch {unfinished.batches}; "
+                    f"continue with: comp train CONFIG --resume --out {out_dir}"
+                )
             state["updates"] += len(train_loader)
             progress.begin("  validate", len(val_loader))
             eval_model = ema.module if ema is not None else model
@@ -323,7 +426,8 @@ def fit_split(
             else:
                 state["stale_epochs"] += 1
             state["epoch"] = epoch
-            save_atomic(training_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state), out_dir / "last.pt")
+            save_last()
+            last_save = time.monotonic()
             log(
                 f"epoch {epoch + 1}/{t.epochs}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
                 f"val loss {va.loss:.4f} acc {va.acc:.4f}  {tr.images / max(tr.seconds, 1e-9):.0f} img/s  "
@@ -333,6 +437,8 @@ def fit_split(
                 log(f"early stop: no better val accuracy for {t.patience} epochs")
                 stopped_early = True
                 break
+            if stop.requested and epoch + 1 < t.epochs:
+                raise Interrupted(f"interrupted: {out_dir}/last.pt holds epoch {epoch + 1}; continue with: comp train CONFIG --resume --out {out_dir}")
 
     _write_skipped(bad_files, out_dir / "skipped_files.txt", log)
     if len(val):

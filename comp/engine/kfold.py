@@ -54,9 +54,10 @@ def fit_folds(
             continue
         train_idx, val_idx = splits[i]
         log(f"fold {i + 1}/{k}: {len(train_idx)} train / {len(val_idx)} val images")
-        fit_split(
+        started = (fold_dir / "last.pt").is_file()
+        fit_split(  # a fold killed before its first checkpoint has nothing to lose: start it again
             cfg, competition, data.subset(train_idx), data.subset(val_idx), fold_dir,
-            resume=resume and (fold_dir / "last.pt").is_file(), overwrite=overwrite, log=log,
+            resume=resume and started, overwrite=overwrite or (resume and not started), log=log,
         )
     cv = collect_oof(out_dir, competition.classes, k)
     _print_table(cv, log)

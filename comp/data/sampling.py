@@ -1,0 +1,63 @@
+"""Training order and augmentation randomness as pure functions of (seed, epoch, position).
+
+Every random draw of a training epoch is derived from `epoch_seed(seed, epoch, ...)` instead of
+a generator that runs on from epoch to epoch. So an epoch can be replayed from any batch: a run
+resumed from a checkpoint taken at an epoch end or in the middle of an epoch sees exactly the
+batches and augmentations the uninterrupted run saw, whatever happened before (the same idea as
+`DistributedSampler.set_epoch`, taken down to the batch). It also makes the file path's
+augmentation independent of the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+
+def epoch_seed(seed: int, epoch: int, *position: int) -> int:
+    """A well-mixed 63-bit seed for (seed, epoch[, batch or sample index ...])."""
+    words = [int(v) % 2**32 for v in (seed, epoch, *position)]
+    state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
+    """Indices (n,) of the samples in the order epoch `epoch` visits them."""
+    if not shuffle:
+        return torch.arange(n)
+    g = torch.Generator()
+    g.manual_seed(epoch_seed(seed, epoch))
+    return torch.randperm(n, generator=g)
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    """Batches per epoch; `drop_last` only applies when there is more than one batch of data."""
+    if drop_last and n >= batch_size:
+        return n // batch_size
+    return -(-n // batch_size)
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """A DataLoader `batch_sampler` over `epoch_order`, restartable at any batch.
+
+    `set_epoch(epoch, start_batch)` picks the epoch and where iteration begins; `len()` stays the
+    full epoch so schedulers count the same steps after a resume.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, seed: int, shuffle: bool = True, drop_last: bool = False):
+        self.n, self.batch_size, self.seed, self.shuffle, self.drop_last = n, batch_size, seed, shuffle, drop_last
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return num_batches(self.n, self.batch_size, self.drop_last)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = epoch_order(self.n, self.seed, self.epoch, self.shuffle).tolist()
+        for k in range(self.start_batch, len(self)):
+            yield order[k * self.batch_size : (k + 1) * self.batch_size]
