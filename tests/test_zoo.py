@@ -60,8 +60,10 @@ def test_every_odd_encoding_decodes_to_the_same_picture(tmp_path):
         assert err < 10, (path.name, err)
 
 
-@pytest.mark.parametrize("cache", ["on", "off"])
-def test_train_and_predict_on_the_zoo(tmp_path, zoo, cache):
+@pytest.mark.parametrize("layout, cache", [("folders", "on"), ("folders", "off"), ("csv", "auto")])
+def test_train_and_predict_on_the_zoo(tmp_path, zoo, layout, cache):
+    if layout == "csv":
+        zoo = salted_competition(tmp_path / "zoo_csv", layout="csv")
     config = write_config(tmp_path / "c.yaml", data={"cache": cache}, train={"epochs": 1})
     run = tmp_path / "run"
     out = _ok(runner.invoke(app, ["train", str(config), "--data", str(zoo["root"]), "--out", str(run)]))

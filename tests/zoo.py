@@ -88,8 +88,12 @@ def write_junk(folder: Path) -> tuple[list[Path], list[Path]]:
     return [folder / "notes.txt"], [folder / ".DS_Store", folder / "Thumbs.db"]
 
 
-def salted_competition(root: Path, per_class: int = 12) -> dict:
-    """Write the zoo competition to `root`.
+def salted_competition(root: Path, per_class: int = 12, layout: str = "folders") -> dict:
+    """Write the zoo competition to `root`, in the folders layout or the CSV one.
+
+    The CSV variant moves every train file into train_images/ (class folders become a file name
+    prefix) and writes train.csv with a UTF-8 byte-order mark, as Excel does; its rows include
+    the broken files and the folder-less ones are gone (a CSV has no empty class folder).
 
     Returns:
         {"root", "skipped": paths that must be listed in skipped_files.txt, "ignored": OS files
@@ -109,15 +113,40 @@ def salted_competition(root: Path, per_class: int = 12) -> dict:
     _shape("triangle", 5).save(solo / "only one.png")
     (train / "empty_class").mkdir()
 
+    skipped = broken + listed + [train / "empty_class"]
+    classes = ["circle", "square", "triangle ünï"]
+    if layout == "csv":
+        skipped = _to_csv_layout(root, skipped)
+
     test_files = write_odd_encodings(root / "test", "square", 11)
     (root / "test" / ".DS_Store").write_bytes(b"\0")
     ids = [p.stem for p in test_files]
     with open(root / "sample_submission.csv", "w", encoding="utf-8") as f:
         f.write("image_name,pred_label\n" + "".join(f"{i},circle\n" for i in ids))
-    return {
-        "root": root,
-        "skipped": broken + listed + [train / "empty_class"],
-        "ignored": ignored,
-        "test_ids": ids,
-        "classes": ["circle", "square", "triangle ünï"],
-    }
+    ignored = [root / "train_images" / p.name for p in ignored] if layout == "csv" else ignored
+    return {"root": root, "skipped": skipped, "ignored": ignored, "test_ids": ids, "classes": classes}
+
+
+def _to_csv_layout(root: Path, skipped: list[Path]) -> list[Path]:
+    """Move train/<class>/... to train_images/<class>__<name> + train.csv; return the new skip list."""
+    images = root / "train_images"
+    images.mkdir()
+    rows, moved = [], {}
+    for d in sorted((root / "train").iterdir()):
+        for p in sorted(d.rglob("*")):
+            if p.is_dir():
+                continue
+            new = images / (p.name if p.name in (".DS_Store", "Thumbs.db") else f"{d.name}__{p.parent.name}__{p.name}")
+            if p.is_symlink():
+                new.symlink_to(images / f"{d.name}__{p.parent.name}__{p.resolve().name}")
+                p.unlink()
+            else:
+                p.rename(new)
+            moved[p] = new
+            if new.suffix in (".png", ".jpg"):
+                rows.append(f"{new.name},{d.name}\n")
+    for d in sorted((root / "train").rglob("*"), reverse=True):
+        d.rmdir()
+    (root / "train").rmdir()
+    (root / "train.csv").write_text("\ufeffimage,label\n" + "".join(rows), encoding="utf-8")
+    return [moved[p] for p in skipped if p in moved]

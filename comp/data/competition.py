@@ -139,6 +139,15 @@ def open_competition(
     )
 
 
+def read_table(path: Path) -> pd.DataFrame:
+    """A competition CSV as strings ("NA" stays a label): UTF-8 with or without Excel's byte-order
+    mark, else Latin-1 (which decodes any bytes, so odd exports still open)."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="latin-1")
+
+
 # -- folders layout -------------------------------------------------------------------------
 
 
@@ -195,8 +204,8 @@ def _split_from(folders: dict[str, list[Path]], index: dict[str, int]) -> Split:
 def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str]) -> Competition:
     csv_path = root / "train.csv"
     try:
-        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        df = read_table(csv_path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise UserError(f"{csv_path}: cannot parse CSV ({e}); fix the file") from e
     image_dir = next((root / d for d in TRAIN_IMAGE_DIRS if (root / d).is_dir()), None)
     if image_dir is None:
@@ -294,8 +303,8 @@ def _test_set(
     sample, problem = None, None
     if sample_path.is_file():
         try:
-            sample = pd.read_csv(sample_path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            sample = read_table(sample_path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
             problem = f"{sample_path}: cannot parse CSV ({str(e).strip()}); fix or delete the file"
         else:
             if len(sample.columns) < 2:
