@@ -163,3 +163,29 @@ def test_weights_with_another_number_of_classes_load_the_backbone(tmp_path, zoo_
     timm_sd = tmp_path / "ten.pth"
     torch.save(timm.create_model("test_resnet", num_classes=10).state_dict(), timm_sd)
     assert build_model(ModelConfig(name="test_resnet", pretrained=str(timm_sd)), 5)(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_unusable_training_sets_are_one_line_errors(tmp_path, shapes, tiny_config):
+    import shutil
+
+    def train(data):
+        return runner.invoke(app, ["train", str(tiny_config), "--data", str(data), "--out", str(tmp_path / f"{data.name}-run")])
+
+    one = tmp_path / "one"
+    shutil.copytree(shapes, one)
+    for d in sorted((one / "train").iterdir())[1:]:
+        shutil.rmtree(d)
+    _one_line_error(train(one), "only one class", "needs two or more")
+
+    broken = tmp_path / "broken"
+    shutil.copytree(shapes, broken)
+    for p in (broken / "train").rglob("*.png"):
+        p.write_bytes(b"")
+    _one_line_error(train(broken), "no training image could be decoded", "skipped_files.txt")
+    assert len((tmp_path / "broken-run" / "skipped_files.txt").read_text().splitlines()) > 0
+
+
+def test_sample_submission_without_rows_is_named(tmp_path, zoo, zoo_run):
+    data = _copy(zoo, tmp_path)
+    (data / "sample_submission.csv").write_text("image_name,pred_label\n")
+    _one_line_error(runner.invoke(app, ["predict", str(zoo_run), "--data", str(data)]), "sample_submission.csv: lists no test ids")

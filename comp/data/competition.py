@@ -81,6 +81,9 @@ class Competition:
         if self.test_problem:
             raise UserError(self.test_problem)
         if not self.test_paths:
+            sample = self.submission.sample
+            if sample is not None:
+                raise UserError(f"{sample}: lists no test ids; restore the competition's sample_submission.csv")
             raise UserError(f"{self.root}: no test images found; expected a test/ or test_images/ folder")
 
     def class_counts(self, split: Optional[Split] = None) -> dict[str, int]:

@@ -315,8 +315,10 @@ def _fit_split(
     log: Log = print,
 ) -> dict[str, Any]:
     """Train on `train`, select on `val`, write the run directory. See `fit`."""
-    prepare_run_dir(out_dir, resume, overwrite)
     classes = competition.classes
+    if len(classes) < 2:
+        raise UserError(f"{competition.root}: only one class ({classes[0]!r}) has training images; a classifier needs two or more")
+    prepare_run_dir(out_dir, resume, overwrite)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     dtype = amp_dtype(cfg.train.amp, device)
@@ -404,6 +406,9 @@ def _fit_split(
             except NonFiniteLoss as e:
                 kept = f"best.pt (epoch {state['best_epoch'] + 1}) and last.pt are kept" if state["best_epoch"] >= 0 else "no checkpoint was written"
                 raise UserError(f"{e} (epoch {epoch + 1}; {kept} in {out_dir})") from e
+            if tr.images == 0 and unfinished is None:
+                _write_skipped(bad_files | {p: "unreadable image" for p in tr.bad_files}, out_dir / "skipped_files.txt", log)
+                raise UserError(f"no training image could be decoded; the files are listed in {out_dir / 'skipped_files.txt'}")
             if unfinished is not None:
                 raise Interrupted(
                     f"interrupted: {out_dir}/last.pt holds epoch {epoch + 1} up to batch {unfinished.batches}; "
