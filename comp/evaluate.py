@@ -15,7 +15,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from comp.engine.fit import Log, resolve_device
+from comp.engine.epoch import resolve_device
+from comp.engine.fit import Log
 from comp.engine.infer import find_model_dirs, load_member, predict_views, shared_classes
 from comp.ensemble import accuracy, greedy_weights, merge
 from comp.errors import UserError

@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 
 from comp.data.competition import Competition, open_competition
-from comp.engine.fit import Log, resolve_device
+from comp.engine.epoch import resolve_device
+from comp.engine.fit import Log
 from comp.engine.infer import Member, find_model_dirs, load_member, predict_views, shared_classes
 from comp.engine.logbook import LiveProgress, write_json
 from comp.ensemble import merge
