@@ -80,6 +80,10 @@ def train(
             config, data=data, out=out, epochs=epochs, folds=folds, fold=fold, resume=resume, overwrite=overwrite,
             overrides=set_ or [], log=typer.echo,
         )
+    from comp.engine.distributed import is_main
+
+    if not is_main():  # under torchrun, rank 0 reports
+        return
     if "cv_acc" in summary:
         typer.echo(f"cv acc {summary['cv_acc']:.4f} over {summary['folds_done']} folds; run: {summary['run_dir']}")
     elif summary["best_val_acc"] is None:
@@ -175,6 +179,45 @@ def demo(
 
     with user_errors():
         run_demo(out, epochs=epochs, config=config, log=typer.echo)
+
+
+@app.command(
+    "lr-find",
+    epilog="Example:\n\n  comp lr-find configs/demo.yaml --data data/hw1 --out runs/lr_find.png",
+)
+def lr_find(
+    config: Annotated[Path, typer.Argument(help="YAML config, e.g. configs/demo.yaml.", exists=True, dir_okay=False)],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Competition folder (sets data.dir).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where the loss-vs-lr plot goes.")] = Path("lr_find.png"),
+    steps: Annotated[int, typer.Option("--steps", min=10, help="Batches in the test.")] = 100,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key (repeatable).")] = None,
+) -> None:
+    """Learning-rate range test: prints the suggested optim.lr and saves the plot."""
+    from comp.train import lr_find as lr_find_run
+
+    with user_errors():
+        lr_find_run(config, data=data, out=out, steps=steps, overrides=set_ or [], log=typer.echo)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  comp factors configs/factors/fashion-mnist.yaml --out runs/factors-fmnist\n\n"
+        "  comp factors configs/factors/cifar10.yaml --data ~/data --epochs 2 --only base,residual"
+    )
+)
+def factors(
+    suite: Annotated[Path, typer.Argument(help="Suite YAML, e.g. configs/factors/fashion-mnist.yaml.")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="The dataset folder or its parent (like torchvision's root).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder [default: runs/factors-<suite>].")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Overrides every row's train.epochs.")] = None,
+    only: Annotated[Optional[str], typer.Option("--only", help="Comma-separated rows to run, e.g. base,bn.")] = None,
+) -> None:
+    """Run a factor suite: base recipe + one-factor variants, results table and plots."""
+    from comp.factors import run_suite
+
+    with user_errors():
+        run_suite(suite, data=data, out=out, epochs=epochs, only=[s.strip() for s in only.split(",")] if only else None, log=typer.echo)
 
 
 @data_app.command(

@@ -105,6 +105,7 @@ class TrainConfig(_Section):
     folds: int = Field(1, ge=1)  # 1 = one model with a hold-out; K >= 2 = stratified K-fold (`--folds K`)
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
     threads: Optional[int] = Field(None, gt=0)  # torch intra-op threads; None: torch's default (all cores)
+    compile: bool = False  # torch.compile the model (worth it on GPUs for long runs; first steps are slow)
     checkpoint_minutes: float = Field(10.0, ge=0)  # also save last.pt mid-epoch this often; 0 = epoch ends only
 
 
@@ -118,6 +119,8 @@ class AugConfig(_Section):
     color_jitter: Optional[tuple[float, float, float, float]] = (0.2, 0.2, 0.2, 0.1)  # brightness, contrast, saturation, hue
     rotate: float = Field(10.0, ge=0)  # degrees, +-
     translate: float = Field(0.1, ge=0, lt=1)  # fraction of the size, +-
+    erase: float = Field(0.0, ge=0, le=1)  # random erasing (Cutout-like) probability; try 0.25
+    trivial_augment: bool = False  # TrivialAugmentWide (tensor path: one op per group of 8 images)
 
 
 class TTAConfig(_Section):

@@ -60,10 +60,10 @@ def build_fashion_competition(
 
 def score(prediction: Path, answers: Path) -> float:
     """Accuracy of a prediction CSV (id, label) against an answers CSV (id, label)."""
-    p = pd.read_csv(prediction, dtype=str)
-    a = pd.read_csv(answers, dtype=str)
-    merged = p.merge(a, left_on=p.columns[0], right_on=a.columns[0], how="right")
-    return float((merged[p.columns[1]] == merged[a.columns[1]]).mean())
+    p = pd.read_csv(prediction, dtype=str).iloc[:, :2].set_axis(["id", "predicted"], axis=1)
+    a = pd.read_csv(answers, dtype=str).iloc[:, :2].set_axis(["id", "label"], axis=1)
+    merged = a.merge(p, on="id", how="left")  # a missing prediction counts as wrong
+    return float((merged["predicted"] == merged["label"]).mean())
 
 
 def run_demo(out: Path = Path("demo"), *, epochs: Optional[int] = None, config: Optional[Path] = None, log: Log = print) -> dict[str, Any]:

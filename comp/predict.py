@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from comp.data.competition import Competition, open_competition
+from comp.engine import distributed as dist
 from comp.engine.epoch import resolve_device
 from comp.engine.fit import Log
 from comp.engine.infer import Member, find_model_dirs, load_member, predict_views, shared_classes
@@ -85,6 +86,8 @@ def predict(
     if weights is not None and len(weights) != len(runs):
         raise UserError(f"--weights has {len(weights)} values for {len(runs)} runs; give one per run")
     dev = resolve_device(device)
+    if dist.setup(dev.type) and dev.type == "cuda":
+        dev = torch.device("cuda", dist.local_rank())
     tables = [Path(r) for r in runs if Path(r).suffix == ".csv"]
     run_dirs = [Path(r) for r in runs if Path(r).suffix != ".csv"]
     members = {r: [load_member(d, dev) for d in find_model_dirs(r)] for r in run_dirs}
@@ -106,11 +109,15 @@ def predict(
     used_views: dict[str, list[str]] = {}
     if all_members:
         views_per_member = [member_views(m, tta, views) for m in all_members]
-        with LiveProgress() as progress:
+        # Under torchrun each rank predicts every world-th test image; rank 0 gathers and writes.
+        rank, world = dist.rank(), dist.world_size()
+        with LiveProgress(enabled=None if rank == 0 else False) as progress:
             probs, _ = predict_views(
-                all_members, views_per_member, competition.test_paths, device=dev, batch_size=batch_size,
+                all_members, views_per_member, competition.test_paths[rank::world], device=dev, batch_size=batch_size,
                 workers=workers, on_bad="raise", progress=progress,
             )
+        if world > 1:
+            probs = _gathered(probs, len(competition.test_paths))
         k = 0
         for run, ms in members.items():
             merged = [merge(probs[k + j], rule=rule) for j in range(len(ms))]
@@ -122,6 +129,8 @@ def predict(
     ordered = [per_run[Path(r)] for r in runs]
     final = merge(torch.stack(ordered), weights, rule)
 
+    if not dist.is_main():
+        return {}
     csv_path, probs_path, meta_path = output_paths(out)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     write_prediction_csv(csv_path, competition, [classes[i] for i in final.argmax(1).tolist()])
@@ -142,6 +151,19 @@ def predict(
     log(f"wrote {csv_path} ({len(competition.test_ids)} rows), {probs_path.name}, {meta_path.name} "
         f"from {len(all_members)} models x views {sorted({v for vs in used_views.values() for v in vs}) or '-'}")
     return meta
+
+
+def _gathered(probs: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """Reassemble every rank's [(V, N_r, C)] shard (images rank, rank + world, ...) into (V, n, C)."""
+    parts = dist.gather_objects([p.cpu() for p in probs])
+    world = len(parts)
+    full = []
+    for m, first in enumerate(parts[0]):
+        t = torch.empty(first.shape[0], n, first.shape[2], dtype=first.dtype)
+        for r in range(world):
+            t[:, r::world] = parts[r][m]
+        full.append(t)
+    return full
 
 
 def write_prediction_csv(path: Path, competition: Competition, labels: Sequence[str]) -> None:

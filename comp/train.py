@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from comp.config import load_config
+from comp.engine import distributed as dist
+from comp.engine.epoch import resolve_device
 from comp.engine.fit import Log, fit
 from comp.engine.kfold import fit_folds
 from comp.errors import UserError
@@ -56,7 +58,10 @@ def train(
         cfg = load_config(saved, overrides)
     else:
         cfg = load_config(config_path, overrides)
-    out = Path(out) if out is not None else default_run_dir(config_path)
+    # Under torchrun: join the process group first, so that only rank 0 prepares folders, and
+    # every rank uses rank 0's default run directory (its timestamp).
+    dist.setup(resolve_device(cfg.train.device).type)
+    out = dist.broadcast_object(Path(out) if out is not None else default_run_dir(config_path))
     if cfg.train.folds > 1:
         summary = fit_folds(cfg, out, fold=fold, resume=resume, overwrite=overwrite, log=log)
     elif fold is not None:
@@ -65,3 +70,38 @@ def train(
         summary = fit(cfg, out, resume=resume, overwrite=overwrite, log=log)
     summary["run_dir"] = str(out)
     return summary
+
+
+def lr_find(
+    config_path: Path, *, data: Optional[Path] = None, out: Path = Path("lr_find.png"), steps: int = 100,
+    overrides: Sequence[str] = (), log: Log = print,
+) -> float:
+    """`comp lr-find`: the learning-rate range test on a competition's training split.
+
+    Builds the model and training batches exactly as `comp train` would (same config, same input
+    path), runs `comp.engine.finders.lr_range_test` on a copy of the model, saves the plot to `out`
+    and returns the suggested learning rate (for `optim.lr`).
+    """
+    import torch.nn as nn
+
+    from comp.data.competition import open_configured
+    from comp.data.folds import merged_labelled, train_val_split
+    from comp.data.loaders import make_loaders
+    from comp.engine.epoch import resolve_device
+    from comp.engine.finders import lr_range_test, plot_lr_test
+    from comp.engine.optim import create_optimizer
+    from comp.models.factory import build_model, data_config
+
+    overrides = list(overrides) + ([("data.dir", str(data))] if data is not None else [])
+    cfg = load_config(config_path, overrides)
+    competition = open_configured(cfg.data)
+    train_split, val_split = train_val_split(competition, cfg.data.val_fraction, cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    model = build_model(cfg.model, len(competition.classes))
+    dcfg = data_config(cfg.data, model)
+    batches, _, _ = make_loaders(cfg, dcfg, train_split, val_split, device, pool=merged_labelled(competition).paths)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    lrs, losses, lr = lr_range_test(model, batches, lambda m: create_optimizer(m, cfg.optim), criterion, device=device, steps=steps)
+    plot_lr_test(lrs, losses, lr, Path(out))
+    log(f"suggested lr {lr:.2e} over {len(lrs)} steps (plot: {out}); use --set optim.lr={lr:.2e}")
+    return lr

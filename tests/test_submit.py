@@ -79,3 +79,11 @@ def test_kaggle_cli_missing_is_explained(good, shapes, tmp_path, monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(UserError, match=r"Kaggle CLI is not installed: pip install kaggle.*kaggle competitions submit my-comp"):
         submit(path, data=shapes, kaggle="my-comp", directory=tmp_path / "subs")
+
+
+def test_demo_score_with_the_same_column_names_and_missing_rows(tmp_path):
+    from comp.demo import score
+
+    (tmp_path / "p.csv").write_text("ID,Category\na,x\nb,y\n")
+    (tmp_path / "answers.csv").write_text("ID,Category\na,x\nb,z\nc,x\n")
+    assert score(tmp_path / "p.csv", tmp_path / "answers.csv") == pytest.approx(1 / 3)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from comp.data.images import DECODE_ERRORS, load_rgb
-from comp.data.sampling import epoch_order, epoch_seed, num_batches
+from comp.data.sampling import epoch_order, epoch_seed, num_batches, rank_batches
 
 CACHE_VERSION = "1"
 MAX_CACHE_BYTES = 4 * 2**30  # beyond this the file path streams instead
@@ -142,7 +142,10 @@ class BatchAugment:
         rotate: float = 0.0,
         translate: float = 0.0,
         color_jitter: Optional[Sequence[float]] = None,
+        erase: float = 0.0,
+        trivial_augment: bool = False,
     ):
+        self.erase, self.trivial_augment = erase, trivial_augment
         self.scale, self.ratio, self.hflip, self.vflip = scale, ratio, hflip, vflip
         self.rotate, self.translate = rotate, translate
         self.jitter = tuple(color_jitter[:3]) if color_jitter else (0.0, 0.0, 0.0)
@@ -154,6 +157,8 @@ class BatchAugment:
         def u(lo: float, hi: float) -> torch.Tensor:
             return (torch.rand(b, generator=g) * (hi - lo) + lo).to(dev)
 
+        if self.trivial_augment:
+            x = _trivial_augment(x, g)
         area = u(*self.scale)
         log_r = u(math.log(self.ratio[0]), math.log(self.ratio[1]))
         r = log_r.exp()
@@ -184,7 +189,40 @@ class BatchAugment:
         if sat:
             gray = (out * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
             out = (out - gray) * u(1 - sat, 1 + sat).view(b, 1, 1, 1) + gray
-        return out.clamp_(0, 1)
+        out = out.clamp_(0, 1)
+        if self.erase:
+            out = self._erase(out, g)
+        return out
+
+    def _erase(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        dev = x.device
+        area = (torch.rand(b, generator=g) * 0.23 + 0.02) * h * w
+        log_r = torch.rand(b, generator=g) * (math.log(10 / 3) - math.log(0.3)) + math.log(0.3)
+        eh = (area * log_r.exp()).sqrt().clamp(1, h).floor()
+        ew = (area / log_r.exp()).sqrt().clamp(1, w).floor()
+        y0 = (torch.rand(b, generator=g) * (h - eh + 1)).floor()
+        x0 = (torch.rand(b, generator=g) * (w - ew + 1)).floor()
+        on = torch.rand(b, generator=g) < self.erase
+        rows = torch.arange(h).view(1, h, 1)
+        cols = torch.arange(w).view(1, 1, w)
+        mask = (rows >= y0.view(b, 1, 1)) & (rows < (y0 + eh).view(b, 1, 1)) & (cols >= x0.view(b, 1, 1)) & (cols < (x0 + ew).view(b, 1, 1))
+        mask = (mask & on.view(b, 1, 1)).to(dev).unsqueeze(1)
+        return torch.where(mask, x.mean(dim=(1, 2, 3), keepdim=True), x)
+
+
+def _trivial_augment(x: torch.Tensor, g: torch.Generator, group: int = 8) -> torch.Tensor:
+    """TrivialAugmentWide on uint8 (B, C, S, S), one random op per group of `group` images."""
+    from torchvision.transforms import v2
+
+    ta = v2.TrivialAugmentWide()
+    x = x.to(torch.uint8)
+    state = torch.get_rng_state()
+    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # torchvision draws from the global RNG
+    try:
+        return torch.cat([ta(chunk) for chunk in x.split(group)])
+    finally:
+        torch.set_rng_state(state)
 
 
 def _axis_aligned_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -223,8 +261,12 @@ class TensorBatches:
         augment: Optional[BatchAugment] = None,
         seed: int = 0,
         device: torch.device = torch.device("cpu"),
+        rank: int = 0,
+        world: int = 1,
     ):
+        # On a GPU the whole uint8 dataset lives in GPU memory: no host-to-device copy per batch.
         self.images, self.labels = images.to(device), labels.to(device)
+        self.rank, self.world = rank, world
         self.batch_size, self.shuffle, self.drop_last, self.augment = batch_size, shuffle, drop_last, augment
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.inv_std = 1.0 / torch.tensor(std, device=device).view(1, 3, 1, 1)
@@ -235,16 +277,17 @@ class TensorBatches:
         self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
-        return num_batches(len(self.images), self.batch_size, self.drop_last)
+        return num_batches(len(self.images), self.batch_size * self.world, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
         order = epoch_order(len(self.images), self.seed, self.epoch, self.shuffle)
         g = torch.Generator()
-        for k in range(self.start_batch, len(self)):
-            idx = order[k * self.batch_size : (k + 1) * self.batch_size].to(self.device)
+        for k, idx in rank_batches(order, self.batch_size, self.drop_last, self.rank, self.world, self.start_batch):
+            idx = idx.to(self.device)
             x = self.images[idx]
             if self.augment:
-                g.manual_seed(epoch_seed(self.seed, self.epoch, k))
+                # Each rank draws its own augmentations (rank 0's equal a single process's).
+                g.manual_seed(epoch_seed(self.seed, self.epoch, k, *([self.rank] if self.rank else [])))
                 x = self.augment(x, g)
             else:
                 x = x.float().mul_(1 / 255.0)

@@ -23,6 +23,7 @@ from comp.data.cache import BatchAugment, TensorBatches, cache_fits, load_or_bui
 from comp.data.competition import Split
 from comp.data.images import ImageFileDataset, collate_skip_bad
 from comp.data.sampling import EpochBatchSampler
+from comp.errors import UserError
 from comp.data.transforms import eval_preset, train_preset
 from comp.tta import center_zoom
 
@@ -33,7 +34,8 @@ def use_cache(cfg: Config, paths: Sequence[Path], size: int) -> bool:
 
 
 def make_loaders(
-    cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device, pool: Optional[Sequence[Path]] = None, progress=None
+    cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device, pool: Optional[Sequence[Path]] = None, progress=None,
+    rank: int = 0, world: int = 1,
 ) -> tuple[object, object, list[Path]]:
     """Train and val batch iterables for `cfg`, and the images found unreadable up front.
 
@@ -41,6 +43,8 @@ def make_loaders(
         dcfg: resolved preprocessing (`models.factory.data_config`).
         pool: every labelled image of the competition (superset of train and val): the tensor cache
             is built over it so that all folds and runs share one cache file.
+        rank, world: this process's share under DistributedDataParallel (`data.batch_size` per
+            process; see `comp.data.sampling.rank_batches`).
 
     Returns:
         (train batches, val batches, unreadable paths). The file path reports unreadable images
@@ -49,11 +53,11 @@ def make_loaders(
     size = dcfg["image_size"]
     pool = list(pool) if pool is not None else list(train.paths) + list(val.paths)
     if use_cache(cfg, pool, size):
-        return _tensor_loaders(cfg, dcfg, train, val, device, pool, progress)
-    return (*_file_loaders(cfg, dcfg, train, val, device), [])
+        return _tensor_loaders(cfg, dcfg, train, val, device, pool, progress, rank, world)
+    return (*_file_loaders(cfg, dcfg, train, val, device, rank, world), [])
 
 
-def _tensor_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress):
+def _tensor_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress, rank: int = 0, world: int = 1):
     size, mean, std = dcfg["image_size"], dcfg["mean"], dcfg["std"]
     images, ok = load_or_build(pool, size, 1.0, cfg.data.cache_dir, threads=max(1, cfg.data.workers), progress=progress)
     where = {Path(p): i for i, p in enumerate(pool)}
@@ -72,10 +76,10 @@ def _tensor_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress)
     a = cfg.aug
     augment = BatchAugment(
         scale=a.scale, ratio=a.ratio, hflip=a.hflip, vflip=a.vflip, rotate=a.rotate, translate=a.translate,
-        color_jitter=a.color_jitter,
+        color_jitter=a.color_jitter, erase=a.erase, trivial_augment=a.trivial_augment,
     )
     bs = cfg.data.batch_size
-    common = dict(mean=mean, std=std, device=device)
+    common = dict(mean=mean, std=std, device=device, rank=rank, world=world)
     train_batches = TensorBatches(
         tr_x, tr_y, batch_size=bs, shuffle=True, drop_last=len(tr_x) > bs, augment=augment, seed=cfg.train.seed, **common
     )
@@ -90,9 +94,12 @@ class FileBatches:
     yields `(x, y, bad_paths)`).
     """
 
-    def __init__(self, dataset: ImageFileDataset, batch_size: int, *, seed: int, shuffle: bool, drop_last: bool, **loader_kw):
+    def __init__(
+        self, dataset: ImageFileDataset, batch_size: int, *, seed: int, shuffle: bool, drop_last: bool, rank: int = 0, world: int = 1,
+        **loader_kw,
+    ):
         self.dataset, self.seed, self.augmenting = dataset, seed, shuffle
-        self.sampler = EpochBatchSampler(len(dataset), batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last)
+        self.sampler = EpochBatchSampler(len(dataset), batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last, rank=rank, world=world)
         # Its own generator: iter() draws the workers' base seed, which must not advance the global
         # RNG that dropout and mixup use (a resumed epoch would then drift from the original).
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, generator=torch.Generator().manual_seed(seed), **loader_kw)
@@ -109,18 +116,22 @@ class FileBatches:
         return iter(self.loader)
 
 
-def _file_loaders(cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device) -> tuple[FileBatches, FileBatches]:
+def _file_loaders(
+    cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device, rank: int = 0, world: int = 1
+) -> tuple[FileBatches, FileBatches]:
     """File-path loaders: albumentations train/eval presets, bad files skipped via the collate fn."""
     size, mean, std = dcfg["image_size"], dcfg["mean"], dcfg["std"]
     a = cfg.aug
+    if a.trivial_augment:
+        raise UserError("aug.trivial_augment works on the tensor path only; set data.cache: on (or turn it off)")
     train_tf = train_preset(
         size=size, mean=mean, std=std, scale=a.scale, ratio=a.ratio, hflip=a.hflip, vflip=a.vflip,
-        color_jitter=a.color_jitter, rotate=a.rotate, translate=a.translate,
+        color_jitter=a.color_jitter, rotate=a.rotate, translate=a.translate, erase=a.erase,
     )
     eval_tf = eval_preset(size=size, mean=mean, std=std, crop_pct=dcfg["crop_pct"])
     # JPEGs decode at a reduced DCT scale no smaller than what the transforms need.
     draft = int(round(size / dcfg["crop_pct"]))
-    common = dict(num_workers=cfg.data.workers, collate_fn=collate_skip_bad, pin_memory=device.type == "cuda")
+    common = dict(num_workers=cfg.data.workers, collate_fn=collate_skip_bad, pin_memory=device.type == "cuda", rank=rank, world=world)
     bs, seed = cfg.data.batch_size, cfg.train.seed
     train_batches = FileBatches(
         ImageFileDataset(train.paths, train.labels, train_tf, draft), bs, seed=seed, shuffle=True,

@@ -40,24 +40,37 @@ def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
     return -(-n // batch_size)
 
 
+def rank_batches(order: torch.Tensor, batch_size: int, drop_last: bool, rank: int = 0, world: int = 1, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+    """(k, indices) of this rank's part of each batch k >= start of `order`.
+
+    With `world` processes a global batch holds batch_size x world samples and rank r takes the
+    r-th contiguous slice of it, so the ranks together see exactly the batches of one process
+    with a `world`-times larger batch (the last global batch may leave a rank with fewer or none).
+    """
+    g = batch_size * world
+    for k in range(start, num_batches(len(order), g, drop_last)):
+        yield k, order[k * g : (k + 1) * g][rank * batch_size : (rank + 1) * batch_size]
+
+
 class EpochBatchSampler(Sampler[list[int]]):
-    """A DataLoader `batch_sampler` over `epoch_order`, restartable at any batch.
+    """A DataLoader `batch_sampler` over `epoch_order`, restartable at any batch, sharded by rank.
 
     `set_epoch(epoch, start_batch)` picks the epoch and where iteration begins; `len()` stays the
     full epoch so schedulers count the same steps after a resume.
     """
 
-    def __init__(self, n: int, batch_size: int, *, seed: int, shuffle: bool = True, drop_last: bool = False):
+    def __init__(self, n: int, batch_size: int, *, seed: int, shuffle: bool = True, drop_last: bool = False, rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.seed, self.shuffle, self.drop_last = n, batch_size, seed, shuffle, drop_last
+        self.rank, self.world = rank, world
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
-        return num_batches(self.n, self.batch_size, self.drop_last)
+        return num_batches(self.n, self.batch_size * self.world, self.drop_last)
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = epoch_order(self.n, self.seed, self.epoch, self.shuffle).tolist()
-        for k in range(self.start_batch, len(self)):
-            yield order[k * self.batch_size : (k + 1) * self.batch_size]
+        order = epoch_order(self.n, self.seed, self.epoch, self.shuffle)
+        for _, idx in rank_batches(order, self.batch_size, self.drop_last, self.rank, self.world, self.start_batch):
+            yield idx.tolist()

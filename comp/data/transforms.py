@@ -26,6 +26,7 @@ def train_preset(
     color_jitter: Optional[Sequence[float]] = (0.2, 0.2, 0.2, 0.1),
     rotate: float = 10.0,
     translate: float = 0.1,
+    erase: float = 0.0,
 ) -> A.Compose:
     """Training transform: uint8 HWC RGB array -> normalized float tensor (3, size, size)."""
     ops = [A.RandomResizedCrop(size=(size, size), scale=scale, ratio=ratio, area_for_downscale="image")]
@@ -41,7 +42,10 @@ def train_preset(
         ops.append(
             A.Affine(rotate=(-rotate, rotate), translate_percent=(-translate, translate), border_mode=cv2.BORDER_REFLECT_101, p=1.0)
         )
-    ops += [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
+    ops.append(A.Normalize(mean=mean, std=std, max_pixel_value=255.0))
+    if erase:  # after Normalize, as torchvision's RandomErasing: the fill 0 is the mean colour
+        ops.append(A.Erasing(scale=(0.02, 0.25), ratio=(0.3, 3.3), fill=0, p=erase))
+    ops.append(ToTensorV2())
     return A.Compose(ops)
 
 

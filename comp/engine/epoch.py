@@ -21,8 +21,18 @@ from timm.data import Mixup
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
+from comp.engine import distributed as dist
 from comp.engine.logbook import LiveProgress
 from comp.errors import UserError
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
 
 
 class NonFiniteLoss(UserError):
@@ -139,7 +149,7 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step_update(num_updates=update)
         if ema is not None:
-            ema.update(model, step=update)
+            ema.update(unwrap(model), step=update)
         if progress is not None and p.seen:
             progress.step(p.seen, loss=p.loss_sum / p.seen, acc=p.correct / p.seen)
         if after_batch is not None and after_batch(p):
@@ -159,7 +169,10 @@ def _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler,
     with _autocast(device, dtype):
         logits = model(x)
         loss = criterion(logits, target)
-    if not math.isfinite(loss.item()):
+    bad = not math.isfinite(loss.item())
+    if dist.is_distributed():
+        bad = dist.any_across(bad)  # all ranks stop together; one alone would leave the others waiting in backward
+    if bad:
         raise NonFiniteLoss(f"training loss became {loss.item()}; lower optim.lr or set train.grad_clip=1.0")
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:

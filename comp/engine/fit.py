@@ -9,10 +9,10 @@ and every `train.checkpoint_minutes`), early stopping on val accuracy with patie
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -29,7 +29,8 @@ from comp.data.sampling import epoch_seed
 from comp.engine.checkpoint import (
     restore_training, save_atomic, seed_everything, stop_on_sigint, training_payload, weights_payload,
 )
-from comp.engine.epoch import EpochProgress, NonFiniteLoss, amp_dtype, evaluate, resolve_device, train_one_epoch
+from comp.engine import distributed as dist
+from comp.engine.epoch import EpochProgress, EpochStats, NonFiniteLoss, amp_dtype, evaluate, resolve_device, train_one_epoch
 from comp.engine.infer import write_val_probs
 from comp.engine.logbook import LiveProgress, MetricsLog, environment, plot_curves, write_json
 from comp.engine.optim import create_optimizer, create_scheduler
@@ -83,6 +84,24 @@ def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
         (out_dir / stale).unlink(missing_ok=True)
 
 
+@dataclass
+class TrainingData:
+    """What the training loop needs to know about its data, wherever it comes from.
+
+    `make_loaders(cfg, dcfg, device)` returns (train batches, val batches, unreadable paths); the
+    batches follow `TensorBatches`' interface (`set_epoch`, `len`, `(x, y, bad_paths)` items).
+    `after(out_dir, device, cfg)` runs once training is done (e.g. write val_probs.csv).
+    """
+
+    classes: list[str]
+    n_train: int
+    n_val: int
+    make_loaders: Callable[[Config, dict, torch.device], tuple[Any, Any, list]]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    source: str = "data"
+    after: Optional[Callable[[Path, torch.device, Config], None]] = None
+
+
 def fit_split(
     cfg: Config,
     competition: Competition,
@@ -94,7 +113,23 @@ def fit_split(
     overwrite: bool = False,
     log: Log = print,
 ) -> dict[str, Any]:
-    """Train on `train`, select on `val`, write the run directory. See `fit`.
+    """Train on `train`, select on `val` (splits of `competition`), write the run directory. See `fit`."""
+    data = TrainingData(
+        classes=competition.classes,
+        n_train=len(train),
+        n_val=len(val),
+        make_loaders=lambda c, dcfg, device: make_loaders(
+            c, dcfg, train, val, device, pool=merged_labelled(competition).paths, rank=dist.rank(), world=dist.world_size()
+        ),
+        skipped=list(competition.skipped),
+        source=str(competition.root),
+        after=(lambda run, device, c: write_val_probs(run, val, competition, device, c)) if len(val) else None,
+    )
+    return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log)
+
+
+def train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool = False, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
+    """The training loop over `data`, writing the run directory `out_dir`; returns the summary.
 
     `train.threads` applies for the duration of the run (torch's thread count is process-wide).
     """
@@ -102,29 +137,26 @@ def fit_split(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        return _fit_split(cfg, competition, train, val, out_dir, resume=resume, overwrite=overwrite, log=log)
+        return _train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log)
     finally:
         torch.set_num_threads(previous)
 
 
-def _fit_split(
-    cfg: Config,
-    competition: Competition,
-    train: Split,
-    val: Split,
-    out_dir: Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    log: Log = print,
-) -> dict[str, Any]:
-    """Train on `train`, select on `val`, write the run directory. See `fit`."""
-    classes = competition.classes
+def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, overwrite: bool, log: Log) -> dict[str, Any]:
+    classes = data.classes
     if len(classes) < 2:
-        raise UserError(f"{competition.root}: only one class ({classes[0]!r}) has training images; a classifier needs two or more")
-    prepare_run_dir(out_dir, resume, overwrite)
-    seed_everything(cfg.train.seed)
+        raise UserError(f"{data.source}: only one class ({classes[0]!r}) has training images; a classifier needs two or more")
     device = resolve_device(cfg.train.device)
+    distributed = dist.setup(device.type)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank())
+    main = dist.is_main()
+    if not main:
+        log = _quiet  # only rank 0 logs, shows progress and writes files
+    if main:
+        prepare_run_dir(out_dir, resume, overwrite)
+    dist.barrier()  # the other ranks write nothing, but read last.pt / config after rank 0 prepared them
+    seed_everything(cfg.train.seed)
     dtype = amp_dtype(cfg.train.amp, device)
 
     model = build_model(cfg.model, len(classes), pretrained=not resume)
@@ -132,11 +164,12 @@ def _fit_split(
     cfg = cfg.model_copy(deep=True)
     for key in ("image_size", "mean", "std", "crop_pct"):
         setattr(cfg.data, key, dcfg[key])  # the resolved config records what was actually used
-    save_config(cfg, out_dir / "config.yaml")
+    if main:
+        save_config(cfg, out_dir / "config.yaml")
 
     channels_last = cfg.train.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    train_loader, val_loader, unreadable = make_loaders(cfg, dcfg, train, val, device, pool=merged_labelled(competition).paths)
+    train_loader, val_loader, unreadable = data.make_loaders(cfg, dcfg, device)
     optimizer = create_optimizer(model, cfg.optim)
     scheduler = create_scheduler(optimizer, cfg.sched, cfg.train.epochs, len(train_loader))
     t = cfg.train
@@ -151,6 +184,11 @@ def _fit_split(
         criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
+    net = model  # what the loop calls: the model, wrapped for DDP and compiled when asked
+    if distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t.compile:
+        net = torch.compile(net)
 
     state = {"epoch": -1, "best_val_acc": -1.0, "best_epoch": -1, "stale_epochs": 0, "updates": 0}
     if resume:
@@ -158,25 +196,27 @@ def _fit_split(
         partial = state.get("partial")
         where = f"epoch {partial['epoch'] + 1}, batch {partial['batches']}" if partial else f"the end of epoch {state['epoch'] + 1}"
         log(f"resuming {out_dir} from {where}")
-    metrics = MetricsLog(out_dir / "metrics.csv", keep_until_epoch=state["epoch"] if resume else None)
+    metrics = MetricsLog(out_dir / "metrics.csv", keep_until_epoch=state["epoch"] if resume else None) if main else None
 
     n_params, n_train_params = count_params(model), count_params(model, trainable_only=True)
     log(
         f"{cfg.model.name} ({n_params / 1e6:.2f}M params, {n_train_params / 1e6:.2f}M trainable) on {device}"
-        f"{f' {dtype}' if dtype else ''}: {len(classes)} classes, {len(train)} train / {len(val)} val images, "
+        f"{f' {dtype}' if dtype else ''}: {len(classes)} classes, {data.n_train} train / {data.n_val} val images, "
         f"{dcfg['image_size']} px"
     )
     log(f"input: {'decode-once tensor cache, batched augmentation' if isinstance(train_loader, TensorBatches) else 'files, albumentations'}")
-    if len(val) == 0:
+    if data.n_val == 0:
         log("no validation images: best.pt follows the last epoch")
-    bad_files = {p: r for p, r in competition.skipped}
+    bad_files = {p: r for p, r in data.skipped}
     bad_files.update({str(p): "unreadable image" for p in unreadable})
     started = time.time()
     stopped_early = False
     save_last = lambda: save_atomic(  # noqa: E731
         training_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state), out_dir / "last.pt"
     )
-    with LiveProgress() as progress, stop_on_sigint() as stop:
+    if not main:
+        save_last = lambda: None  # noqa: E731
+    with LiveProgress(enabled=None if main else False) as progress, stop_on_sigint() as stop:
         log = progress.wrap(log)
         last_save = time.monotonic()
 
@@ -184,13 +224,17 @@ def _fit_split(
             # A mid-epoch last.pt on Ctrl-C and every train.checkpoint_minutes: with the order and
             # augmentation of every batch fixed by (seed, epoch, batch), it resumes exactly.
             nonlocal last_save
-            due = t.checkpoint_minutes and time.monotonic() - last_save > 60 * t.checkpoint_minutes
-            if (stop.requested or due) and p.batches < len(train_loader):
+            due = bool(t.checkpoint_minutes) and time.monotonic() - last_save > 60 * t.checkpoint_minutes
+            requested = stop.requested
+            if distributed:  # every rank must stop at the same batch, or collectives would hang
+                requested, due = (v > 0 for v in dist.sum_across([float(requested), float(due and main)]))
+                stop.requested = requested
+            if (requested or due) and p.batches < len(train_loader):
                 state["partial"] = {"epoch": epoch, **asdict(p)}
                 save_last()
                 del state["partial"]
                 last_save = time.monotonic()
-            return stop.requested
+            return requested
 
         for epoch in range(state["epoch"] + 1, t.epochs):
             partial = state.pop("partial", None)
@@ -203,13 +247,15 @@ def _fit_split(
             progress.begin(f"epoch {epoch + 1}/{t.epochs}", len(train_loader))
             try:
                 tr, unfinished = train_one_epoch(
-                    model, train_loader, optimizer, device=device, criterion=criterion, scheduler=scheduler,
+                    net, train_loader, optimizer, device=device, criterion=criterion, scheduler=scheduler,
                     start_update=state["updates"], mixup=mixup, dtype=dtype, scaler=scaler, grad_clip=t.grad_clip,
                     ema=ema, channels_last=channels_last, progress=progress, start=start, after_batch=after_batch,
                 )
             except NonFiniteLoss as e:
                 kept = f"best.pt (epoch {state['best_epoch'] + 1}) and last.pt are kept" if state["best_epoch"] >= 0 else "no checkpoint was written"
                 raise UserError(f"{e} (epoch {epoch + 1}; {kept} in {out_dir})") from e
+            if distributed and unfinished is None:
+                tr = _summed(tr)
             if tr.images == 0 and unfinished is None:
                 _write_skipped(bad_files | {p: "unreadable image" for p in tr.bad_files}, out_dir / "skipped_files.txt", log)
                 raise UserError(f"no training image could be decoded; the files are listed in {out_dir / 'skipped_files.txt'}")
@@ -222,16 +268,20 @@ def _fit_split(
             progress.begin("  validate", len(val_loader))
             eval_model = ema.module if ema is not None else model
             va = evaluate(eval_model, val_loader, device=device, dtype=dtype, channels_last=channels_last, progress=progress)
+            if distributed:
+                va = _summed(va)
             bad_files.update({p: "unreadable image" for p in tr.bad_files + va.bad_files})
             lr = optimizer.param_groups[0]["lr"]
             row = dict(epoch=epoch, lr=lr, train_loss=tr.loss, train_acc=tr.acc, val_loss=va.loss, val_acc=va.acc,
                        seconds=tr.seconds + va.seconds)
-            metrics.append(row)
-            plot_curves(metrics.rows, out_dir / "curves.png", title=f"{cfg.model.name} - {out_dir.name}")
-            improved = len(val) == 0 or va.acc > state["best_val_acc"]
+            if main:
+                metrics.append(row)
+                plot_curves(metrics.rows, out_dir / "curves.png", title=f"{cfg.model.name} - {out_dir.name}")
+            improved = data.n_val == 0 or va.acc > state["best_val_acc"]
             if improved:
-                state.update(best_val_acc=va.acc if len(val) else float("nan"), best_epoch=epoch, stale_epochs=0)
-                save_atomic(weights_payload(eval_model, cfg, classes, epoch, va.acc), out_dir / "best.pt")
+                state.update(best_val_acc=va.acc if data.n_val else float("nan"), best_epoch=epoch, stale_epochs=0)
+                if main:
+                    save_atomic(weights_payload(eval_model, cfg, classes, epoch, va.acc), out_dir / "best.pt")
             else:
                 state["stale_epochs"] += 1
             state["epoch"] = epoch
@@ -249,19 +299,23 @@ def _fit_split(
             if stop.requested and epoch + 1 < t.epochs:
                 raise Interrupted(f"interrupted: {out_dir}/last.pt holds epoch {epoch + 1}; continue with: comp train CONFIG --resume --out {out_dir}")
 
-    _write_skipped(bad_files, out_dir / "skipped_files.txt", log)
-    if len(val):
-        write_val_probs(out_dir, val, competition, device, cfg)
+    # Every rank must end with the same weights; a mismatch means the processes drifted apart.
+    digests = dist.gather_objects(weights_digest(model))
+    if main:
+        _write_skipped(bad_files, out_dir / "skipped_files.txt", log)
+        if data.after is not None:
+            data.after(out_dir, device, cfg)
     summary = {
         "best_epoch": state["best_epoch"],
-        "best_val_acc": state["best_val_acc"] if len(val) else None,
+        "best_val_acc": state["best_val_acc"] if data.n_val else None,
         "classes": classes,
         "model": cfg.model.name,
         "epochs_run": state["epoch"] + 1,
         "stopped_early": stopped_early,
-        "world_size": 1,
-        "train_images": len(train),
-        "val_images": len(val),
+        "world_size": dist.world_size(),
+        "ranks_agree": len(set(digests)) == 1,
+        "train_images": data.n_train,
+        "val_images": data.n_val,
         "image_size": dcfg["image_size"],
         "params": n_params,
         "seconds": round(time.time() - started, 2),
@@ -270,8 +324,33 @@ def _fit_split(
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "environment": environment(),
     }
-    write_json(summary, out_dir / "summary.json")
+    if main:
+        write_json(summary, out_dir / "summary.json")
+    dist.barrier()
     return summary
+
+
+def _quiet(line: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def _summed(stats: EpochStats) -> EpochStats:
+    """Epoch statistics over all ranks: images, loss and hits summed, then averaged."""
+    mine = [stats.loss * stats.images, stats.acc * stats.images] if stats.images else [0.0, 0.0]  # no nan from an empty shard
+    loss_sum, hits, n = dist.sum_across([*mine, float(stats.images)])
+    bad = [p for part in dist.gather_objects(stats.bad_files) for p in part]
+    return EpochStats(loss_sum / max(n, 1), hits / max(n, 1), int(n), stats.seconds, bad)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha1 of every parameter and buffer, in state-dict order: equal weights, equal digest."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
 
 
 def _write_skipped(bad: dict[str, str], path: Path, log: Log) -> None:

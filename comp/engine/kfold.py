@@ -18,6 +18,7 @@ import torch
 from comp.config import Config, save_config
 from comp.data.competition import open_configured
 from comp.data.folds import kfold_indices, merged_labelled
+from comp.engine import distributed as dist
 from comp.engine.fit import Log, fit_split, refuse_used_dir
 from comp.engine.logbook import write_json
 from comp.ensemble import accuracy
@@ -43,10 +44,12 @@ def fit_folds(
         log(f"note: {len(small)} classes have fewer images than {k} folds and are validated in fewer folds: {', '.join(small[:5])}")
     splits = kfold_indices(data.labels, k, cfg.train.seed)
     out_dir = Path(out_dir)
-    if fold is None and not (resume or overwrite):
-        refuse_used_dir(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yaml")
+    if dist.is_main():
+        if fold is None and not (resume or overwrite):
+            refuse_used_dir(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    dist.barrier()
     for i in [fold] if fold is not None else range(k):
         fold_dir = out_dir / f"fold_{i}"
         if resume and _finished(fold_dir, cfg):
@@ -59,6 +62,8 @@ def fit_folds(
             cfg, competition, data.subset(train_idx), data.subset(val_idx), fold_dir,
             resume=resume and started, overwrite=overwrite or (resume and not started), log=log,
         )
+    if not dist.is_main():
+        return {}
     cv = collect_oof(out_dir, competition.classes, k)
     _print_table(cv, log)
     return cv

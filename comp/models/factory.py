@@ -19,6 +19,7 @@ from timm.data import resolve_data_config
 
 from comp.config import DataConfig, HeadConfig, ModelConfig
 from comp.errors import UserError
+from comp.models import scratch  # noqa: F401  (registers the scratch_* networks with timm)
 from comp.models.heads import build_head, freeze_backbone
 from comp.models.weights import bundled_state_dict, load_backbone_weights, read_state_dict
 

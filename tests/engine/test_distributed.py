@@ -1,0 +1,64 @@
+"""DistributedDataParallel under torchrun: 2 gloo processes on CPU against one process."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from comp.config import load_config
+from comp.engine.checkpoint import load_checkpoint
+from comp.engine.fit import fit
+from comp.data.sampling import rank_batches
+from tests.conftest import write_config
+
+# No BatchNorm (ConvNeXt uses LayerNorm), no dropout, no augmentation: the two setups then compute
+# the same gradients, up to the order of float additions.
+SAME_MATH = dict(
+    model={"name": "test_convnext", "pretrained": "none", "head": "V0"},
+    aug={"scale": [1.0, 1.0], "ratio": [1.0, 1.0], "hflip": 0.0, "translate": 0.0, "rotate": 0.0, "color_jitter": None},
+)
+
+
+def _rows(run):
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_rank_batches_split_each_global_batch():
+    order = torch.arange(10)
+    one = [idx.tolist() for _, idx in rank_batches(order, 4, drop_last=False)]
+    two = [[idx.tolist() for _, idx in rank_batches(order, 2, drop_last=False, rank=r, world=2)] for r in (0, 1)]
+    assert one == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [a + b for a, b in zip(*two)] == one  # rank 0's slice, then rank 1's, = the big batch
+
+
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_two_gloo_processes_match_one_process(tmp_path, shapes, cache):
+    config = write_config(
+        tmp_path / "c.yaml", data={"dir": str(shapes), "batch_size": 8, "cache": cache, "workers": 0},
+        train={"epochs": 2, "threads": 1, "seed": 0, "checkpoint_minutes": 0}, **SAME_MATH,
+    )
+    fit(load_config(config, ["data.batch_size=16"]), tmp_path / "single", log=lambda s: None)
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "comp", "train", str(config), "--out", str(tmp_path / "ddp")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("epoch 2/2") == 1  # only rank 0 logs
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_agree"] is True
+
+    a = load_checkpoint(tmp_path / "single" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"]
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-5), k
+    for x, y in zip(_rows(tmp_path / "single"), _rows(tmp_path / "ddp")):
+        assert float(x["train_loss"]) == pytest.approx(float(y["train_loss"]), rel=1e-4)
+        assert float(x["val_acc"]) == pytest.approx(float(y["val_acc"]))
