@@ -155,14 +155,7 @@ def load_config(path: Union[str, Path], overrides: Optional[list[Union[str, tupl
         UserError: unreadable file, bad YAML, unknown key or wrong type, naming the key and its source.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file not found: {path} (pass a YAML file, e.g. configs/demo.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the file") from e
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping of sections (data:, model:, ...), got {type(raw).__name__}")
+    raw = read_yaml_mapping(path, "config file", "pass a YAML file, e.g. configs/demo.yaml", "sections (data:, model:, ...)")
     overridden = set()
     for item in overrides or []:
         key, value = item if isinstance(item, tuple) else _parse_override(item)
@@ -172,6 +165,20 @@ def load_config(path: Union[str, Path], overrides: Optional[list[Union[str, tupl
         return Config.model_validate(raw)
     except ValidationError as e:
         raise UserError(_explain(e, path, overridden)) from e
+
+
+def read_yaml_mapping(path: Path, what: str, hint: str, expected: str) -> dict[str, Any]:
+    """A YAML file holding a mapping; missing file, bad YAML or another type is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path} ({hint})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the file") from e
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of {expected}, got {type(raw).__name__}")
+    return raw
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:

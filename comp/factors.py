@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
-from comp.config import Config, config_from_dict
+from comp.config import Config, config_from_dict, read_yaml_mapping
 from comp.data.cache import BatchAugment, TensorBatches
 from comp.data.folds import holdout_indices
 from comp.data.sources import DATASETS, load_dataset
@@ -57,12 +57,7 @@ SUITE_KEYS = {"dataset", "val_fraction", "base", "factors", "description"}
 def load_suite(path: Path) -> dict[str, Any]:
     """Read and check a suite YAML; returns {"dataset", "val_fraction", "rows": {name: raw config}}."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"suite file not found: {path} (see configs/factors/)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    raw = read_yaml_mapping(path, "suite file", "see configs/factors/", "suite keys (dataset:, base:, factors:)")
     unknown = set(raw) - SUITE_KEYS
     if unknown:
         raise UserError(f"{path}: unknown key(s) {sorted(unknown)}; a suite has {sorted(SUITE_KEYS)}")
@@ -158,11 +153,7 @@ def row_config(raw: dict, data: InMemoryData, epochs: Optional[int], name: str, 
     raw.setdefault("model", {}).setdefault("pretrained", "none")
     if epochs is not None:
         raw.setdefault("train", {})["epochs"] = epochs
-    try:
-        cfg = config_from_dict(raw, source=f"{suite} (row {name!r})")
-    except UserError:
-        raise
-    return cfg, finds
+    return config_from_dict(raw, source=f"{suite} (row {name!r})"), finds
 
 
 def _apply_finders(cfg: Config, finds: dict, data: InMemoryData, device: torch.device, out: Path, log: Log) -> Config:

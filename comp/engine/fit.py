@@ -300,7 +300,7 @@ def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, 
                 raise Interrupted(f"interrupted: {out_dir}/last.pt holds epoch {epoch + 1}; continue with: comp train CONFIG --resume --out {out_dir}")
 
     # Every rank must end with the same weights; a mismatch means the processes drifted apart.
-    digests = dist.gather_objects(weights_digest(model))
+    digests = dist.gather_objects(weights_digest(model)) if distributed else ["single process"]
     if main:
         _write_skipped(bad_files, out_dir / "skipped_files.txt", log)
         if data.after is not None:

@@ -15,7 +15,7 @@ PARAMS = {
     "scratch_resnet18": 11_173_962, "scratch_resnet18_se": 11_264_074, "scratch_resnet18_cbam": 11_261_802,
     "scratch_resnet34": 21_282_122, "scratch_resnet_wide": 44_662_922, "scratch_resnet_small": 308_650,
     "scratch_vit_hybrid": 3_534_922, "scratch_cnn_small": 330_538, "scratch_cnn_small_bn": 330_730,
-    "scratch_cnn_small_deep": 860_842,
+    "scratch_cnn_small_deep": 421_354,
 }
 # The studies' parameter counts on CIFAR-10 where they reported one.
 STUDIES = {"scratch_cnn": 7.28e6, "scratch_vgg_bn": 32.86e6, "scratch_resnet18": 11.18e6}
