@@ -62,3 +62,23 @@ def test_two_gloo_processes_match_one_process(tmp_path, shapes, cache):
     for x, y in zip(_rows(tmp_path / "single"), _rows(tmp_path / "ddp")):
         assert float(x["train_loss"]) == pytest.approx(float(y["train_loss"]), rel=1e-4)
         assert float(x["val_acc"]) == pytest.approx(float(y["val_acc"]))
+
+
+def test_predict_shards_test_images_across_ranks(tmp_path, shapes):
+    from comp.predict import predict
+
+    config = write_config(tmp_path / "c.yaml", data={"dir": str(shapes), "workers": 0}, train={"epochs": 1})
+    fit(load_config(config), tmp_path / "run", log=lambda s: None)
+    predict([tmp_path / "run"], out=tmp_path / "one.csv", workers=0, log=lambda s: None)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "comp", "predict", str(tmp_path / "run"), "--out", str(tmp_path / "two.csv"), "--workers", "0"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+    import pandas as pd
+
+    a, b = pd.read_csv(tmp_path / "one_probs.csv"), pd.read_csv(tmp_path / "two_probs.csv")
+    assert a.columns.tolist() == b.columns.tolist() and (a.iloc[:, 0] == b.iloc[:, 0]).all()
+    assert abs(a.iloc[:, 1:].to_numpy() - b.iloc[:, 1:].to_numpy()).max() < 1e-5
