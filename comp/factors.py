@@ -121,11 +121,7 @@ def _to_nchw_rgb(x: np.ndarray) -> torch.Tensor:
 
 def _batches(cfg: Config, data: InMemoryData, split: tuple, train: bool, device: torch.device) -> TensorBatches:
     x, y = split
-    a = cfg.aug
-    augment = BatchAugment(
-        scale=a.scale, ratio=a.ratio, hflip=a.hflip, vflip=a.vflip, rotate=a.rotate, translate=a.translate,
-        color_jitter=a.color_jitter, erase=a.erase, trivial_augment=a.trivial_augment,
-    ) if train else None
+    augment = BatchAugment.from_config(cfg.aug) if train else None
     bs = cfg.data.batch_size
     return TensorBatches(
         data.resized(x, cfg.data.image_size), y, batch_size=bs if train else bs * 2, mean=cfg.data.mean, std=cfg.data.std,
@@ -163,12 +159,12 @@ def _apply_finders(cfg: Config, finds: dict, data: InMemoryData, device: torch.d
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     if "batch_size" in finds:
         x, y = data.train
-        size = cfg.data.image_size
 
-        def sample(b: int):
+        def sample(b: int):  # b training images, normalized exactly as in training (no augmentation)
             idx = torch.arange(b) % len(x)
-            xb = data.resized(x[idx], size).float().div_(255)
-            return (xb - torch.tensor(cfg.data.mean).view(1, -1, 1, 1)) / torch.tensor(cfg.data.std).view(1, -1, 1, 1), y[idx]
+            one = TensorBatches(data.resized(x[idx], cfg.data.image_size), y[idx], batch_size=b, mean=cfg.data.mean, std=cfg.data.std)
+            xb, yb, _ = next(iter(one))
+            return xb, yb
 
         # At least ~10 updates per epoch: a batch of the whole (small) dataset would barely train.
         cap = max(16, len(y) // 10)

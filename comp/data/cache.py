@@ -17,7 +17,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
-from typing import Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from PIL import Image
 
 from comp.data.images import DECODE_ERRORS, load_rgb
 from comp.data.sampling import epoch_order, epoch_seed, num_batches, rank_batches
+
+if TYPE_CHECKING:
+    from comp.config import AugConfig
 
 CACHE_VERSION = "1"
 MAX_CACHE_BYTES = 4 * 2**30  # beyond this the file path streams instead
@@ -149,6 +152,14 @@ class BatchAugment:
         self.scale, self.ratio, self.hflip, self.vflip = scale, ratio, hflip, vflip
         self.rotate, self.translate = rotate, translate
         self.jitter = tuple(color_jitter[:3]) if color_jitter else (0.0, 0.0, 0.0)
+
+    @classmethod
+    def from_config(cls, a: "AugConfig") -> "BatchAugment":
+        """The tensor-path equivalent of an `aug` config section."""
+        return cls(
+            scale=a.scale, ratio=a.ratio, hflip=a.hflip, vflip=a.vflip, rotate=a.rotate, translate=a.translate,
+            color_jitter=a.color_jitter, erase=a.erase, trivial_augment=a.trivial_augment,
+        )
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """uint8 or float (B, 3, S, S) in 0..255 -> float (B, 3, S, S) in 0..1, augmented."""

@@ -73,11 +73,7 @@ def _tensor_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress,
     if dcfg["crop_pct"] < 1:
         # The cache holds the whole (short-side) image; the eval crop is a center zoom of it.
         va_x = torch.cat([center_zoom(c.float(), dcfg["crop_pct"]).round().clamp(0, 255).to(torch.uint8) for c in va_x.split(512)]) if len(va_x) else va_x
-    a = cfg.aug
-    augment = BatchAugment(
-        scale=a.scale, ratio=a.ratio, hflip=a.hflip, vflip=a.vflip, rotate=a.rotate, translate=a.translate,
-        color_jitter=a.color_jitter, erase=a.erase, trivial_augment=a.trivial_augment,
-    )
+    augment = BatchAugment.from_config(cfg.aug)
     bs = cfg.data.batch_size
     common = dict(mean=mean, std=std, device=device, rank=rank, world=world)
     train_batches = TensorBatches(

@@ -169,11 +169,12 @@ def _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler,
     with _autocast(device, dtype):
         logits = model(x)
         loss = criterion(logits, target)
-    bad = not math.isfinite(loss.item())
+    value = loss.item()  # one device sync per step
+    bad = not math.isfinite(value)
     if dist.is_distributed():
         bad = dist.any_across(bad)  # all ranks stop together; one alone would leave the others waiting in backward
     if bad:
-        raise NonFiniteLoss(f"training loss became {loss.item()}; lower optim.lr or set train.grad_clip=1.0")
+        raise NonFiniteLoss(f"training loss became {value}; lower optim.lr or set train.grad_clip=1.0")
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -187,7 +188,7 @@ def _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler,
         if grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
-    p.loss_sum += loss.item() * len(y)
+    p.loss_sum += value * len(y)
     p.correct += (logits.argmax(1) == y).sum().item()
     p.seen += len(y)
 
