@@ -2,7 +2,7 @@
 
 `fit(cfg, out_dir)` opens the competition, splits it and calls `fit_split`, which k-fold training
 reuses per fold. The epoch itself is `comp.engine.epoch`. Per epoch: validation, metrics.csv +
-curves.png, best.pt on a better val accuracy, last.pt always (atomic; also mid-epoch on Ctrl-C
+curves.png, best.pt on a better val accuracy (ties: lower val loss), last.pt always (atomic; also mid-epoch on Ctrl-C
 and every `train.checkpoint_minutes`), early stopping on val accuracy with patience.
 """
 
@@ -190,7 +190,7 @@ def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, 
     if t.compile:
         net = torch.compile(net)
 
-    state = {"epoch": -1, "best_val_acc": -1.0, "best_epoch": -1, "stale_epochs": 0, "updates": 0}
+    state = {"epoch": -1, "best_val_acc": -1.0, "best_val_loss": float("inf"), "best_epoch": -1, "stale_epochs": 0, "updates": 0}
     if resume:
         state = restore_training(out_dir / "last.pt", model, optimizer, scheduler, scaler, ema)
         partial = state.get("partial")
@@ -277,9 +277,13 @@ def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, 
             if main:
                 metrics.append(row)
                 plot_curves(metrics.rows, out_dir / "curves.png", title=f"{cfg.model.name} - {out_dir.name}")
-            improved = data.n_val == 0 or va.acc > state["best_val_acc"]
+            # A tie in accuracy goes to the lower val loss: on a small val set ties are common, and
+            # keeping the earlier epoch then throws away the end of the schedule on noise.
+            improved = data.n_val == 0 or va.acc > state["best_val_acc"] or (
+                va.acc == state["best_val_acc"] and va.loss < state.get("best_val_loss", float("inf")))
             if improved:
-                state.update(best_val_acc=va.acc if data.n_val else float("nan"), best_epoch=epoch, stale_epochs=0)
+                state.update(best_val_acc=va.acc if data.n_val else float("nan"), best_val_loss=va.loss,
+                             best_epoch=epoch, stale_epochs=0)
                 if main:
                     save_atomic(weights_payload(eval_model, cfg, classes, epoch, va.acc), out_dir / "best.pt")
             else:

@@ -157,3 +157,18 @@ def test_unknown_optimizer_and_schedule_are_user_errors():
     opt = create_optimizer(model, OptimConfig())
     with pytest.raises(UserError, match="sched.name='cosin'"):
         create_scheduler(opt, SchedConfig(name="cosin"), epochs=2, updates_per_epoch=3)
+
+
+def test_a_tie_in_val_accuracy_goes_to_the_lower_val_loss(tmp_path, shapes):
+    # Easy shapes at a high lr: val accuracy saturates, so several epochs tie on it; the
+    # kept epoch must then be the one with the lowest val loss, not the first to reach it.
+    cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(shapes)}, train={"epochs": 6},
+                                   optim={"lr": 3e-3}))
+    summary = fit(cfg, tmp_path / "run", log=lambda s: None)
+    rows = _rows(tmp_path / "run")
+    accs = [round(float(r["val_acc"]), 6) for r in rows]
+    tied = [i for i, a in enumerate(accs) if a == max(accs)]
+    assert len(tied) >= 2, f"no tie to break: {accs}"
+    expected = min(tied, key=lambda i: float(rows[i]["val_loss"]))
+    assert summary["best_epoch"] == expected
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == expected
