@@ -35,7 +35,7 @@ class DataConfig(_Section):
     cache: Literal["auto", "on", "off"] = "auto"  # decode-once tensor cache; auto: when small images fit in memory
     cache_dir: Optional[str] = None  # None: $COMP_CACHE_DIR or ~/.cache/comp
     val_fraction: float = Field(0.1, gt=0, lt=1)  # stratified hold-out when there is no val/ split
-    train_on_val: bool = False  # train on every labelled image (val/ included, no hold-out); no val scores
+    train_on_val: bool = False  # train on every labelled image (val/ included, no hold-out); no val scores; k-fold folds still hold out
     id_column: Optional[str] = None  # CSV layout: train.csv id column; None: detected
     label_column: Optional[str] = None  # CSV layout: train.csv label column; None: detected
 

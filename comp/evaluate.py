@@ -38,7 +38,8 @@ def held_out_predictions(
     for member in members:
         table = member.run_dir / "val_probs.csv"
         if not table.is_file():
-            raise UserError(f"{table} not found; this run has no validation images to score")
+            why = "it trained on every labelled image (data.train_on_val)" if member.cfg.data.train_on_val else "it has no validation images"
+            raise UserError(f"{table} not found: {why}; retrain with --set data.train_on_val=false or --folds K to score it")
         m_ids, _, _, meta = read_probs(table)
         root = Path(data or member.cfg.data.dir or ".")
         paths = [root / i for i in m_ids]

@@ -66,7 +66,8 @@ def test_train_demo_config_end_to_end_beats_chance(tmp_path, layout):
     result = runner.invoke(
         app,
         ["train", str(ROOT / "configs" / "demo.yaml"), "--data", str(data), "--out", str(run), "--epochs", "1",
-         "--set", "data.image_size=48", "--set", "data.workers=0", "--set", "data.val_fraction=0.2"],
+         "--set", "data.image_size=48", "--set", "data.workers=0", "--set", "data.val_fraction=0.2",
+         "--set", "data.train_on_val=false"],  # the shipped config is a final fit; hold out to score it
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((run / "summary.json").read_text())
@@ -130,3 +131,12 @@ def test_train_folds_predict_tta_submit_via_cli(tmp_path, shapes, tiny_config, m
     assert result.exit_code == 0, result.output
     assert "valid; archived" in result.output and (tmp_path / "submissions" / "history.csv").is_file()
     _one_line_error(runner.invoke(app, ["predict", str(run), "--weights", "a,b"]), "--weights takes comma-separated numbers")
+
+
+def test_evaluate_a_final_fit_says_how_to_get_val_scores(tmp_path, shapes, tiny_config):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(tiny_config), "--data", str(shapes), "--out", str(run),
+                                 "--epochs", "1", "--set", "data.train_on_val=true"])
+    assert result.exit_code == 0, result.output
+    _one_line_error(runner.invoke(app, ["evaluate", str(run)]),
+                    "it trained on every labelled image (data.train_on_val); retrain with --set data.train_on_val=false")
