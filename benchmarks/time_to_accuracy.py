@@ -8,7 +8,9 @@ The reference is the loop a Kaggler writes by hand: torchvision ImageFolder + PI
 3 epochs, batch 64, AdamW 1e-3, cosine, label smoothing 0.1, no TTA; it trains on train/ and
 predicts test/ (on a CSV competition it reads train.csv with the same PIL loading). Its augmentation is torchvision's standard train preset, RandomResizedCrop +
 horizontal flip (`--reference-aug rrc`, default), or a plain resize + flip (`--reference-aug resize`). `comp` runs `comp train configs/demo.yaml` then `comp predict --tta` on the same
-folder. Both are timed end to end (data loading, training, prediction) in this one process, one
+folder; its demo config is a final fit, so on the demo competition comp also trains on val/ (9,000
+images against the reference's 8,000, as in the issue's probe), while on held-out competitions
+without a val/ folder both train on the same images. Both are timed end to end (data loading, training, prediction) in this one process, one
 after the other, and scored against the hidden answers. The comp tensor cache starts empty.
 """
 

@@ -291,10 +291,11 @@ def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, 
             state["epoch"] = epoch
             save_last()
             last_save = time.monotonic()
+            scored = f"val loss {va.loss:.4f} acc {va.acc:.4f}  " if data.n_val else ""
             log(
                 f"epoch {epoch + 1}/{t.epochs}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
-                f"val loss {va.loss:.4f} acc {va.acc:.4f}  {tr.images / max(tr.seconds, 1e-9):.0f} img/s  "
-                f"{row['seconds']:.1f}s{'  *best' if improved else ''}"
+                f"{scored}{tr.images / max(tr.seconds, 1e-9):.0f} img/s  "
+                f"{row['seconds']:.1f}s{'  *best' if improved and data.n_val else ''}"
             )
             if t.patience and state["stale_epochs"] >= t.patience:
                 log(f"early stop: no better val accuracy for {t.patience} epochs")

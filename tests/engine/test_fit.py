@@ -100,8 +100,11 @@ def test_train_on_val_uses_every_labelled_image(tmp_path):
 
     data = make_competition(tmp_path / "c", classes=2, per_class=6, val_per_class=2)
     cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(data), "train_on_val": True}))
-    summary = fit(cfg, tmp_path / "run", log=lambda s: None)
+    lines = []
+    summary = fit(cfg, tmp_path / "run", log=lines.append)
     assert summary["train_images"] == 16 and summary["val_images"] == 0 and summary["best_val_acc"] is None
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert epoch_lines and not any("val" in line or "nan" in line or "best" in line for line in epoch_lines), epoch_lines
     assert (tmp_path / "run" / "best.pt").is_file() and not (tmp_path / "run" / "val_probs.csv").exists()
     json.loads((tmp_path / "run" / "summary.json").read_text())  # strict JSON, no NaN
 
