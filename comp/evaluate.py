@@ -38,8 +38,11 @@ def held_out_predictions(
     for member in members:
         table = member.run_dir / "val_probs.csv"
         if not table.is_file():
-            why = "it trained on every labelled image (data.train_on_val)" if member.cfg.data.train_on_val else "it has no validation images"
-            raise UserError(f"{table} not found: {why}; retrain with --set data.train_on_val=false or --folds K to score it")
+            if member.cfg.data.train_on_val:
+                why, fix = "it trained on every labelled image (data.train_on_val)", "--set data.train_on_val=false or --folds K"
+            else:
+                why, fix = "it has no validation images", "--folds K"
+            raise UserError(f"{table} not found: {why}; retrain with {fix} to score it")
         m_ids, _, _, meta = read_probs(table)
         root = Path(data or member.cfg.data.dir or ".")
         paths = [root / i for i in m_ids]
