@@ -293,7 +293,8 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
         order = epoch_order(len(self.images), self.seed, self.epoch, self.shuffle)
         g = torch.Generator()
-        for k, idx in rank_batches(order, self.batch_size, self.drop_last, self.rank, self.world, self.start_batch):
+        batches = rank_batches(order, self.batch_size, self.drop_last, self.rank, self.world, self.start_batch, pad=self.shuffle)
+        for k, idx in batches:
             idx = idx.to(self.device)
             x = self.images[idx]
             if self.augment:

@@ -40,16 +40,24 @@ def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
     return -(-n // batch_size)
 
 
-def rank_batches(order: torch.Tensor, batch_size: int, drop_last: bool, rank: int = 0, world: int = 1, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+def rank_batches(
+    order: torch.Tensor, batch_size: int, drop_last: bool, rank: int = 0, world: int = 1, start: int = 0, pad: bool = False,
+) -> Iterator[tuple[int, torch.Tensor]]:
     """(k, indices) of this rank's part of each batch k >= start of `order`.
 
     With `world` processes a global batch holds batch_size x world samples and rank r takes the
     r-th contiguous slice of it, so the ranks together see exactly the batches of one process
-    with a `world`-times larger batch (the last global batch may leave a rank with fewer or none).
+    with a `world`-times larger batch. A short last batch is shared out evenly instead of in
+    `batch_size` slices, so no rank is left empty while others train (DDP's gradient all-reduce
+    would wait for it forever); with `pad` (training), a batch of fewer than `world` samples is
+    filled up with samples from the start of the epoch, as `DistributedSampler` pads.
     """
     g = batch_size * world
     for k in range(start, num_batches(len(order), g, drop_last)):
-        yield k, order[k * g : (k + 1) * g][rank * batch_size : (rank + 1) * batch_size]
+        batch = order[k * g : (k + 1) * g]
+        if pad and len(batch) < world:
+            batch = torch.cat([batch, order[torch.arange(world - len(batch)) % len(order)]])
+        yield k, batch.tensor_split(world)[rank]  # = the contiguous batch_size slices of a full batch
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -72,5 +80,5 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = epoch_order(self.n, self.seed, self.epoch, self.shuffle)
-        for _, idx in rank_batches(order, self.batch_size, self.drop_last, self.rank, self.world, self.start_batch):
+        for _, idx in rank_batches(order, self.batch_size, self.drop_last, self.rank, self.world, self.start_batch, pad=self.shuffle):
             yield idx.tolist()

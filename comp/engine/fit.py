@@ -298,7 +298,7 @@ def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, 
                 f"{row['seconds']:.1f}s{'  *best' if improved and data.n_val else ''}"
             )
             if t.patience and state["stale_epochs"] >= t.patience:
-                log(f"early stop: no better val accuracy for {t.patience} epochs")
+                log(f"early stop: no better best.pt (higher val accuracy, or equal with lower val loss) for {t.patience} epochs")
                 stopped_early = True
                 break
             if stop.requested and epoch + 1 < t.epochs:

@@ -36,6 +36,34 @@ def test_rank_batches_split_each_global_batch():
     assert [a + b for a, b in zip(*two)] == one  # rank 0's slice, then rank 1's, = the big batch
 
 
+def test_a_short_last_batch_leaves_no_rank_empty():
+    # 3 samples, 2 ranks x batch 8: in batch_size slices rank 1 got nothing and DDP hung.
+    parts = [[idx.tolist() for _, idx in rank_batches(torch.arange(3), 8, drop_last=False, rank=r, world=2)] for r in (0, 1)]
+    assert parts == [[[0, 1]], [[2]]]
+    # Fewer samples than ranks: training pads from the start of the epoch; evaluation does not.
+    padded = [[idx.tolist() for _, idx in rank_batches(torch.arange(1), 8, drop_last=False, rank=r, world=2, pad=True)] for r in (0, 1)]
+    assert padded == [[[0]], [[0]]]
+    assert [idx.tolist() for _, idx in rank_batches(torch.arange(1), 8, drop_last=False, rank=1, world=2)] == [[]]
+
+
+def _torchrun(*args: str, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m", "comp", *args],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout,
+    )
+
+
+def test_ddp_trains_on_less_data_than_one_global_batch(tmp_path, shapes):
+    # 42 train images, 2 ranks x batch 64: one short batch per epoch, which must reach both ranks.
+    config = write_config(
+        tmp_path / "c.yaml", data={"dir": str(shapes), "batch_size": 64, "workers": 0},
+        train={"epochs": 1, "threads": 1, "checkpoint_minutes": 0},
+    )
+    result = _torchrun("train", str(config), "--out", str(tmp_path / "ddp"), timeout=150)  # a hang fails, not blocks
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["epochs_run"] == 1
+
+
 @pytest.mark.parametrize("cache", ["on", "off"])
 def test_two_gloo_processes_match_one_process(tmp_path, shapes, cache):
     config = write_config(
@@ -44,12 +72,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, shapes, cache):
     )
     fit(load_config(config, ["data.batch_size=16"]), tmp_path / "single", log=lambda s: None)
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "comp", "train", str(config), "--out", str(tmp_path / "ddp")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    result = _torchrun("train", str(config), "--out", str(tmp_path / "ddp"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("epoch 2/2") == 1  # only rank 0 logs
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
@@ -70,11 +93,7 @@ def test_predict_shards_test_images_across_ranks(tmp_path, shapes):
     config = write_config(tmp_path / "c.yaml", data={"dir": str(shapes), "workers": 0}, train={"epochs": 1})
     fit(load_config(config), tmp_path / "run", log=lambda s: None)
     predict([tmp_path / "run"], out=tmp_path / "one.csv", workers=0, log=lambda s: None)
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "comp", "predict", str(tmp_path / "run"), "--out", str(tmp_path / "two.csv"), "--workers", "0"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
-    )
+    result = _torchrun("predict", str(tmp_path / "run"), "--out", str(tmp_path / "two.csv"), "--workers", "0")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
     import pandas as pd
