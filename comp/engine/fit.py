@@ -20,7 +20,7 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 
-from comp.config import Config, save_config
+from comp.config import Config, TrainConfig, save_config
 from comp.data.competition import Competition, Split, open_configured
 from comp.data.folds import merged_labelled, train_val_split
 from comp.data.cache import TensorBatches
@@ -173,15 +173,7 @@ def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, 
     optimizer = create_optimizer(model, cfg.optim)
     scheduler = create_scheduler(optimizer, cfg.sched, cfg.train.epochs, len(train_loader))
     t = cfg.train
-    mixup = None
-    if t.mixup > 0 or t.cutmix > 0:
-        mixup = Mixup(
-            mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, prob=t.mix_prob,
-            label_smoothing=t.label_smoothing, num_classes=len(classes),
-        )
-        criterion: nn.Module = SoftTargetCrossEntropy()
-    else:
-        criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    criterion, mixup = training_loss(t, len(classes))
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
     net = model  # what the loop calls: the model, wrapped for DDP and compiled when asked
@@ -277,17 +269,9 @@ def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, 
             if main:
                 metrics.append(row)
                 plot_curves(metrics.rows, out_dir / "curves.png", title=f"{cfg.model.name} - {out_dir.name}")
-            # A tie in accuracy goes to the lower val loss: on a small val set ties are common, and
-            # keeping the earlier epoch then throws away the end of the schedule on noise.
-            improved = data.n_val == 0 or va.acc > state["best_val_acc"] or (
-                va.acc == state["best_val_acc"] and va.loss < state.get("best_val_loss", float("inf")))
-            if improved:
-                state.update(best_val_acc=va.acc if data.n_val else float("nan"), best_val_loss=va.loss,
-                             best_epoch=epoch, stale_epochs=0)
-                if main:
-                    save_atomic(weights_payload(eval_model, cfg, classes, epoch, va.acc), out_dir / "best.pt")
-            else:
-                state["stale_epochs"] += 1
+            improved = update_best(state, epoch, va, scored=data.n_val > 0)
+            if improved and main:
+                save_atomic(weights_payload(eval_model, cfg, classes, epoch, va.acc), out_dir / "best.pt")
             state["epoch"] = epoch
             save_last()
             last_save = time.monotonic()
@@ -333,6 +317,38 @@ def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, 
         write_json(summary, out_dir / "summary.json")
     dist.barrier()
     return summary
+
+
+def training_loss(t: TrainConfig, num_classes: int) -> tuple[nn.Module, Optional[Mixup]]:
+    """(criterion, timm Mixup or None): soft-target cross-entropy when mixup/cutmix is on.
+
+    The criterion takes logits (B, C) and targets (B,) class indices, or (B, C) soft targets
+    from the Mixup, which applies the label smoothing itself.
+    """
+    if t.mixup > 0 or t.cutmix > 0:
+        mixup = Mixup(
+            mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, prob=t.mix_prob,
+            label_smoothing=t.label_smoothing, num_classes=num_classes,
+        )
+        return SoftTargetCrossEntropy(), mixup
+    return nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), None
+
+
+def update_best(state: dict[str, Any], epoch: int, va: EpochStats, scored: bool = True) -> bool:
+    """Record epoch `epoch` as the new best in `state` if it is one; returns whether it was.
+
+    Better = a higher val accuracy; a tie goes to the lower val loss (on a small val set ties are
+    common, and keeping the earlier epoch then throws away the end of the schedule on noise).
+    Without val images (`scored=False`) every epoch is the best: best.pt follows the last one.
+    Otherwise `state["stale_epochs"]` counts the epochs since the last best, for early stopping.
+    """
+    improved = not scored or va.acc > state["best_val_acc"] or (
+        va.acc == state["best_val_acc"] and va.loss < state.get("best_val_loss", float("inf")))  # .get: older last.pt
+    if improved:
+        state.update(best_val_acc=va.acc if scored else float("nan"), best_val_loss=va.loss, best_epoch=epoch, stale_epochs=0)
+    else:
+        state["stale_epochs"] += 1
+    return improved
 
 
 def _quiet(line: str) -> None:

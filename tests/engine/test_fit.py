@@ -175,3 +175,18 @@ def test_a_tie_in_val_accuracy_goes_to_the_lower_val_loss(tmp_path, shapes):
     expected = min(tied, key=lambda i: float(rows[i]["val_loss"]))
     assert summary["best_epoch"] == expected
     assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == expected
+
+
+def test_update_best_rule_and_patience_count():
+    from comp.engine.epoch import EpochStats
+    from comp.engine.fit import update_best
+
+    def stats(acc, loss):
+        return EpochStats(loss=loss, acc=acc, images=10, seconds=1.0, bad_files=[])
+
+    state = {"best_val_acc": -1.0, "best_val_loss": float("inf"), "best_epoch": -1, "stale_epochs": 0}
+    assert update_best(state, 0, stats(0.8, 0.5))
+    assert not update_best(state, 1, stats(0.8, 0.6)) and state["stale_epochs"] == 1  # tie, worse loss
+    assert update_best(state, 2, stats(0.8, 0.4)) and state["best_epoch"] == 2 and state["stale_epochs"] == 0
+    assert not update_best(state, 3, stats(0.7, 0.1)) and state["best_epoch"] == 2
+    assert update_best({"best_val_acc": 0.9, "stale_epochs": 3}, 4, stats(float("nan"), float("nan")), scored=False)
