@@ -36,7 +36,8 @@ def _one_line_error(result, *fragments):
         assert f in err, err
 
 
-def test_user_errors_are_one_line_exit_2(tmp_path, shapes, tiny_config):
+def test_user_errors_are_one_line_exit_2(tmp_path, shapes, tiny_config, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run directory is ./runs/<config>-<time>
     bad = write_config(tmp_path / "bad.yaml", model={"nmae": "x"})
     _one_line_error(runner.invoke(app, ["train", str(bad), "--data", str(shapes)]), "unknown key 'model.nmae'", "bad.yaml")
     _one_line_error(runner.invoke(app, ["train", str(tiny_config), "--data", str(tmp_path / "missing")]), "data folder not found")
@@ -44,6 +45,7 @@ def test_user_errors_are_one_line_exit_2(tmp_path, shapes, tiny_config):
         runner.invoke(app, ["train", str(tiny_config), "--data", str(shapes), "--set", "model.name=resnet5O"]),
         "unknown model 'resnet5O'",
     )
+    assert not (tmp_path / "runs").exists()  # a run that could not start leaves no empty run directory behind
     _one_line_error(runner.invoke(app, ["train", str(tiny_config), "--set", "train.epochs=x"]), "--set train.epochs")
     _one_line_error(runner.invoke(app, ["train", str(tiny_config)]), "no data folder")
 

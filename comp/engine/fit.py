@@ -153,13 +153,13 @@ def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, 
     main = dist.is_main()
     if not main:
         log = _quiet  # only rank 0 logs, shows progress and writes files
+    seed_everything(cfg.train.seed)
+    dtype = amp_dtype(cfg.train.amp, device)
+    # The model first: a bad model name or missing weights then leaves no empty run directory.
+    model = build_model(cfg.model, len(classes), pretrained=not resume)
     if main:
         prepare_run_dir(out_dir, resume, overwrite)
     dist.barrier()  # the other ranks write nothing, but read last.pt / config after rank 0 prepared them
-    seed_everything(cfg.train.seed)
-    dtype = amp_dtype(cfg.train.amp, device)
-
-    model = build_model(cfg.model, len(classes), pretrained=not resume)
     dcfg = data_config(cfg.data, model)
     cfg = cfg.model_copy(deep=True)
     for key in ("image_size", "mean", "std", "crop_pct"):
