@@ -13,6 +13,7 @@ larger batch would see. Only rank 0 writes files, logs and shows progress bars.
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any, Optional
 
@@ -34,7 +35,16 @@ def setup(device_type: str = "cpu") -> bool:
         if backend == "nccl":
             torch.cuda.set_device(local_rank())
         dist.init_process_group(backend=backend)
+        # A rank that exits with the group still up can die in C++ teardown ("terminate called
+        # without an active exception", SIGABRT) while torchrun then kills the others: close it.
+        atexit.register(teardown)
     return True
+
+
+def teardown() -> None:
+    """Destroy the process group if this process started one (runs at exit; idempotent)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_distributed() -> bool:
