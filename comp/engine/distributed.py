@@ -105,12 +105,6 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
-def shard_slice(n_global: int, per_rank: int) -> slice:
-    """This rank's part of a global batch of `n_global` items cut into `per_rank`-sized slices."""
-    r = rank()
-    return slice(min(r * per_rank, n_global), min((r + 1) * per_rank, n_global))
-
-
 def _device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
