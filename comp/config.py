@@ -10,18 +10,57 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from comp.errors import UserError
 
 HEAD_PRESETS = ("V0", "V1", "V2", "V3", "V4")
 
 
+# YAML 1.1 (PyYAML, and so every config file and --set value) reads on/off/yes/no/true/false as
+# booleans. Where a key takes words, the boolean means the word the user typed (`cache: on`).
+_BOOL_WORDS = {True: ("on", "yes", "true"), False: ("off", "no", "false")}
+
+
+def _annotation_parts(annotation: Any) -> list[Any]:
+    """`annotation` and everything nested in it (Optional, Union, Literal, tuple arguments)."""
+    parts = [annotation]
+    for arg in get_args(annotation):
+        parts += _annotation_parts(arg)
+    return parts
+
+
+def _yaml_bool(value: bool, annotation: Any) -> Any:
+    """A YAML boolean for a field of this annotation: the word it stands for, or itself for a bool field.
+
+    A field that takes neither a bool nor such a word gets the boolean's name as a string, so
+    validation fails with "got 'true'" instead of pydantic quietly reading True as the number 1.
+    """
+    parts = _annotation_parts(annotation)
+    if bool in parts:
+        return value
+    words = {a for p in parts if get_origin(p) is Literal for a in get_args(p)}
+    for word in _BOOL_WORDS[value]:
+        if word in words:
+            return word
+    return str(value).lower()
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml11_booleans(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {
+                k: _yaml_bool(v, cls.model_fields[k].annotation) if isinstance(v, bool) and k in cls.model_fields else v
+                for k, v in data.items()
+            }
+        return data
 
 
 class DataConfig(_Section):

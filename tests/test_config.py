@@ -95,3 +95,22 @@ def test_save_round_trip(tmp_path):
     cfg = load_config(ROOT / "configs" / "demo.yaml", ["model.head={hidden: [32]}"])
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+def test_yaml_booleans_mean_the_documented_words(tmp_path):
+    # YAML 1.1 reads on/off/yes/no as booleans, in files and in --set values alike.
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  cache: off\ntrain:\n  amp: off\n")
+    cfg = load_config(p, ["data.cache=on"])
+    assert (cfg.data.cache, cfg.train.amp) == ("on", "off")
+    assert load_config(p).data.cache == "off"
+    assert load_config(p, ["train.ema=yes"]).train.ema is True  # a real boolean key stays a boolean
+
+
+@pytest.mark.parametrize("override, key", [("model.trainable=yes", "model.trainable"), ("train.epochs=on", "train.epochs"),
+                                           ("train.amp=on", "train.amp")])
+def test_a_boolean_is_never_read_as_a_number_or_a_guess(tmp_path, override, key):
+    p = tmp_path / "c.yaml"
+    p.write_text("{}\n")
+    with pytest.raises(UserError, match=f"--set {key}: bad value .*got 'true'"):
+        load_config(p, [override])  # pydantic alone read True as 1 (one trainable stage, one epoch)
