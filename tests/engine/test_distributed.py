@@ -16,9 +16,12 @@ from comp.data.sampling import rank_batches
 from tests.conftest import write_config
 
 # No BatchNorm (ConvNeXt uses LayerNorm), no dropout, no augmentation: the two setups then compute
-# the same gradients, up to the order of float additions.
+# the same gradients, up to the order of float additions. Plain SGD without momentum keeps those
+# rounding differences at rounding scale; AdamW divides by the root of the second moment, which
+# blows them up in near-zero gradients by an amount that depends on the CPU's vector width.
 SAME_MATH = dict(
     model={"name": "test_convnext", "pretrained": "none", "head": "V0"},
+    optim={"name": "sgd", "lr": 0.05, "momentum": 0.0, "weight_decay": 0.0},
     aug={"scale": [1.0, 1.0], "ratio": [1.0, 1.0], "hflip": 0.0, "translate": 0.0, "rotate": 0.0, "color_jitter": None},
 )
 
@@ -68,23 +71,27 @@ def test_ddp_trains_on_less_data_than_one_global_batch(tmp_path, shapes):
 def test_two_gloo_processes_match_one_process(tmp_path, shapes, cache):
     config = write_config(
         tmp_path / "c.yaml", data={"dir": str(shapes), "batch_size": 8, "cache": cache, "workers": 0},
-        train={"epochs": 2, "threads": 1, "seed": 0, "checkpoint_minutes": 0}, **SAME_MATH,
+        train={"epochs": 3, "threads": 1, "seed": 0, "checkpoint_minutes": 0}, **SAME_MATH,
     )
     fit(load_config(config, ["data.batch_size=16"]), tmp_path / "single", log=lambda s: None)
 
     result = _torchrun("train", str(config), "--out", str(tmp_path / "ddp"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("epoch 2/2") == 1  # only rank 0 logs
+    assert result.stdout.count("epoch 3/3") == 1  # only rank 0 logs
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["ranks_agree"] is True
 
     a = load_checkpoint(tmp_path / "single" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"]
     for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-5), k
-    for x, y in zip(_rows(tmp_path / "single"), _rows(tmp_path / "ddp")):
+        # SGD: the float-order differences of the all-reduce stay near float32 rounding (~1e-7
+        # relative); a rank training on the wrong images moves weights by the size of an update.
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
+    single, ddp = _rows(tmp_path / "single"), _rows(tmp_path / "ddp")
+    assert len(single) == len(ddp) == 3
+    for x, y in zip(single, ddp):  # the loss of every epoch, i.e. the sum of its per-step losses
         assert float(x["train_loss"]) == pytest.approx(float(y["train_loss"]), rel=1e-4)
-        assert float(x["val_acc"]) == pytest.approx(float(y["val_acc"]))
+        assert float(x["val_loss"]) == pytest.approx(float(y["val_loss"]), rel=1e-4)
 
 
 def test_predict_shards_test_images_across_ranks(tmp_path, shapes):
