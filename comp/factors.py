@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -152,9 +152,17 @@ def row_config(raw: dict, data: InMemoryData, epochs: Optional[int], name: str, 
     return config_from_dict(raw, source=f"{suite} (row {name!r})"), finds
 
 
-def _apply_finders(cfg: Config, finds: dict, data: InMemoryData, device: torch.device, out: Path, log: Log) -> Config:
+def _apply_finders(
+    cfg: Config, finds: dict, data: InMemoryData, device: torch.device, out: Path, log: Log
+) -> tuple[Config, Optional[Callable[[], None]]]:
+    """`cfg` with the found batch size / lr, and what writes the lr plot into the row's folder.
+
+    The plot is written once the row's run has been accepted (`on_accept`), so the run folder
+    only ever holds files of that run.
+    """
+    write_plot = None
     if not finds:
-        return cfg
+        return cfg, write_plot
     model = build_model(cfg.model, len(data.classes), pretrained=False)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     if "batch_size" in finds:
@@ -175,11 +183,14 @@ def _apply_finders(cfg: Config, finds: dict, data: InMemoryData, device: torch.d
     if "lr" in finds:
         batches = _batches(cfg, data, data.train, True, device)
         lrs, losses, lr = lr_range_test(model, batches, lambda m: create_optimizer(m, cfg.optim), criterion, device=device)
-        out.mkdir(parents=True, exist_ok=True)
-        plot_lr_test(lrs, losses, lr, out / "lr_find.png")
         log(f"lr range test: suggested lr {lr:.2e} (plot: {out / 'lr_find.png'})")
         cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"lr": lr})})
-    return cfg
+
+        def write_plot() -> None:
+            out.mkdir(parents=True, exist_ok=True)
+            plot_lr_test(lrs, losses, lr, out / "lr_find.png")
+
+    return cfg, write_plot
 
 
 def run_row(name: str, cfg: Config, finds: dict, data: InMemoryData, out: Path, log: Log) -> dict[str, Any]:
@@ -190,17 +201,18 @@ def run_row(name: str, cfg: Config, finds: dict, data: InMemoryData, out: Path, 
         return json.loads(done.read_text())
     device = resolve_device(cfg.train.device)
     resume = (out / "last.pt").is_file()
+    write_plot = None
     if resume:
         cfg = config_from_dict(yaml.safe_load((out / "config.yaml").read_text()), source=str(out / "config.yaml"))
     else:
-        cfg = _apply_finders(cfg, finds, data, device, out, log)
+        cfg, write_plot = _apply_finders(cfg, finds, data, device, out, log)
     log(f"== {name}: {cfg.model.name}, {cfg.optim.name} lr {cfg.optim.lr:g}, batch {cfg.data.batch_size}, {cfg.train.epochs} epochs")
     training = TrainingData(
         classes=list(data.classes), n_train=len(data.train[1]), n_val=len(data.val[1]),
         make_loaders=lambda c, dcfg, dev: (_batches(c, data, data.train, True, dev), _batches(c, data, data.val, False, dev), []),
         source=name,
     )
-    summary = train_run(cfg, training, out, resume=resume, overwrite=not resume, log=log)
+    summary = train_run(cfg, training, out, resume=resume, overwrite=not resume, log=log, on_accept=write_plot)
     model = build_model(cfg.model, len(data.classes), pretrained=False)
     model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
     model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format)

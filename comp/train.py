@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from comp.config import load_config
+from comp.config import Config, load_config
 from comp.engine import distributed as dist
 from comp.engine.epoch import resolve_device
 from comp.engine.fit import Log, fit
 from comp.engine.kfold import fit_folds
+from comp.engine.rundir import check_resume_changes, claim_default_run_dir, remove_if_empty, saved_config
 from comp.errors import UserError
-
-
-def default_run_dir(config_path: Path) -> Path:
-    """runs/<config name>-<local time>, e.g. runs/demo-20261124-101500."""
-    return Path("runs") / f"{Path(config_path).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+from comp.models.factory import PRETRAINED_WORDS
 
 
 def train(
@@ -35,9 +31,13 @@ def train(
     """Load the config, apply `--data`, `--epochs` and `--set` overrides, and train.
 
     With `resume`, the run in `out` continues with the config it saved (its config.yaml), so the
-    run stays what it was; `--epochs` and `--set` still apply on top, e.g. to extend a run.
+    run stays what it was; `--epochs` and `--set` apply on top where a running run may change
+    (`comp.engine.rundir.RESUME_MAY_CHANGE`, e.g. extending the epochs or lowering the lr); any
+    other change is refused before anything is written.
 
     With `folds` >= 2 (or `train.folds`), trains stratified K-fold (only fold `fold` if given).
+    Paths in the config (`data.dir`, `data.cache_dir`, a weights file) are stored absolute, so the
+    run can be used from any working directory.
 
     Returns:
         The run's summary (summary.json, or cv.json for k-fold); `summary["run_dir"]` is where it went.
@@ -52,24 +52,45 @@ def train(
     if resume:
         if out is None:
             raise UserError("--resume needs --out RUN, the run directory to continue")
-        saved = Path(out) / "config.yaml"
-        if not saved.is_file():
-            raise UserError(f"--resume: {saved} not found; is {out} a comp run directory?")
-        cfg = load_config(saved, overrides)
+        saved = saved_config(Path(out))
+        if saved is None:
+            raise UserError(f"--resume: {Path(out) / 'config.yaml'} not found; is {out} a comp run directory?")
+        cfg = absolute_paths(load_config(Path(out) / "config.yaml", overrides))
+        check_resume_changes(Path(out), saved, cfg)
     else:
-        cfg = load_config(config_path, overrides)
-    # Under torchrun: join the process group first, so that only rank 0 prepares folders, and
-    # every rank uses rank 0's default run directory (its timestamp).
-    dist.setup(resolve_device(cfg.train.device).type)
-    out = dist.broadcast_object(Path(out) if out is not None else default_run_dir(config_path))
-    if cfg.train.folds > 1:
-        summary = fit_folds(cfg, out, fold=fold, resume=resume, overwrite=overwrite, log=log)
-    elif fold is not None:
+        cfg = absolute_paths(load_config(config_path, overrides))
+    if cfg.train.folds <= 1 and fold is not None:
         raise UserError("--fold I needs --folds K (or train.folds in the config)")
-    else:
-        summary = fit(cfg, out, resume=resume, overwrite=overwrite, log=log)
+    # Under torchrun: join the process group first, so that only rank 0 claims a folder, and
+    # every rank uses rank 0's default run directory.
+    dist.setup(resolve_device(cfg.train.device).type)
+    claimed = out is None
+    if claimed:
+        out = dist.broadcast_object(claim_default_run_dir(config_path) if dist.is_main() else None)
+    out = Path(out)
+    try:
+        if cfg.train.folds > 1:
+            summary = fit_folds(cfg, out, fold=fold, resume=resume, overwrite=overwrite, log=log)
+        else:
+            summary = fit(cfg, out, resume=resume, overwrite=overwrite, log=log)
+    except BaseException:
+        if claimed and dist.is_main():
+            remove_if_empty(out, out.parent)  # a command that failed before its first write leaves no folder
+        raise
     summary["run_dir"] = str(out)
     return summary
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """`cfg` with `data.dir`, `data.cache_dir` and a weights-file `model.pretrained` made absolute."""
+    def absolute(p: Optional[str]) -> Optional[str]:
+        return str(Path(p).expanduser().resolve()) if p else p
+
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.dir, cfg.data.cache_dir = absolute(cfg.data.dir), absolute(cfg.data.cache_dir)
+    if cfg.model.pretrained not in PRETRAINED_WORDS:
+        cfg.model.pretrained = absolute(cfg.model.pretrained)
+    return cfg
 
 
 def lr_find(

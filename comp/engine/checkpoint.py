@@ -109,13 +109,20 @@ def training_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, sta
     return payload
 
 
-def restore_training(path: Path, model, optimizer, scheduler, scaler, ema) -> dict[str, Any]:
-    """Load last.pt into the given objects; return the loop state saved with it."""
-    ckpt = load_checkpoint(path)
+def restore_training(ckpt: dict[str, Any], model, optimizer, scaler, ema) -> dict[str, Any]:
+    """Load a last.pt payload into the given objects; return the loop state saved with it.
+
+    The optimizer gets its saved state (momentum, Adam moments) but keeps the hyperparameters it
+    was created with (lr, weight decay, ...: the config of this command, which `--resume --set`
+    may have changed). The scheduler is not restored: timm's schedulers are a function of the
+    update count, so the caller re-plans it for this command's epochs and steps it to the
+    update count in the returned state (see `comp.engine.fit`).
+    """
     model.load_state_dict(ckpt["model"])
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     optimizer.load_state_dict(ckpt["optimizer"])
-    if scheduler is not None and ckpt.get("scheduler") is not None:
-        scheduler.load_state_dict(ckpt["scheduler"])
+    for group, values in zip(optimizer.param_groups, configured):
+        group.update(values)
     if scaler is not None and ckpt.get("scaler") is not None:
         scaler.load_state_dict(ckpt["scaler"])
     if ema is not None and ckpt.get("ema") is not None:

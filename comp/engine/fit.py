@@ -27,12 +27,13 @@ from comp.data.cache import TensorBatches
 from comp.data.loaders import make_loaders
 from comp.data.sampling import epoch_seed
 from comp.engine.checkpoint import (
-    restore_training, save_atomic, seed_everything, stop_on_sigint, training_payload, weights_payload,
+    load_checkpoint, restore_training, save_atomic, seed_everything, stop_on_sigint, training_payload, weights_payload,
 )
 from comp.engine import distributed as dist
 from comp.engine.epoch import EpochProgress, EpochStats, NonFiniteLoss, amp_dtype, evaluate, resolve_device, train_one_epoch
 from comp.engine.infer import write_val_probs
 from comp.engine.logbook import LiveProgress, MetricsLog, environment, plot_curves, write_json
+from comp.engine.rundir import check_new_run_dir, clear_run_dir, read_json
 from comp.engine.optim import create_optimizer, create_scheduler
 from comp.errors import Interrupted, UserError
 from comp.models.factory import build_model, data_config
@@ -49,9 +50,9 @@ def fit(cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = F
 
     Args:
         cfg: validated config; `cfg.data.dir` must be set.
-        out_dir: run directory (see DESIGN.md: config.yaml, best.pt, last.pt, metrics.csv, ...).
-        resume: continue from `out_dir/last.pt`.
-        overwrite: allow replacing an existing run directory's files.
+        out_dir: run directory (config.yaml, best.pt, last.pt, metrics.csv, ...; see README).
+        resume: continue from `out_dir/last.pt`; a finished run is left as it is.
+        overwrite: replace the run in `out_dir`: every file of it is removed first.
         log: where progress lines go.
 
     Returns:
@@ -63,25 +64,6 @@ def fit(cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = F
     else:
         train, val = train_val_split(competition, cfg.data.val_fraction, cfg.train.seed)
     return fit_split(cfg, competition, train, val, Path(out_dir), resume=resume, overwrite=overwrite, log=log)
-
-
-def refuse_used_dir(out_dir: Path) -> None:
-    """Never write a new run over an existing one: a non-empty `out_dir` is a UserError."""
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(f"run directory {out_dir} already holds a run; use --resume, --overwrite or a new --out")
-
-
-def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Create `out_dir`; refuse to write into a used one unless resuming or told to overwrite."""
-    if resume:
-        if not (out_dir / "last.pt").is_file():
-            raise UserError(f"--resume: no last.pt in {out_dir} (no epoch was saved); start it again with --overwrite instead of --resume")
-        return
-    if not overwrite:
-        refuse_used_dir(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("best.pt", "last.pt", "metrics.csv", "summary.json", "skipped_files.txt", "curves.png", "val_probs.csv"):
-        (out_dir / stale).unlink(missing_ok=True)
 
 
 @dataclass
@@ -112,8 +94,13 @@ def fit_split(
     resume: bool = False,
     overwrite: bool = False,
     log: Log = print,
+    on_accept: Optional[Callable[[], None]] = None,
 ) -> dict[str, Any]:
-    """Train on `train`, select on `val` (splits of `competition`), write the run directory. See `fit`."""
+    """Train on `train`, select on `val` (splits of `competition`), write the run directory. See `fit`.
+
+    `on_accept()` runs once every check has passed, just before the run writes its first file
+    (k-fold training writes the folder's config.yaml there).
+    """
     data = TrainingData(
         classes=competition.classes,
         n_train=len(train),
@@ -125,10 +112,13 @@ def fit_split(
         source=str(competition.root),
         after=(lambda run, device, c: write_val_probs(run, val, competition, device, c)) if len(val) else None,
     )
-    return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log)
+    return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept)
 
 
-def train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool = False, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
+def train_run(
+    cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool = False, overwrite: bool = False, log: Log = print,
+    on_accept: Optional[Callable[[], None]] = None,
+) -> dict[str, Any]:
     """The training loop over `data`, writing the run directory `out_dir`; returns the summary.
 
     `train.threads` applies for the duration of the run (torch's thread count is process-wide).
@@ -137,12 +127,14 @@ def train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool = 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        return _train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log)
+        return _train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept)
     finally:
         torch.set_num_threads(previous)
 
 
-def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, overwrite: bool, log: Log) -> dict[str, Any]:
+def _train_run(
+    cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, overwrite: bool, log: Log, on_accept: Optional[Callable[[], None]],
+) -> dict[str, Any]:
     classes = data.classes
     if len(classes) < 2:
         raise UserError(f"{data.source}: only one class ({classes[0]!r}) has training images; a classifier needs two or more")
@@ -155,39 +147,56 @@ def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, 
         log = _quiet  # only rank 0 logs, shows progress and writes files
     seed_everything(cfg.train.seed)
     dtype = amp_dtype(cfg.train.amp, device)
-    # The model first: a bad model name or missing weights then leaves no empty run directory.
+    t = cfg.train
+    # Every check comes before the first write: a refused or failing command leaves the folder as it was.
+    ckpt = None
+    if resume:
+        ckpt = _resumable(out_dir, classes)
+        if _finished(ckpt["state"], t) and (out_dir / "summary.json").is_file():
+            log(f"{out_dir} has finished ({ckpt['state']['epoch'] + 1} epochs); nothing to do. Extend it with --resume --epochs N")
+            dist.barrier()
+            return read_json(out_dir / "summary.json") or {}
+    elif main:
+        check_new_run_dir(out_dir, overwrite)
     model = build_model(cfg.model, len(classes), pretrained=not resume)
-    if main:
-        prepare_run_dir(out_dir, resume, overwrite)
-    dist.barrier()  # the other ranks write nothing, but read last.pt / config after rank 0 prepared them
     dcfg = data_config(cfg.data, model)
     cfg = cfg.model_copy(deep=True)
     for key in ("image_size", "mean", "std", "crop_pct"):
         setattr(cfg.data, key, dcfg[key])  # the resolved config records what was actually used
-    if main:
-        save_config(cfg, out_dir / "config.yaml")
 
     channels_last = cfg.train.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     train_loader, val_loader, unreadable = data.make_loaders(cfg, dcfg, device)
     optimizer = create_optimizer(model, cfg.optim)
-    scheduler = create_scheduler(optimizer, cfg.sched, cfg.train.epochs, len(train_loader))
-    t = cfg.train
+    # Planned for this command's train.epochs: extending a run with --resume --epochs N continues
+    # on the schedule of an N-epoch run (for cosine: the curve stretched to the new end, so the lr
+    # rises again to where an N-epoch run would be at this update, then decays to min_lr at N).
+    scheduler = create_scheduler(optimizer, cfg.sched, t.epochs, len(train_loader))
     criterion, mixup = training_loss(t, len(classes))
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
+    state = {"epoch": -1, "best_val_acc": -1.0, "best_val_loss": float("inf"), "best_epoch": -1, "stale_epochs": 0, "updates": 0}
+    if ckpt is not None:
+        state = restore_training(ckpt, model, optimizer, scaler, ema)
+        partial = state.get("partial")
+        scheduler.step_update(num_updates=state["updates"] + (partial["batches"] if partial else 0))
+        where = f"epoch {partial['epoch'] + 1}, batch {partial['batches']}" if partial else f"the end of epoch {state['epoch'] + 1}"
+        log(f"resuming {out_dir} from {where}")
+        del ckpt
+    if main:
+        if not resume:
+            clear_run_dir(out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    if on_accept is not None:
+        on_accept()
+    dist.barrier()
     net = model  # what the loop calls: the model, wrapped for DDP and compiled when asked
     if distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if t.compile:
         net = torch.compile(net)
 
-    state = {"epoch": -1, "best_val_acc": -1.0, "best_val_loss": float("inf"), "best_epoch": -1, "stale_epochs": 0, "updates": 0}
-    if resume:
-        state = restore_training(out_dir / "last.pt", model, optimizer, scheduler, scaler, ema)
-        partial = state.get("partial")
-        where = f"epoch {partial['epoch'] + 1}, batch {partial['batches']}" if partial else f"the end of epoch {state['epoch'] + 1}"
-        log(f"resuming {out_dir} from {where}")
     metrics = MetricsLog(out_dir / "metrics.csv", keep_until_epoch=state["epoch"] if resume else None) if main else None
 
     n_params, n_train_params = count_params(model), count_params(model, trainable_only=True)
@@ -202,7 +211,6 @@ def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, 
     bad_files = {p: r for p, r in data.skipped}
     bad_files.update({str(p): "unreadable image" for p in unreadable})
     started = time.time()
-    stopped_early = False
     save_last = lambda: save_atomic(  # noqa: E731
         training_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state), out_dir / "last.pt"
     )
@@ -228,7 +236,9 @@ def _train_run(cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, 
                 last_save = time.monotonic()
             return requested
 
-        for epoch in range(state["epoch"] + 1, t.epochs):
+        first = t.epochs if _finished(state, t) else state["epoch"] + 1  # finished: only the closing steps are due
+        stopped_early = first == t.epochs and bool(t.patience) and state["stale_epochs"] >= t.patience
+        for epoch in range(first, t.epochs):
             partial = state.pop("partial", None)
             start = None
             if partial is not None:  # last.pt was saved mid-epoch; RNG states came with it
@@ -349,6 +359,26 @@ def update_best(state: dict[str, Any], epoch: int, va: EpochStats, scored: bool 
     else:
         state["stale_epochs"] += 1
     return improved
+
+
+def _resumable(out_dir: Path, classes: list[str]) -> dict[str, Any]:
+    """last.pt of `out_dir`, refused when missing or trained on other classes than `classes`."""
+    if not (out_dir / "last.pt").is_file():
+        raise UserError(f"--resume: no last.pt in {out_dir} (no epoch was saved); start it again with --overwrite instead of --resume")
+    ckpt = load_checkpoint(out_dir / "last.pt")
+    if list(ckpt["classes"]) != list(classes):
+        raise UserError(
+            f"--resume: {out_dir} was trained on {len(ckpt['classes'])} classes ({', '.join(ckpt['classes'][:4])}, ...), "
+            f"the data now has {len(classes)} ({', '.join(classes[:4])}, ...); resume with the run's own --data"
+        )
+    return ckpt
+
+
+def _finished(state: dict[str, Any], t: TrainConfig) -> bool:
+    """Whether a run in `state` has nothing left to train: all epochs, or early-stopped."""
+    if state.get("partial"):
+        return False
+    return state["epoch"] + 1 >= t.epochs or bool(t.patience and state["stale_epochs"] >= t.patience)
 
 
 def _quiet(line: str) -> None:

@@ -23,6 +23,7 @@ from comp.data.competition import Competition, Split
 from comp.data.cache import cache_fits, load_or_build
 from comp.data.images import ImageFileDataset, collate_skip_bad, unreadable_image
 from comp.engine.checkpoint import load_checkpoint
+from comp.engine.rundir import require_finished
 from comp.errors import UserError
 from comp.models.factory import build_model
 from comp.probs import write_probs
@@ -48,8 +49,13 @@ class Member:
 
 
 def find_model_dirs(path: Path) -> list[Path]:
-    """`path` itself if it holds best.pt, else its fold_*/ folders that do (a k-fold run)."""
+    """`path` itself if it holds best.pt, else its fold_*/ folders that do (a k-fold run).
+
+    An unfinished run or k-fold run is refused (`comp.engine.rundir.require_finished`): a
+    half-trained fold would otherwise join the ensemble unnoticed.
+    """
     path = Path(path)
+    require_finished(path)
     if (path / "best.pt").is_file():
         return [path]
     folds = sorted((p for p in path.glob("fold_*") if (p / "best.pt").is_file()), key=lambda p: int(p.name.split("_")[1]))

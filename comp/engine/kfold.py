@@ -19,7 +19,8 @@ from comp.config import Config, save_config
 from comp.data.competition import open_configured
 from comp.data.folds import kfold_indices, merged_labelled
 from comp.engine import distributed as dist
-from comp.engine.fit import Log, fit_split, refuse_used_dir
+from comp.engine.fit import Log, fit_split
+from comp.engine.rundir import check_fold_folder, check_new_run_dir, clear_run_dir, saved_config
 from comp.engine.logbook import write_json
 from comp.ensemble import accuracy
 from comp.errors import UserError
@@ -44,12 +45,25 @@ def fit_folds(
         log(f"note: {len(small)} classes have fewer images than {k} folds and are validated in fewer folds: {', '.join(small[:5])}")
     splits = kfold_indices(data.labels, k, cfg.train.seed)
     out_dir = Path(out_dir)
+    whole = fold is None and not resume  # a new k-fold run over the whole folder
     if dist.is_main():
-        if fold is None and not (resume or overwrite):
-            refuse_used_dir(out_dir)
+        if whole:
+            check_new_run_dir(out_dir, overwrite)
+        else:
+            check_fold_folder(out_dir, cfg)
+    written = saved_config(out_dir) is not None and not (whole and overwrite)
+
+    def accepted() -> None:
+        # Called by the first fold once its own checks have passed, before it writes anything.
+        nonlocal written
+        if written or not dist.is_main():
+            return
+        if whole:
+            clear_run_dir(out_dir, keep="fold_0")  # fold 0, the caller, has just cleared and started its own folder
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
-    dist.barrier()
+        written = True
+
     for i in [fold] if fold is not None else range(k):
         fold_dir = out_dir / f"fold_{i}"
         if resume and _finished(fold_dir, cfg):
@@ -60,7 +74,8 @@ def fit_folds(
         started = (fold_dir / "last.pt").is_file()
         fit_split(  # a fold killed before its first checkpoint has nothing to lose: start it again
             cfg, competition, data.subset(train_idx), data.subset(val_idx), fold_dir,
-            resume=resume and started, overwrite=overwrite or (resume and not started), log=log,
+            resume=resume and started, overwrite=overwrite or (resume and not started),
+            log=log, on_accept=accepted,
         )
     if not dist.is_main():
         return {}

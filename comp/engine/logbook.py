@@ -30,8 +30,10 @@ class MetricsLog:
         self.rows: list[dict[str, float]] = []
         if keep_until_epoch is not None and self.path.is_file():
             with open(self.path, newline="") as f:
+                # An empty cell is a value that was not finite or not there (no val split): NaN again.
                 self.rows = [
-                    {k: float(v) for k, v in r.items()} for r in csv.DictReader(f) if int(r["epoch"]) <= keep_until_epoch
+                    {k: float(v) if v else math.nan for k, v in r.items()}
+                    for r in csv.DictReader(f) if int(r["epoch"]) <= keep_until_epoch
                 ]
         self._rewrite()
 

@@ -58,6 +58,10 @@ class Classifier(nn.Module):
         self.head = build_head(self._head_spec, self.num_features, num_classes, self._dropout)
 
 
+# The words model.pretrained takes besides a weights file.
+PRETRAINED_WORDS = ("hub", "none", "bundled")
+
+
 def build_model(cfg: ModelConfig, num_classes: int, pretrained: bool = True) -> Classifier:
     """Create backbone `cfg.name` with weights from `cfg.pretrained`, add the head, apply freezing.
 

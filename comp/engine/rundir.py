@@ -1,0 +1,222 @@
+"""Run directories: where a run goes, what may be written into one, and in what state it is.
+
+Rules, so that every file a run leaves describes that run:
+- a new run goes into an empty or new folder; the default `runs/<config>-<time>` is claimed
+  atomically (two runs started in the same second get `-2`, `-3`, ... instead of colliding);
+- `--overwrite` removes everything of the old run (single or k-fold) before the new one writes,
+  and refuses a folder holding files comp did not write, rather than delete them;
+- `--resume` may change only the keys in `RESUME_MAY_CHANGE` (they then take effect); a k-fold
+  folder's folds must share one recipe, so there only `ENVIRONMENT_KEYS` may differ;
+- nothing is written before these checks pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+from comp.config import Config, config_from_dict
+from comp.errors import UserError
+
+# Everything a run or a k-fold run writes into its folder (fold_*/ hold runs of their own).
+RUN_FILES = frozenset({
+    "config.yaml", "best.pt", "last.pt", "metrics.csv", "curves.png", "summary.json", "val_probs.csv",
+    "skipped_files.txt", "oof.csv", "cv.json", ".best.pt.tmp", ".last.pt.tmp", "lr_find.png",
+})
+
+# Keys that describe the machine, not the recipe: they may differ between folds and on resume
+# (`data.dir`: where the same competition lies on this machine; folds can train on several).
+ENVIRONMENT_KEYS = ("data.dir", "data.workers", "data.cache", "data.cache_dir", "train.threads", "train.device", "train.checkpoint_minutes")
+
+# What `--resume` of a single run may change; each takes effect from the resume point. Extending
+# `train.epochs` re-plans the schedule for the new length (see `comp.engine.fit`). Everything else
+# (model, data split, batch size, seed, optimizer type, EMA on/off, ...) would make the run a
+# different run and is refused.
+RESUME_MAY_CHANGE = ENVIRONMENT_KEYS + (
+    "train.epochs", "train.patience", "train.label_smoothing", "train.mixup", "train.cutmix",
+    "train.mix_prob", "train.grad_clip", "train.ema_decay", "train.amp", "train.channels_last", "train.compile",
+    "optim.lr", "optim.weight_decay", "optim.momentum", "sched.", "aug.", "tta.",
+)
+
+
+def claim_default_run_dir(config_path: Path, root: Path = Path("runs")) -> Path:
+    """Create and return a new empty `runs/<config name>-<local time>[-N]` folder.
+
+    `os.mkdir` is atomic, so two runs started in the same second never share a folder.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    base = root / f"{Path(config_path).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            continue
+    raise UserError(f"could not create a new run folder next to {base}; pass --out")
+
+
+def remove_if_empty(*paths: Path) -> None:
+    """Remove each of `paths` that is an empty folder (a claimed run folder whose command failed)."""
+    for path in paths:
+        try:
+            Path(path).rmdir()
+        except OSError:
+            pass
+
+
+def foreign_files(out_dir: Path) -> list[str]:
+    """Files and folders in `out_dir` that no comp run writes (relative names)."""
+    found = []
+    for p in sorted(Path(out_dir).iterdir()):
+        if p.name.startswith("fold_") and p.is_dir():
+            found += [f"{p.name}/{q}" for q in foreign_files(p)]
+        elif p.name not in RUN_FILES:
+            found.append(p.name)
+    return found
+
+
+def check_new_run_dir(out_dir: Path, overwrite: bool) -> None:
+    """Accept `out_dir` for a new run: empty or new, or (with `overwrite`) holding only a comp run."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(f"run directory {out_dir} already holds a run; use --resume, --overwrite or a new --out")
+    if not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; pass a folder")
+    foreign = foreign_files(out_dir)
+    if foreign:
+        raise UserError(
+            f"--overwrite: {out_dir} holds files comp did not write ({', '.join(foreign[:3])}); move them away or use a new --out"
+        )
+
+
+def clear_run_dir(out_dir: Path, keep: str = "") -> None:
+    """Remove every file of an old run in `out_dir` but `keep` (checked by `check_new_run_dir` first)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return
+    for p in out_dir.iterdir():
+        if p.name == keep:
+            continue
+        if p.is_dir() and p.name.startswith("fold_"):
+            shutil.rmtree(p)
+        elif p.name in RUN_FILES:
+            p.unlink()
+
+
+def saved_config(run_dir: Path) -> Optional[Config]:
+    """The config.yaml of `run_dir` as a `Config`, or None when there is none."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    return config_from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
+
+
+def flat(cfg: Config) -> dict[str, Any]:
+    """The config as {"section.key": value} (JSON values)."""
+    return {f"{s}.{k}": v for s, section in cfg.model_dump(mode="json").items() for k, v in section.items()}
+
+
+def config_changes(old: Config, new: Config, allowed: tuple[str, ...] = ()) -> list[str]:
+    """Keys whose value differs between `old` and `new` and that are not `allowed`, as 'key a -> b'.
+
+    An allowed entry ending in "." allows a whole section (e.g. "aug."). Keys the run resolved
+    from the backbone (image size, mean, std, crop) count as unchanged when `new` leaves them unset.
+    """
+    a, b = flat(old), flat(new)
+    changed = []
+    for key in a:
+        if a[key] == b[key] or any(key == k or (k.endswith(".") and key.startswith(k)) for k in allowed):
+            continue
+        if key in ("data.image_size", "data.mean", "data.std", "data.crop_pct") and b[key] is None:
+            continue
+        changed.append(f"{key} {a[key]!r} -> {b[key]!r}")
+    return changed
+
+
+def check_resume_changes(run_dir: Path, old: Config, new: Config) -> None:
+    """Refuse a `--resume` that changes what `RESUME_MAY_CHANGE` does not allow."""
+    changed = config_changes(old, new, RESUME_MAY_CHANGE)
+    if changed:
+        raise UserError(
+            f"--resume {run_dir}: {'; '.join(changed[:3])} cannot change in a run that has started "
+            "(epochs, lr, weight decay, schedule, augmentation and regularization can); start a new run with --out"
+        )
+
+
+def check_fold_folder(out_dir: Path, cfg: Config) -> None:
+    """Folds written into one folder must share folds, seed and recipe: refuse any difference."""
+    out_dir = Path(out_dir)
+    old = saved_config(out_dir)
+    if old is None:
+        if out_dir.is_dir() and any(p.name in ("best.pt", "last.pt", "summary.json") for p in out_dir.iterdir()):
+            raise UserError(f"{out_dir} holds a single run, not k folds; use a new --out for a k-fold run")
+        return
+    if old.train.folds <= 1:
+        raise UserError(f"{out_dir} holds a single run, not k folds; use a new --out for a k-fold run")
+    changed = config_changes(old, cfg, ENVIRONMENT_KEYS)
+    if changed:
+        raise UserError(
+            f"{out_dir} holds folds of another recipe ({'; '.join(changed[:3])}); the folds of one folder must share "
+            "folds, seed and recipe: use the same config and --set values, or a new --out"
+        )
+
+
+def read_json(path: Path) -> Optional[dict[str, Any]]:
+    """A JSON file's content, or None when it is missing or damaged."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_state(run_dir: Path) -> tuple[bool, str]:
+    """(finished, words) for a single run directory: finished once summary.json is written.
+
+    The words say where an unfinished run stands, e.g. "interrupted after epoch 2 of 5".
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").is_file():
+        return True, "finished"
+    if not (run_dir / "last.pt").is_file():
+        return False, "not started"
+    from comp.engine.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    epochs = ckpt.get("config", {}).get("train", {}).get("epochs", "?")
+    return False, f"interrupted after epoch {int(ckpt['state']['epoch']) + 1} of {epochs}"
+
+
+def require_finished(run: Path) -> None:
+    """Refuse to use an unfinished run, or a k-fold run with any unfinished or missing fold.
+
+    The message gives the state of each fold and the two ways on: resume it, or pass the finished
+    folds' directories explicitly.
+    """
+    run = Path(run)
+    if (run / "best.pt").is_file() or (run / "last.pt").is_file():  # a run, or one fold of a k-fold run
+        ok, words = run_state(run)
+        if not ok:
+            raise UserError(f"{run} is an unfinished run ({words}); finish it with comp train CONFIG --resume --out {run}")
+        return
+    cfg = saved_config(run)
+    if cfg is None or cfg.train.folds <= 1:
+        return
+    states = [(i, *run_state(run / f"fold_{i}")) for i in range(cfg.train.folds)]
+    if all(ok for _, ok, _ in states):
+        return
+    listing = ", ".join(f"fold {i} {words}" for i, _, words in states)
+    done = [str(run / f"fold_{i}") for i, ok, _ in states if ok]
+    alt = f", or pass the finished folds alone ({' '.join(done)})" if done else ""
+    raise UserError(
+        f"{run} is an unfinished {cfg.train.folds}-fold run ({listing}); finish it with "
+        f"comp train CONFIG --resume --out {run}{alt}"
+    )
