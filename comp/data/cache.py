@@ -2,7 +2,8 @@
 
 Small-image competitions spend most of a CPU epoch decoding PNGs and running per-image Python
 transforms. Here every image is decoded once (threads; PIL releases the GIL) to a uint8 tensor
-(N, 3, S, S) at its eval preprocessing (short side to S / crop_pct, center crop S), stored on disk
+(N, 3, S, S) at its eval preprocessing (`transforms.eval_resize_crop`: short side to S / crop_pct,
+center crop S), stored on disk
 under a key of (file list, sizes, mtimes, S, crop) and reused by later runs, folds and predictions.
 Training batches are then gathered by index and augmented as whole batches (airbench-style): one
 random affine per image (resized crop, aspect, flip, rotation, translation) applied by a single
@@ -26,6 +27,7 @@ from PIL import Image
 
 from comp.data.images import DECODE_ERRORS, load_rgb
 from comp.data.sampling import epoch_order, epoch_seed, num_batches, rank_batches
+from comp.data.transforms import eval_resize, eval_resize_crop
 
 if TYPE_CHECKING:
     from comp.config import AugConfig
@@ -73,18 +75,11 @@ def cache_key(paths: Sequence[Path], size: int, crop_pct: float) -> str:
 
 
 def _decode(path: Path, size: int, crop_pct: float) -> Optional[np.ndarray]:
-    resize = max(size, int(round(size / crop_pct)))
     try:
-        im = load_rgb(path, draft_size=resize)
+        im = load_rgb(path, draft_size=eval_resize(size, crop_pct))
     except DECODE_ERRORS:
         return None
-    w, h = im.size
-    scale = resize / min(w, h)
-    nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
-    if (nw, nh) != (w, h):
-        im = im.resize((nw, nh), Image.BICUBIC if scale > 1 else Image.BOX if scale < 0.5 else Image.BILINEAR)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return np.array(im.crop((left, top, left + size, top + size)))  # a writable copy for torch
+    return eval_resize_crop(im, size, crop_pct)
 
 
 def decode_all(paths: Sequence[Path], size: int, crop_pct: float, threads: int = 2, progress=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,8 @@ x normalized float (B, 3, S, S), so the engine does not care which one it got.
 
 - tensor path (comp/data/cache.py): all labelled images of the competition are decoded once into
   one cached uint8 tensor (the same cache serves every fold and later runs); batches are
-  gathered by index and augmented as whole batches. Validation uses the eval crop of that tensor.
+  gathered by index and augmented as whole batches. Validation uses the eval preprocessing
+  (`transforms.eval_resize_crop`), the pixels `comp predict` sees.
 - file path: DataLoader workers decode each image every epoch and run the albumentations presets;
   chosen for large images (RandomResizedCrop then zooms into full-resolution pixels) or big data.
 """
@@ -24,8 +25,7 @@ from comp.data.competition import Split
 from comp.data.images import ImageFileDataset, collate_skip_bad
 from comp.data.sampling import EpochBatchSampler
 from comp.errors import UserError
-from comp.data.transforms import eval_preset, train_preset
-from comp.tta import center_zoom
+from comp.data.transforms import eval_preset, eval_resize, train_preset
 
 
 def use_cache(cfg: Config, paths: Sequence[Path], size: int) -> bool:
@@ -62,17 +62,18 @@ def _tensor_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress,
     images, ok = load_or_build(pool, size, 1.0, cfg.data.cache_dir, threads=max(1, cfg.data.workers), progress=progress)
     where = {Path(p): i for i, p in enumerate(pool)}
 
-    def gather(split: Split) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
+    def gather(split: Split, images: torch.Tensor, ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
         idx = torch.tensor([where[Path(p)] for p in split.paths], dtype=torch.long)
         good = ok[idx] if len(idx) else torch.zeros(0, dtype=torch.bool)
         bad = [split.paths[i] for i in (~good).nonzero().flatten().tolist()]
         return images[idx[good]], torch.tensor(split.labels, dtype=torch.long)[good], bad
 
-    tr_x, tr_y, tr_bad = gather(train)
-    va_x, va_y, va_bad = gather(val)
+    tr_x, tr_y, tr_bad = gather(train, images, ok)
     if dcfg["crop_pct"] < 1:
-        # The cache holds the whole (short-side) image; the eval crop is a center zoom of it.
-        va_x = torch.cat([center_zoom(c.float(), dcfg["crop_pct"]).round().clamp(0, 255).to(torch.uint8) for c in va_x.split(512)]) if len(va_x) else va_x
+        # Training crops come from the whole (short-side) image; validation sees the eval crop,
+        # decoded as comp predict decodes it (a second cache of the same pool at crop_pct).
+        images, ok = load_or_build(pool, size, dcfg["crop_pct"], cfg.data.cache_dir, threads=max(1, cfg.data.workers), progress=progress)
+    va_x, va_y, va_bad = gather(val, images, ok)
     augment = BatchAugment.from_config(cfg.aug)
     bs = cfg.data.batch_size
     common = dict(mean=mean, std=std, device=device, rank=rank, world=world)
@@ -126,7 +127,7 @@ def _file_loaders(
     )
     eval_tf = eval_preset(size=size, mean=mean, std=std, crop_pct=dcfg["crop_pct"])
     # JPEGs decode at a reduced DCT scale no smaller than what the transforms need.
-    draft = int(round(size / dcfg["crop_pct"]))
+    draft = eval_resize(size, dcfg["crop_pct"])
     common = dict(num_workers=cfg.data.workers, collate_fn=collate_skip_bad, pin_memory=device.type == "cuda", rank=rank, world=world)
     bs, seed = cfg.data.batch_size, cfg.train.seed
     train_batches = FileBatches(

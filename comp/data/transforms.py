@@ -1,8 +1,12 @@
-"""Albumentations presets for the file path: train and eval, keyword-only like torchvision's presets.
+"""Presets for the file path: train (albumentations) and eval, keyword-only like torchvision's presets.
 
 Size, mean and std come from the backbone's pretrained config (see `models.factory.data_config`), so
 training and prediction cannot disagree. The train defaults are the seeds' NYCU recipe:
 RandomResizedCrop 224, horizontal flip, ColorJitter(.2, .2, .2, .1), rotation 10, translate .1.
+
+Evaluation has exactly one preprocessing, `eval_resize_crop`, used by every consumer: validation
+during training (file path and tensor cache), val_probs.csv, `comp evaluate` and `comp predict`
+(cached or not). So a run's val accuracy is the accuracy of the pixels prediction will see.
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ from typing import Optional, Sequence
 
 import albumentations as A
 import cv2
+import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
+from PIL import Image
 
 
 def train_preset(
@@ -49,17 +56,50 @@ def train_preset(
     return A.Compose(ops)
 
 
-def eval_preset(*, size: int, mean: Sequence[float], std: Sequence[float], crop_pct: float = 1.0) -> A.Compose:
-    """Eval transform: resize the short side to size / crop_pct, center-crop size, normalize.
+def eval_resize(size: int, crop_pct: float) -> int:
+    """The short side an image is resized to before the eval center crop: size / crop_pct."""
+    return max(size, int(round(size / crop_pct)))
 
-    Returns a transform from a uint8 HWC RGB array to a float tensor (3, size, size).
+
+def eval_resize_crop(im: Image.Image, size: int, crop_pct: float) -> np.ndarray:
+    """The eval preprocessing: short side to `eval_resize(size, crop_pct)`, center crop size x size.
+
+    Args:
+        im: an RGB PIL image (JPEGs may already be draft-decoded to no less than the resize).
+
+    Returns:
+        uint8 array (size, size, 3). Downscaling by more than 2x uses a box filter (area
+        averaging, no aliasing), other resizes bilinear, upscaling bicubic.
     """
-    resize = max(size, int(round(size / crop_pct)))
-    return A.Compose(
-        [
-            A.SmallestMaxSize(max_size=resize, area_for_downscale="image"),
-            A.CenterCrop(height=size, width=size),
-            A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
-            ToTensorV2(),
-        ]
-    )
+    resize = eval_resize(size, crop_pct)
+    w, h = im.size
+    scale = resize / min(w, h)
+    nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BICUBIC if scale > 1 else Image.BOX if scale < 0.5 else Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.array(im.crop((left, top, left + size, top + size)))  # a writable copy for torch
+
+
+class EvalPreset:
+    """Eval transform for `ImageFileDataset`: `tf(image=uint8 HWC RGB array)["image"]`.
+
+    Returns `eval_resize_crop`'s pixels as a uint8 tensor (3, size, size), or, with mean and std,
+    normalized float (3, size, size) computed as the tensor path computes it.
+    """
+
+    def __init__(self, *, size: int, crop_pct: float = 1.0, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None):
+        self.size, self.crop_pct = size, crop_pct
+        self.mean = None if mean is None else torch.tensor(mean).view(3, 1, 1)
+        self.inv_std = None if std is None else 1.0 / torch.tensor(std).view(3, 1, 1)
+
+    def __call__(self, *, image: np.ndarray) -> dict[str, torch.Tensor]:
+        x = torch.from_numpy(eval_resize_crop(Image.fromarray(image), self.size, self.crop_pct)).permute(2, 0, 1)
+        if self.mean is not None:
+            x = x.float().mul_(1 / 255.0).sub_(self.mean).mul_(self.inv_std)
+        return {"image": x}
+
+
+def eval_preset(*, size: int, mean: Sequence[float], std: Sequence[float], crop_pct: float = 1.0) -> EvalPreset:
+    """Eval transform: `eval_resize_crop`, then normalize; uint8 HWC array -> float tensor (3, size, size)."""
+    return EvalPreset(size=size, crop_pct=crop_pct, mean=mean, std=std)

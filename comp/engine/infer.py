@@ -12,16 +12,15 @@ from pathlib import Path
 import math
 from typing import Iterator, Sequence
 
-import albumentations as A
 import torch
 import torch.nn as nn
-from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader
 
 from comp.config import Config, DataConfig, config_from_dict
 from comp.data.competition import Competition, Split
 from comp.data.cache import cache_fits, load_or_build
 from comp.data.images import ImageFileDataset, collate_skip_bad, unreadable_image
+from comp.data.transforms import EvalPreset, eval_resize
 from comp.engine.checkpoint import load_checkpoint
 from comp.engine.rundir import require_finished
 from comp.errors import UserError
@@ -75,10 +74,8 @@ def load_member(run_dir: Path, device: torch.device) -> Member:
 
 
 def decode_loader(paths: Sequence[Path], size: int, crop_pct: float, batch_size: int, workers: int) -> DataLoader:
-    """uint8 batches (B, 3, size, size): short side to size/crop_pct, center crop; bad files reported."""
-    resize = max(size, int(round(size / crop_pct)))
-    tf = A.Compose([A.SmallestMaxSize(max_size=resize, area_for_downscale="image"), A.CenterCrop(size, size), ToTensorV2()])
-    ds = ImageFileDataset(paths, list(range(len(paths))), tf, draft_size=resize)
+    """uint8 batches (B, 3, size, size) by `eval_resize_crop` (as the cache holds them); bad files reported."""
+    ds = ImageFileDataset(paths, list(range(len(paths))), EvalPreset(size=size, crop_pct=crop_pct), draft_size=eval_resize(size, crop_pct))
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip_bad)
 
 
