@@ -174,7 +174,7 @@ def demo(
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override the demo config's epochs.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="Config to train [default: configs/demo.yaml].")] = None,
 ) -> None:
-    """Build the Fashion-MNIST demo competition and run train -> predict --tta -> submit on it."""
+    """Build the Fashion-MNIST demo competition and run train (final fit on train + val) -> predict --tta -> submit on it."""
     from comp.demo import run_demo
 
     with user_errors():

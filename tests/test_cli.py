@@ -62,18 +62,23 @@ def test_missing_config_file_is_a_usage_error(tmp_path):
 
 @pytest.mark.parametrize("layout", ["folders", "csv"])
 def test_train_demo_config_end_to_end_beats_chance(tmp_path, layout):
-    """The shipped demo config (bundled lite0) for one epoch on a generated competition."""
-    data = make_competition(tmp_path / "c", classes=4, per_class=50, test_per_class=2, size=40, layout=layout, seed=1)
+    """The shipped demo config (bundled lite0) for one epoch on a generated competition.
+
+    As shipped, it holds out validation: a competition with val/ (folders) scores on val/, one
+    without (csv) on the stratified val_fraction of train.
+    """
+    val = {"val_per_class": 10} if layout == "folders" else {}
+    data = make_competition(tmp_path / "c", classes=4, per_class=50, test_per_class=2, size=40, layout=layout, seed=1, **val)
     run = tmp_path / "run"
     result = runner.invoke(
         app,
         ["train", str(ROOT / "configs" / "demo.yaml"), "--data", str(data), "--out", str(run), "--epochs", "1",
-         "--set", "data.image_size=48", "--set", "data.workers=0", "--set", "data.val_fraction=0.2",
-         "--set", "data.train_on_val=false"],  # the shipped config is a final fit; hold out to score it
+         "--set", "data.image_size=48", "--set", "data.workers=0"],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((run / "summary.json").read_text())
     assert summary["model"] == "tf_efficientnet_lite0" and summary["epochs_run"] == 1
+    assert summary["val_images"] == (40 if layout == "folders" else 20)
     assert summary["best_val_acc"] >= 0.6  # chance is 0.25
     assert "best val acc" in result.output
     assert {"config.yaml", "best.pt", "last.pt", "metrics.csv", "curves.png", "summary.json"} <= {p.name for p in run.iterdir()}

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 import comp.data.sources as sources
 from comp.data.competition import open_competition
@@ -80,3 +81,5 @@ def test_run_demo_end_to_end(fashion_dir, tmp_path, monkeypatch):
     assert result["test_acc"] == pytest.approx(score(Path(result["prediction"]), tmp_path / "demo" / "answers.csv"))
     assert lines[-1].startswith("test accuracy") and "total" in lines[-1]
     assert (tmp_path / "demo" / "submissions" / "history.csv").is_file()
+    # The demo submits, so it trains the final fit on train + val; the config itself holds out val.
+    assert yaml.safe_load((tmp_path / "demo" / "run" / "config.yaml").read_text())["data"]["train_on_val"] is True
