@@ -109,7 +109,9 @@ def test_shipped_suites_validate():
     from comp.factors import row_config
 
     fake = SimpleNamespace(size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    for path in sorted(Path("configs/factors").glob("*.yaml")):
+    suites = sorted((Path(__file__).resolve().parents[1] / "configs" / "factors").glob("*.yaml"))
+    assert [p.stem for p in suites] == ["cifar10", "cifar100", "fashion-mnist", "tiny-imagenet"]  # from any working directory
+    for path in suites:
         suite = load_suite(path)
         assert "base" in suite["rows"] and len(suite["rows"]) >= 5, path
         for name, raw in suite["rows"].items():
@@ -129,14 +131,53 @@ def test_lr_range_test_suggests_a_rate_below_the_blow_up():
     )
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the model itself is untouched
     assert 1e-4 < lr < lrs[-1] and min(losses) < losses[0]
-    assert suggest_lr([1e-3, 1e-2, 1e-1], [1.0, 0.9, 2.0]) in (1e-3, 1e-2, 1e-1)
 
 
-def test_batch_size_finder_returns_a_candidate():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+
+def test_suggest_lr_is_the_steepest_descent():
+    lrs = np.logspace(-6, 0, 31)
+    x = np.log10(lrs)
+    # The loss falls fastest at lr = 1e-3 (index 15), then blows up past 1e-1.
+    losses = 2 - np.tanh(2 * (x + 3)) + 50 * np.clip(x + 1, 0, None)
+    assert suggest_lr(list(lrs), list(losses)) == lrs[15]
+    assert suggest_lr([1e-3, 1e-2, 1e-1], [1.0, 0.9, 2.0]) == 1e-2  # too short to differentiate: the middle
+
+
+class _Clocked(nn.Module):
+    """A model whose forward pass advances a fake clock by `cost[batch size]` seconds.
+
+    The clock is a class attribute: the finder trains a deep copy of the model.
+    """
+
+    clock = [0.0]
+
+    def __init__(self, cost):
+        super().__init__()
+        self.cost, self.fc = cost, nn.Linear(4, 2)
+
+    def forward(self, x):
+        self.clock[0] += self.cost[len(x)]
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("cost, oom_from, expected", [
+    ({8: 1.0, 16: 1.0, 32: 3.0, 64: 1.0}, None, 16),  # 32 is slower per image than 16: stop there
+    ({8: 1.0, 16: 1.0, 32: 1.0, 64: 1.0}, 64, 32),  # 64 does not fit: the largest that did
+    ({8: 1.0, 16: 2.0, 32: 4.0, 64: 8.0}, None, 8),  # no gain from larger batches: the smallest
+])
+def test_batch_size_finder_picks_the_fastest_that_fits(monkeypatch, cost, oom_from, expected):
+    import comp.engine.finders as finders
+
+    clock = _Clocked.clock
+    monkeypatch.setattr(finders.time, "perf_counter", lambda: clock[0])
+
+    def sample(b):
+        if oom_from and b >= oom_from:
+            raise torch.OutOfMemoryError("fake")
+        return torch.randn(b, 4), torch.randint(0, 2, (b,))
+
     bs = find_batch_size(
-        model, lambda b: (torch.randn(b, 3, 8, 8), torch.randint(0, 4, (b,))),
-        lambda m: torch.optim.SGD(m.parameters(), lr=0.1), nn.CrossEntropyLoss(), device=torch.device("cpu"),
-        candidates=(8, 16, 32),
+        _Clocked(cost), sample, lambda m: torch.optim.SGD(m.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+        device=torch.device("cpu"), candidates=(8, 16, 32, 64),
     )
-    assert bs in (8, 16, 32)
+    assert bs == expected
