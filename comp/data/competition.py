@@ -1,6 +1,6 @@
 """Competition folders: layout detection, class names, test ids and the submission format.
 
-Two layouts are recognised (see DESIGN.md):
+Two layouts are recognised (see docs/contract.md):
 
 1. folders: `train/<class>/*`, optional `val/<class>/*`, `test/*`, optional `sample_submission.csv`;
 2. csv: `train.csv` (id + label columns) with `train/`, `train_images/` or `images/`, a test folder

@@ -2,7 +2,7 @@
 
 Each class is a shape (circle, square, triangle, ...) in a random colour, size and position on a
 noisy background, so a pretrained backbone learns it in one short epoch while chance stays at
-1 / classes. Both layouts of DESIGN.md can be written; the test answers go to `answers.csv`, which
+1 / classes. Both layouts (folders, CSV; docs/contract.md) can be written; the test answers go to `answers.csv`, which
 no layout reads.
 
     python -m comp.data.synthetic DIR [--classes 4] [--per-class 60] [--size 48] [--layout folders|csv]
