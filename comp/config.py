@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -65,7 +65,7 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     dir: Optional[str] = None  # competition folder; `--data DIR` sets it
-    image_size: Optional[int] = Field(None, gt=0)  # None: the backbone's pretrained input size
+    image_size: Optional[int] = Field(None, ge=16)  # None: the backbone's pretrained input size
     crop_pct: Optional[float] = Field(None, gt=0, le=1)  # eval resize = size / crop_pct, then center crop; None: backbone's
     mean: Optional[tuple[float, float, float]] = None  # None: the backbone's pretrained normalization
     std: Optional[tuple[float, float, float]] = None
@@ -78,11 +78,18 @@ class DataConfig(_Section):
     id_column: Optional[str] = None  # CSV layout: train.csv id column; None: detected
     label_column: Optional[str] = None  # CSV layout: train.csv label column; None: detected
 
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, v: Optional[tuple[float, float, float]]) -> Optional[tuple[float, float, float]]:
+        if v is not None and min(v) <= 0:
+            raise ValueError("every std must be > 0 (images are divided by it)")
+        return v
+
 
 class HeadConfig(_Section):
     """A free-form head: pooled features -> [Linear -> (BN) -> act -> Dropout] x len(hidden) -> Linear."""
 
-    hidden: list[int] = []  # e.g. [512] or [1024, 256]; [] is a linear head
+    hidden: list[Annotated[int, Field(gt=0)]] = []  # e.g. [512] or [1024, 256]; [] is a linear head
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)  # after each hidden layer
     bn: bool = False  # BatchNorm1d after each hidden Linear
@@ -161,12 +168,36 @@ class AugConfig(_Section):
     erase: float = Field(0.0, ge=0, le=1)  # random erasing (Cutout-like) probability; try 0.25
     trivial_augment: bool = False  # TrivialAugmentWide (tensor path: one op per group of 8 images)
 
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] <= 1:
+            raise ValueError("scale is [min, max] with 0 < min <= max <= 1 (shares of the image area)")
+        return v
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("ratio is [min, max] with 0 < min <= max (width / height)")
+        return v
+
 
 class TTAConfig(_Section):
     """Test-time augmentation used by `comp predict --tta` / `comp evaluate --tta` (see comp/tta.py)."""
 
     views: list[str] = ["identity", "hflip"]  # e.g. [identity, hflip, rot10, rot-10, crop0.9, scale1.15]
     merge: Literal["mean", "geometric", "logit"] = "mean"  # mean of probabilities; geometric = logit (mean of logits)
+
+    @field_validator("views")
+    @classmethod
+    def _known_views(cls, v: list[str]) -> list[str]:
+        from comp.tta import parse_views  # checked when the config loads, not first at predict time
+
+        try:
+            return parse_views(v)
+        except UserError as e:
+            raise ValueError(str(e)) from None
 
 
 class Config(_Section):
@@ -212,7 +243,9 @@ def read_yaml_mapping(path: Path, what: str, hint: str, expected: str) -> dict[s
     if not path.is_file():
         raise UserError(f"{what} not found: {path} ({hint})")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from e
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the file") from e
     if not isinstance(raw, dict):
@@ -253,9 +286,10 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     for part in parts[:-1]:
         child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            return  # `data: 5` stays 5, so validation reports it (a section replaced by defaults would hide it)
         node = child
     node[parts[-1]] = value
 
@@ -282,7 +316,13 @@ def _explain(err: ValidationError, path: Path, overridden: set[str]) -> str:
     # Union branches also append their type name to loc ("HeadConfig", "str", ...); keep the user's keys.
     loc = tuple(p for p in first["loc"] if isinstance(p, int) or (_KEY.match(p) and p not in _TYPE_NAMES))
     key = ".".join(str(p) for p in loc)
-    source = f"--set {key}" if key in overridden else str(path)
+    # The --set that set this key or a section holding it; for an unknown key, also one below it
+    # (`--set foo.bar=1` creates the unknown `foo`). A --set inside a bad section is not its source.
+    def touched(o: str) -> bool:
+        return o == key or key.startswith(o + ".") or (first["type"] == "extra_forbidden" and o.startswith(key + "."))
+
+    setter = next((o for o in sorted(overridden) if touched(o)), None)
+    source = f"--set {setter}" if setter else str(path)
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 and first["type"] != "value_error" else ""
     if first["type"] == "extra_forbidden":
         close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=1)
