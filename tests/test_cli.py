@@ -120,7 +120,7 @@ def test_python_dash_m_comp_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "comp", "data", "check", str(tmp_path / "missing")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: data folder not found: {tmp_path / 'missing'} (pass the competition folder with --data DIR)"]
+    assert proc.stderr.strip().splitlines() == [f"error: data folder not found: {tmp_path / 'missing'}; pass the competition folder (the one holding train/ or train.csv)"]
 
 
 def test_train_folds_predict_tta_submit_via_cli(tmp_path, shapes, tiny_config, monkeypatch):

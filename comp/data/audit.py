@@ -113,7 +113,10 @@ def audit_competition(root: Path | str, id_column: Optional[str] = None, label_c
 def format_report(report: AuditReport, limit: int = 10) -> str:
     """Human-readable text of an `AuditReport`."""
     comp = report.competition
-    lines = [f"layout: {comp.layout}  ({comp.root})", f"classes: {len(comp.classes)}"]
+    lines = [f"layout: {comp.layout}  ({comp.root})"]
+    if comp.id_column is not None:  # which train.csv columns were read, so a wrong pick shows at once
+        lines.append(f"train.csv columns: id {comp.id_column!r}, label {comp.label_column!r}")
+    lines.append(f"classes: {len(comp.classes)}")
     val_counts = comp.class_counts(comp.val) if comp.val else {}
     width = max(len(c) for c in comp.classes)
     for name, n in comp.class_counts().items():

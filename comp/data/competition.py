@@ -13,6 +13,7 @@ otherwise lexicographic; predictions are always written as names, never as indic
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,8 @@ class Competition:
     submission: SubmissionFormat
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path or row, reason)
     test_problem: Optional[str] = None  # why the test set is unusable; training still works
+    id_column: Optional[str] = None  # CSV layout: the train.csv columns used
+    label_column: Optional[str] = None
 
     def require_test(self) -> None:
         """Raise the reason the test set cannot be predicted, if there is one."""
@@ -132,7 +135,7 @@ def open_competition(
     """
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"data folder not found: {root} (pass the competition folder with --data DIR)")
+        raise UserError(f"data folder not found: {root}; pass the competition folder (the one holding train/ or train.csv)")
     if (root / "train.csv").is_file():
         return _open_csv(root, id_column, label_column)
     if (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
@@ -213,7 +216,7 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str])
     image_dir = next((root / d for d in TRAIN_IMAGE_DIRS if (root / d).is_dir()), None)
     if image_dir is None:
         raise UserError(f"{root}: train.csv found but no image folder; expected one of {', '.join(TRAIN_IMAGE_DIRS)}/")
-    files = _FileIndex(list_images(image_dir))
+    files = _FileIndex(list_images(image_dir), image_dir)
     other = other_files(image_dir)
     id_col = id_column or _detect_id_column(df, files, csv_path)
     lab_col = label_column or _detect_label_column(df, id_col, csv_path)
@@ -222,20 +225,35 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str])
             raise UserError(f"{csv_path}: no column {col!r}; columns are {list(df.columns)}")
 
     skipped: list[tuple[str, str]] = [(str(p), "not an image file (extension)") for p in other]
-    rows = []
-    for image_id, label in zip(df[id_col], df[lab_col]):
-        path = files.find(image_id)
-        if path is None:
+    rows: dict[Path, str] = {}  # one training sample per image file
+    for line, (image_id, label) in enumerate(zip(df[id_col], df[lab_col]), start=2):
+        found = files.lookup(image_id)
+        if len(found) > 1:
+            names = ", ".join(p.relative_to(root).as_posix() for p in found[:3])
+            raise UserError(
+                f"{csv_path}: id {image_id!r} (line {line}) matches {len(found)} images ({names}); "
+                f"write ids as paths relative to {image_dir.name}/, e.g. {found[0].relative_to(image_dir).as_posix()!r}"
+            )
+        if not found:
             skipped.append((f"train.csv id {image_id!r}", f"no such image in {image_dir.name}/"))
-        elif not label.strip():
+            continue
+        path, label = found[0], label.strip()
+        if not label:
             skipped.append((str(path), "empty label in train.csv"))
+        elif path not in rows:
+            rows[path] = label
+        elif rows[path] != label:
+            raise UserError(
+                f"{csv_path}: {path.relative_to(root).as_posix()} is listed with two labels ({rows[path]!r} and "
+                f"{label!r}, line {line}); keep one row per image"
+            )
         else:
-            rows.append((path, label.strip()))
+            skipped.append((f"train.csv line {line}", f"duplicate row for {path.relative_to(root).as_posix()} (used once)"))
     if not rows:
         raise UserError(f"{csv_path}: no row of column {id_col!r} matches an image in {image_dir}/")
-    classes = sort_class_names(label for _, label in rows)
+    classes = sort_class_names(rows.values())
     index = {c: i for i, c in enumerate(classes)}
-    train = Split([p for p, _ in rows], [index[lab] for _, lab in rows])
+    train = Split(list(rows), [index[lab] for lab in rows.values()])
 
     test_dir = next((root / d for d in TEST_IMAGE_DIRS if (root / d).is_dir()), None)
     test_paths = list_images(test_dir) if test_dir else []
@@ -244,37 +262,76 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str])
         used = set(train.paths)
         test_paths = [p for p in files.paths if p not in used]
     submission, test_paths, test_ids, problem = _test_set(root, test_paths)
-    return Competition(root, "csv", classes, train, None, test_paths, test_ids, submission, skipped, problem)
+    return Competition(root, "csv", classes, train, None, test_paths, test_ids, submission, skipped, problem, id_col, lab_col)
 
 
 class _FileIndex:
-    """Look up image files by file name or by stem (ids in CSVs come either way)."""
+    """Look up image files by their CSV id: a path relative to the image folder, a file name or a stem.
 
-    def __init__(self, paths: list[Path]):
+    A relative path ("dog/000.png", with or without the extension, optionally starting with the
+    image folder's own name) matches exactly one file. A bare name or stem matches every file of
+    that name in any subfolder; `lookup` returns them all, so a caller can refuse the ambiguity
+    instead of picking one.
+    """
+
+    def __init__(self, paths: list[Path], root: Optional[Path] = None):
         self.paths = paths
-        self.by_name: dict[str, Path] = {}
-        self.by_stem: dict[str, Path] = {}
+        if root is None and paths:
+            root = Path(os.path.commonpath([p.parent for p in paths]))
+        self.root_parts = Path(root).parts if root is not None else ()
+        self.by_rel: dict[str, Path] = {}
+        self.by_name: dict[str, list[Path]] = {}
         for p in paths:
-            self.by_name.setdefault(p.name, p)
-            self.by_stem.setdefault(p.stem, p)
+            rel = p.relative_to(root).as_posix() if root is not None else p.name
+            self.by_rel.setdefault(rel, p)
+            if p.suffix:
+                self.by_rel.setdefault(rel[: -len(p.suffix)], p)
+            for key in dict.fromkeys((p.name, p.stem)):
+                self.by_name.setdefault(key, []).append(p)
+
+    def lookup(self, key: str) -> list[Path]:
+        """Every file `key` may mean: one for a relative path, possibly several for a bare name."""
+        parts = [part for part in key.strip().replace("\\", "/").split("/") if part not in ("", ".")]
+        if len(parts) == 1:
+            return list(self.by_name.get(parts[0], []))
+        for i in range(len(parts)):
+            # The id may start with the image folder's own name ("train_images/0001.jpg").
+            if i and tuple(parts[:i]) != self.root_parts[len(self.root_parts) - i:]:
+                continue
+            hit = self.by_rel.get("/".join(parts[i:]))
+            if hit is not None:
+                return [hit]
+        return []  # a path that names no file never falls back to another folder's file of that name
 
     def find(self, key: str) -> Optional[Path]:
-        key = key.strip()
-        name = key.rsplit("/", 1)[-1]
-        return self.by_name.get(name) or self.by_stem.get(name)
+        """The one file `key` means, or None (no file, or several: see `lookup`)."""
+        found = self.lookup(key)
+        return found[0] if len(found) == 1 else None
 
 
 def _detect_id_column(df: pd.DataFrame, files: _FileIndex, csv_path: Path) -> str:
-    sample = df.head(200)
-    best, best_hits = None, 0
+    """The column whose values address the most distinct image files.
+
+    A label column can match files too (labels 0-2 and files 0.png-2.png), but it addresses only
+    as many files as there are classes; the id column addresses one per row. Columns that tie
+    and map rows to different files are ambiguous: the user is asked for `data.id_column`.
+    """
+    mappings = {}
     for col in df.columns:
-        hits = sum(files.find(v) is not None for v in sample[col])
-        if hits > best_hits:
-            best, best_hits = col, hits
-    if best is None:
+        found = [files.lookup(v) for v in df[col]]
+        mappings[col] = [f[0] if len(f) == 1 else None for f in found]
+    distinct = {col: len({p for p in m if p is not None}) for col, m in mappings.items()}
+    best = max(df.columns, key=lambda c: distinct[c]) if len(df.columns) else None
+    if best is None or distinct[best] == 0:
         raise UserError(
-            f"{csv_path}: no column holds image file names or stems; set data.id_column=<column> "
+            f"{csv_path}: no column holds image file names, stems or paths; set data.id_column=<column> "
             f"(columns: {list(df.columns)})"
+        )
+    rivals = [c for c in df.columns if c != best and distinct[c] == distinct[best] and mappings[c] != mappings[best]]
+    if rivals:
+        raise UserError(
+            f"{csv_path}: columns {best!r} and {rivals[0]!r} both name {distinct[best]} image files; "
+            f"set data.id_column=<column> (--id-column for comp data check)"
         )
     return best
 
@@ -312,6 +369,13 @@ def _test_set(
         else:
             if len(sample.columns) < 2:
                 problem = f"{sample_path}: expected an id column and a label column, got {list(sample.columns)}"
+            elif len(sample.columns) > 2:
+                # Refused up front: predict would write two columns that submit then rejects.
+                extra = [str(c) for c in sample.columns[2:]]
+                problem = (
+                    f"{sample_path}: columns {[str(c) for c in sample.columns]}, but comp writes an id and one label "
+                    f"column and cannot fill {extra}; if the competition does not score them, remove them from the sample"
+                )
     if sample is None or problem:
         ids = [p.stem for p in test_paths]
         dupes = [i for i, n in Counter(ids).items() if n > 1]
@@ -322,10 +386,18 @@ def _test_set(
     has_ext = sum(is_image_file(Path(i)) for i in ids)
     style: Literal["stem", "name"] = "name" if ids and has_ext > len(ids) / 2 else "stem"
     index = _FileIndex(test_paths)
-    found = [index.find(i) for i in ids]
-    missing = [i for i, p in zip(ids, found) if p is None]
+    matches = [index.lookup(i) for i in ids]
+    found = [m[0] if len(m) == 1 else None for m in matches]
+    missing = [i for i, m in zip(ids, matches) if not m]
+    ambiguous = [(i, m) for i, m in zip(ids, matches) if len(m) > 1]
+    repeated = [i for i, n in Counter(ids).items() if n > 1]
     problem = None
-    if missing:
+    if repeated:
+        problem = f"{sample_path}: id {repeated[0]!r} appears {ids.count(repeated[0])} times; each test id must appear once"
+    elif ambiguous:
+        i, m = ambiguous[0]
+        problem = f"{sample_path}: id {i!r} matches {len(m)} test images ({', '.join(p.name for p in m[:3])}); rename one"
+    elif missing:
         problem = (
             f"{sample_path}: {len(missing)} of {len(ids)} ids have no test image (first: {missing[0]!r}); "
             "check the test folder matches the sample submission"

@@ -53,7 +53,10 @@ def kfold_indices(labels: list[int], k: int, seed: int) -> list[tuple[list[int],
 
     counts = np.bincount(np.asarray(labels))
     if k > len(labels) or counts[counts > 0].max() < k:
-        raise UserError(f"--folds {k}: every class has fewer than {k} images; use fewer folds (e.g. --folds {max(2, int(counts.max()))})")
+        most = int(counts.max())
+        if most < 2:
+            raise UserError(f"--folds {k}: every class has a single image, so no fold can validate a class it also trains on; add images")
+        raise UserError(f"--folds {k}: every class has fewer than {k} images; use fewer folds (at most --folds {most})")
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed % 2**32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class ..." - reported by the caller
