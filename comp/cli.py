@@ -119,6 +119,8 @@ def predict(
     merge: Annotated[Optional[str], typer.Option("--merge", help="mean (of probabilities), geometric or logit (the same: mean of logits).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Decoding processes.")] = 2,
+    id_column: Annotated[Optional[str], typer.Option("--id-column", help="CSV layout: train.csv id column [default: the run's].")] = None,
+    label_column: Annotated[Optional[str], typer.Option("--label-column", help="CSV layout: train.csv label column [default: the run's].")] = None,
 ) -> None:
     """Ensemble of runs and their folds x TTA views -> prediction CSV + class probabilities."""
     from comp.predict import predict as predict_run
@@ -128,7 +130,8 @@ def predict(
             raise UserError(f"--merge {merge!r}: use mean, geometric or logit (geometric = logit mean)")
         predict_run(
             runs, data=data, tta=tta, views=tta_views, out=out, weights=_floats(weights, "--weights"),
-            merge_rule=merge, batch_size=batch_size, workers=workers, log=typer.echo,
+            merge_rule=merge, batch_size=batch_size, workers=workers, id_column=id_column, label_column=label_column,
+            log=typer.echo,
         )
 
 
@@ -158,12 +161,16 @@ def submit(
     message: Annotated[str, typer.Option("-m", "--message", help="Note kept in submissions/history.csv.")] = "",
     kaggle: Annotated[Optional[str], typer.Option("--kaggle", help="Also submit with the Kaggle CLI to this competition.")] = None,
     directory: Annotated[Path, typer.Option("--dir", help="Archive folder.")] = Path("submissions"),
+    id_column: Annotated[Optional[str], typer.Option("--id-column", help="CSV layout: train.csv id column [default: from _meta.json].")] = None,
+    label_column: Annotated[Optional[str], typer.Option("--label-column", help="CSV layout: train.csv label column [default: from _meta.json].")] = None,
 ) -> None:
     """Validate against the sample submission, archive under submissions/, optionally submit to Kaggle."""
     from comp.submit import submit as submit_file
 
     with user_errors():
-        row = submit_file(prediction, data=data, message=message, kaggle=kaggle, directory=directory)
+        row = submit_file(
+            prediction, data=data, message=message, kaggle=kaggle, directory=directory, id_column=id_column, label_column=label_column,
+        )
     agreement = f", agrees {float(row['agreement_with_previous']):.1%} with the previous" if row["agreement_with_previous"] else ""
     typer.echo(f"valid; archived {row['path']} and {Path(row['zip']).name}{agreement}")
 
@@ -226,8 +233,8 @@ def factors(
 )
 def data_check(
     directory: Annotated[Path, typer.Argument(help="Competition folder.")],
-    id_column: Annotated[Optional[str], typer.Option(help="CSV layout: train.csv id column.")] = None,
-    label_column: Annotated[Optional[str], typer.Option(help="CSV layout: train.csv label column.")] = None,
+    id_column: Annotated[Optional[str], typer.Option("--id-column", help="CSV layout: train.csv id column.")] = None,
+    label_column: Annotated[Optional[str], typer.Option("--label-column", help="CSV layout: train.csv label column.")] = None,
 ) -> None:
     """Audit a competition folder: layout, classes and counts, unreadable or odd images, duplicates."""
     from comp.data.audit import audit_competition, format_report

@@ -7,11 +7,27 @@ softmax of the mean logits (log-softmax differs from the logits by a per-sample 
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
 
+from comp.errors import UserError
+
 EPS = 1e-12
+
+
+def check_weights(weights: Sequence[float], n: int, what: str = "--weights") -> list[float]:
+    """`weights` as floats, refused unless there are `n` of them, finite, >= 0, with a positive sum.
+
+    NaN or inf weights would turn every probability into NaN (and every label into class 0).
+    """
+    w = [float(x) for x in weights]
+    if len(w) != n:
+        raise UserError(f"{what} has {len(w)} values for {n} runs; give one per run")
+    if not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
+        raise UserError(f"{what} {','.join(f'{x:g}' for x in w)}: weights must be finite, >= 0 and not all 0")
+    return w
 
 
 def merge(probs: torch.Tensor, weights: Optional[Sequence[float]] = None, rule: str = "mean") -> torch.Tensor:
@@ -27,9 +43,7 @@ def merge(probs: torch.Tensor, weights: Optional[Sequence[float]] = None, rule: 
         (N, C) probabilities, rows summing to 1.
     """
     m = probs.shape[0]
-    w = torch.ones(m, dtype=probs.dtype) if weights is None else torch.as_tensor(list(weights), dtype=probs.dtype)
-    if w.shape != (m,) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"need {m} non-negative weights with a positive sum, got {list(map(float, w))}")
+    w = torch.ones(m, dtype=probs.dtype) if weights is None else torch.as_tensor(check_weights(weights, m), dtype=probs.dtype)
     w = (w / w.sum()).to(probs.device).view(m, 1, 1)
     if rule == "mean":
         return (probs * w).sum(0)

@@ -72,6 +72,8 @@ def evaluate(
     """
     if not runs:
         raise UserError("no runs given; pass one or more run directories")
+    if views is not None and not tta:
+        raise UserError("--tta-views needs --tta (the views are what --tta scores)")
     dev = resolve_device(device)
     if tta:
         view_list = parse_views(views) if views else _configured_views(runs, dev)

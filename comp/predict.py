@@ -26,7 +26,7 @@ from comp.engine.epoch import resolve_device
 from comp.engine.fit import Log
 from comp.engine.infer import Member, find_model_dirs, load_member, predict_views, shared_classes
 from comp.engine.logbook import LiveProgress, write_json
-from comp.ensemble import merge
+from comp.ensemble import check_weights, merge
 from comp.errors import UserError
 from comp.probs import read_probs, write_probs
 from comp.tta import parse_views
@@ -67,6 +67,8 @@ def predict(
     device: str = "auto",
     batch_size: int = 64,
     workers: int = 2,
+    id_column: Optional[str] = None,
+    label_column: Optional[str] = None,
     log: Log = print,
 ) -> dict[str, Any]:
     """Predict the competition's test set with an ensemble; write CSV, probabilities and metadata.
@@ -77,14 +79,23 @@ def predict(
         tta: use each run's configured views (or `views`); False = identity only.
         weights: one weight per entry of `runs`.
         merge_rule: "mean" or "geometric"; default the first run's `tta.merge`.
+        id_column, label_column: train.csv columns (CSV layout); default the first run's config, or
+            for probability tables the columns recorded in their `_meta.json`.
 
     Returns:
         The metadata written to `<out stem>_meta.json`.
     """
     if not runs:
         raise UserError("no runs given; pass one or more run directories, e.g. comp predict runs/demo-1")
-    if weights is not None and len(weights) != len(runs):
-        raise UserError(f"--weights has {len(weights)} values for {len(runs)} runs; give one per run")
+    # Everything a user typed is checked before any model runs.
+    if weights is not None:
+        weights = check_weights(weights, len(runs))
+    if views is not None:
+        if not tta:
+            raise UserError("--tta-views needs TTA; drop --no-tta (or the views)")
+        views = parse_views(views)
+    if Path(out).is_dir():
+        raise UserError(f"--out {out} is a folder; pass a file name, e.g. {Path(out) / 'prediction.csv'}")
     dev = resolve_device(device)
     if dist.setup(dev.type) and dev.type == "cuda":
         dev = torch.device("cuda", dist.local_rank())
@@ -93,12 +104,16 @@ def predict(
     members = {r: [load_member(d, dev) for d in find_model_dirs(r)] for r in run_dirs}
     all_members = [m for ms in members.values() for m in ms]
     first_cfg = all_members[0].cfg if all_members else None
-    data = data or (Path(first_cfg.data.dir) if first_cfg and first_cfg.data.dir else None)
+    recorded = _table_meta(tables[0]) if tables else {}
+    data = data or (Path(first_cfg.data.dir) if first_cfg and first_cfg.data.dir else None) or (
+        Path(recorded["data"]) if recorded.get("data") else None)
     if data is None:
         raise UserError("no data folder: pass --data DIR (the competition the runs were trained on)")
-    competition = open_competition(data, *(
-        (first_cfg.data.id_column, first_cfg.data.label_column) if first_cfg else (None, None)
-    ))
+    competition = open_competition(
+        data,
+        id_column or (first_cfg.data.id_column if first_cfg else recorded.get("id_column")),
+        label_column or (first_cfg.data.label_column if first_cfg else recorded.get("label_column")),
+    )
     competition.require_test()
     classes = shared_classes(all_members) if all_members else competition.classes
     if classes != competition.classes:
@@ -145,12 +160,23 @@ def predict(
         "merge": rule,
         "cv_score": sum(scores) / len(scores) if scores else None,
         "images": len(competition.test_ids),
-        "data": str(Path(data)),
+        "data": str(Path(data).resolve()),
+        "id_column": competition.id_column,  # the train.csv columns (CSV layout), for comp submit
+        "label_column": competition.label_column,
     }
     write_json(meta, meta_path)
     log(f"wrote {csv_path} ({len(competition.test_ids)} rows), {probs_path.name}, {meta_path.name} "
         f"from {len(all_members)} models x views {sorted({v for vs in used_views.values() for v in vs}) or '-'}")
     return meta
+
+
+def _table_meta(table: Path) -> dict[str, Any]:
+    """The `_meta.json` written beside a `*_probs.csv` table, or {}."""
+    meta = table.with_name(table.name[: -len("_probs.csv")] + "_meta.json") if table.name.endswith("_probs.csv") else None
+    try:
+        return json.loads(meta.read_text()) if meta is not None and meta.is_file() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _gathered(probs: list[torch.Tensor], n: int) -> list[torch.Tensor]:

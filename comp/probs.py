@@ -1,9 +1,11 @@
 """Probability tables on disk: one row per image, metadata columns first, then one column per class.
 
 Used for `val_probs.csv` (per run), `oof.csv` (k-fold) and `<prediction>_probs.csv`, so runs can be
-re-scored and re-ensembled without running the models again. Columns are read by position (the
-metadata count is stored in the header name `n_meta`-free way: metadata columns are the ones named
-in `META_COLUMNS`), so a class may be called anything except those names.
+re-scored and re-ensembled without running the models again. The leading columns named in
+`META_COLUMNS` (always `id`, then `label` and `fold` when present, in that order) are metadata;
+every later column is a class. A class may be called anything: a class name that equals a
+metadata name or starts with the escape character `\\` is written with one more `\\` in front
+(a class called `label` has the column `\\label`), and reading removes it again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,16 @@ import torch
 from comp.errors import UserError
 
 META_COLUMNS = ("id", "label", "fold")
+ESCAPE = "\\"
+
+
+def class_column(name: str) -> str:
+    """The column header of class `name` (escaped where it could be read as metadata)."""
+    return ESCAPE + name if name in META_COLUMNS or name.startswith(ESCAPE) else name
+
+
+def _class_name(column: str) -> str:
+    return column[len(ESCAPE):] if column.startswith(ESCAPE) else column
 
 
 def write_probs(path: Path, ids: Sequence[str], probs: torch.Tensor, classes: Sequence[str], **meta: Sequence) -> None:
@@ -25,22 +37,32 @@ def write_probs(path: Path, ids: Sequence[str], probs: torch.Tensor, classes: Se
     for key in ("label", "fold"):
         if key in meta:
             df[key] = list(meta[key])
-    df = pd.concat([df, pd.DataFrame(probs.numpy(), columns=list(classes))], axis=1)
+    df = pd.concat([df, pd.DataFrame(probs.numpy(), columns=[class_column(c) for c in classes])], axis=1)
     df.to_csv(path, index=False, float_format="%.6g")
 
 
 def read_probs(path: Path) -> tuple[list[str], torch.Tensor, list[str], dict[str, list]]:
     """Read a table written by `write_probs`: (ids, (N, C) probs, classes, {meta column: values})."""
     try:
-        df = pd.read_csv(path, dtype={"id": str, "label": str}, keep_default_na=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise UserError(f"cannot read probabilities {path} ({e}); pass a *_probs.csv written by comp predict") from e
-    meta_cols = [c for c in df.columns[:3] if c in META_COLUMNS]
-    if not meta_cols or meta_cols[0] != "id":
+    columns = [str(c) for c in df.columns]
+    if not columns or columns[0] != "id":
         raise UserError(f"{path} is not a comp probability table (first column must be 'id')")
-    classes = [str(c) for c in df.columns[len(meta_cols):]]
-    probs = torch.tensor(df[df.columns[len(meta_cols):]].to_numpy(dtype="float32"))
-    return df["id"].astype(str).tolist(), probs, classes, {c: df[c].tolist() for c in meta_cols[1:]}
+    n_meta = 1
+    for name in META_COLUMNS[1:]:  # in their fixed order, each at most once
+        if n_meta < len(columns) and columns[n_meta] == name:
+            n_meta += 1
+    classes = [_class_name(c) for c in columns[n_meta:]]
+    try:
+        probs = torch.tensor(df.iloc[:, n_meta:].replace("", "nan").to_numpy(dtype="float32"))  # pandas writes NaN as ""
+    except ValueError as e:
+        raise UserError(f"{path}: a probability is not a number ({e}); regenerate the table with comp predict") from e
+    meta = {c: df[c].tolist() for c in columns[1:n_meta]}
+    if "fold" in meta:
+        meta["fold"] = [int(v) for v in meta["fold"]]
+    return df["id"].tolist(), probs, classes, meta
 
 
 def label_indices(labels: Sequence[str], classes: Sequence[str], source: Optional[Path] = None) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import shutil
 import subprocess
 import zipfile
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
+import torch
 
 from comp.data.competition import Competition, open_competition
 from comp.errors import UserError
+from comp.probs import read_probs
 
 HISTORY_COLUMNS = ("time_utc", "file", "sha256", "runs", "cv_score", "message", "agreement_with_previous")
 
@@ -43,7 +46,9 @@ def validate_prediction(path: Path, competition: Competition) -> pd.DataFrame:
     fmt = competition.submission
     if list(df.columns) != fmt.columns:
         raise UserError(f"{path}: columns {list(df.columns)} but the competition expects {fmt.columns}")
-    ids, labels = df[fmt.id_column].str.strip(), df[fmt.label_column].str.strip()
+    # One normalization for checking, comparing and archiving: surrounding spaces are not part of a value.
+    df = df.apply(lambda col: col.str.strip())
+    ids, labels = df[fmt.id_column], df[fmt.label_column]
     if (ids == "").any() or (labels == "").any():
         row = int(((ids == "") | (labels == "")).to_numpy().nonzero()[0][0]) + 2
         raise UserError(f"{path}: empty value on line {row}; every row needs an id and a label")
@@ -63,6 +68,18 @@ def validate_prediction(path: Path, competition: Competition) -> pd.DataFrame:
     return df
 
 
+def check_probabilities(prediction: Path, meta: dict[str, Any]) -> None:
+    """Refuse a prediction made from non-finite weights or probabilities (its labels would all be class 0)."""
+    weights = meta.get("weights") or []
+    if any(not isinstance(w, (int, float)) or not math.isfinite(w) for w in weights):
+        raise UserError(f"{prediction}: made with weights {weights}; predict again with finite --weights")
+    table = prediction.with_name(prediction.stem + "_probs.csv")
+    if table.is_file():
+        _, probs, _, _ = read_probs(table)
+        if not torch.isfinite(probs).all():
+            raise UserError(f"{table}: holds NaN or infinite probabilities; predict again (check --weights)")
+
+
 def submit(
     prediction: Path,
     *,
@@ -70,6 +87,8 @@ def submit(
     message: str = "",
     kaggle: Optional[str] = None,
     directory: Path = Path("submissions"),
+    id_column: Optional[str] = None,
+    label_column: Optional[str] = None,
 ) -> dict[str, Any]:
     """Validate, archive, zip and record `prediction`; upload with the Kaggle CLI when asked.
 
@@ -77,23 +96,28 @@ def submit(
         data: the competition folder (default: from `<prediction stem>_meta.json`).
         kaggle: competition slug for `kaggle competitions submit`.
         directory: archive folder (created; files in it are never overwritten).
+        id_column, label_column: train.csv columns (CSV layout); default: those recorded in the
+            prediction's `_meta.json` by comp predict.
 
     Returns:
         The history row that was appended.
     """
-    prediction = Path(prediction)
+    prediction, directory = Path(prediction), Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"--dir {directory} is a file; pass a folder for the archive")
     meta = _read_meta(prediction)
     data = data or (Path(meta["data"]) if meta.get("data") else None)
     if data is None:
         raise UserError("no data folder: pass --data DIR (the competition the prediction is for)")
-    competition = open_competition(data)
+    competition = open_competition(data, id_column or meta.get("id_column"), label_column or meta.get("label_column"))
     competition.require_test()
     df = validate_prediction(prediction, competition)
+    check_probabilities(prediction, meta)
 
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc)
     archived = _unique(directory / f"{stamp:%Y%m%d-%H%M%S}_{prediction.stem}.csv")
-    shutil.copyfile(prediction, archived)
+    df.to_csv(archived, index=False)  # the validated values, without stray spaces
     with zipfile.ZipFile(archived.with_suffix(".zip"), "w", zipfile.ZIP_DEFLATED) as z:
         z.write(archived, "prediction.csv")
     history = directory / "history.csv"
@@ -119,7 +143,10 @@ def submit(
 
 def _read_meta(prediction: Path) -> dict[str, Any]:
     meta = prediction.with_name(prediction.stem + "_meta.json")
-    return json.loads(meta.read_text()) if meta.is_file() else {}
+    try:
+        return json.loads(meta.read_text()) if meta.is_file() else {}
+    except ValueError as e:
+        raise UserError(f"{meta}: not valid JSON ({e}); predict again or delete it and pass --data") from e
 
 
 def _unique(path: Path) -> Path:
@@ -143,6 +170,7 @@ def _agreement(history: Path, directory: Path, df: pd.DataFrame, competition: Co
     fmt = competition.submission
     if list(prev.columns) != fmt.columns:
         return ""
+    prev = prev.apply(lambda col: col.str.strip())  # as validate_prediction normalizes
     a = df.set_index(fmt.id_column)[fmt.label_column]
     b = prev.set_index(fmt.id_column)[fmt.label_column].reindex(a.index)
     return f"{float((a == b).mean()):.4f}"

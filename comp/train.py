@@ -113,6 +113,9 @@ def lr_find(
     from comp.engine.optim import create_optimizer
     from comp.models.factory import build_model, data_config
 
+    out = Path(out)
+    if out.is_dir() or not out.parent.is_dir():  # found out before the test runs, not after
+        raise UserError(f"--out {out}: pass a file name in an existing folder, e.g. lr_find.png")
     overrides = list(overrides) + ([("data.dir", str(data))] if data is not None else [])
     cfg = load_config(config_path, overrides)
     competition = open_configured(cfg.data)

@@ -29,14 +29,20 @@ def test_geometric_mean_equals_softmax_of_mean_logits():
     assert torch.allclose(merge(b, rule="geometric"), torch.tensor([[s / (s + t), t / (s + t)]]))
 
 
-def test_bad_weights_and_rule():
-    p = torch.rand(2, 3, 4)
+@pytest.mark.parametrize("weights, message", [
+    ([1.0], "has 1 values for 2 runs"), ([-1.0, 2.0], "must be finite, >= 0"), ([0.0, 0.0], "not all 0"),
+    ([float("nan"), 1.0], "must be finite"), ([float("inf"), 1.0], "must be finite"),
+])
+def test_bad_weights_are_refused(weights, message):
+    from comp.errors import UserError
+
+    with pytest.raises(UserError, match=message):  # NaN and inf used to pass and make every probability NaN
+        merge(torch.rand(2, 3, 4), weights)
+
+
+def test_bad_rule():
     with pytest.raises(ValueError):
-        merge(p, [1.0])
-    with pytest.raises(ValueError):
-        merge(p, [-1.0, 2.0])
-    with pytest.raises(ValueError):
-        merge(p, rule="median")
+        merge(torch.rand(2, 3, 4), rule="median")
 
 
 def test_accuracy_and_log_loss():

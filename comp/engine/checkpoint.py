@@ -35,7 +35,8 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"could not write checkpoint {path} ({e}); free disk space and run again with --resume") from e
+        again = "resume with --resume" if (path.parent / "last.pt").is_file() else "run the command again"
+        raise UserError(f"could not write checkpoint {path} ({e}); free disk space and {again}") from e
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
