@@ -31,6 +31,15 @@ def write_config(path: Path, base: dict | None = None, **sections) -> Path:
     return path
 
 
+def one_line_error(result, *fragments) -> None:
+    """Assert a CliRunner result is a user error: exit 2, one `error: ...` line, no traceback, with `fragments`."""
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and "Traceback" not in result.output, err
+    for f in fragments:
+        assert f in err, err
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
     """The tensor cache of the whole session lives in a temp folder, never in ~/.cache/comp.

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from comp.cli import app
 from comp.data.synthetic import make_competition
-from tests.conftest import write_config
+from tests.conftest import one_line_error, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -28,26 +28,18 @@ def test_train_help_has_examples():
     assert "comp train configs/demo.yaml --data" in runner.invoke(app, ["train", "--help"]).output
 
 
-def _one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    err = result.stderr.strip()
-    assert err.count("\n") == 0 and err.startswith("error: ") and "Traceback" not in result.output, err
-    for f in fragments:
-        assert f in err, err
-
-
 def test_user_errors_are_one_line_exit_2(tmp_path, shapes, tiny_config, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default run directory is ./runs/<config>-<time>
     bad = write_config(tmp_path / "bad.yaml", model={"nmae": "x"})
-    _one_line_error(runner.invoke(app, ["train", str(bad), "--data", str(shapes)]), "unknown key 'model.nmae'", "bad.yaml")
-    _one_line_error(runner.invoke(app, ["train", str(tiny_config), "--data", str(tmp_path / "missing")]), "data folder not found")
-    _one_line_error(
+    one_line_error(runner.invoke(app, ["train", str(bad), "--data", str(shapes)]), "unknown key 'model.nmae'", "bad.yaml")
+    one_line_error(runner.invoke(app, ["train", str(tiny_config), "--data", str(tmp_path / "missing")]), "data folder not found")
+    one_line_error(
         runner.invoke(app, ["train", str(tiny_config), "--data", str(shapes), "--set", "model.name=resnet5O"]),
         "unknown model 'resnet5O'",
     )
     assert not (tmp_path / "runs").exists()  # a run that could not start leaves no empty run directory behind
-    _one_line_error(runner.invoke(app, ["train", str(tiny_config), "--set", "train.epochs=x"]), "--set train.epochs")
-    _one_line_error(runner.invoke(app, ["train", str(tiny_config)]), "no data folder")
+    one_line_error(runner.invoke(app, ["train", str(tiny_config), "--set", "train.epochs=x"]), "--set train.epochs")
+    one_line_error(runner.invoke(app, ["train", str(tiny_config)]), "no data folder")
 
 
 def test_debug_shows_the_traceback(tmp_path, tiny_config):
@@ -88,7 +80,7 @@ def test_resume_via_cli(tmp_path, shapes, tiny_config):
     run = tmp_path / "run"
     args = ["train", str(tiny_config), "--data", str(shapes), "--out", str(run)]
     assert runner.invoke(app, args).exit_code == 0
-    _one_line_error(runner.invoke(app, args), "already holds a run")
+    one_line_error(runner.invoke(app, args), "already holds a run")
     result = runner.invoke(app, [*args, "--resume", "--epochs", "2"])
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output
@@ -137,7 +129,7 @@ def test_train_folds_predict_tta_submit_via_cli(tmp_path, shapes, tiny_config, m
     result = runner.invoke(app, ["submit", "prediction.csv", "-m", "cli"])  # data dir from prediction_meta.json
     assert result.exit_code == 0, result.output
     assert "valid; archived" in result.output and (tmp_path / "submissions" / "history.csv").is_file()
-    _one_line_error(runner.invoke(app, ["predict", str(run), "--weights", "a,b"]), "--weights takes comma-separated numbers")
+    one_line_error(runner.invoke(app, ["predict", str(run), "--weights", "a,b"]), "--weights takes comma-separated numbers")
 
 
 def test_evaluate_a_final_fit_says_how_to_get_val_scores(tmp_path, shapes, tiny_config):
@@ -145,5 +137,5 @@ def test_evaluate_a_final_fit_says_how_to_get_val_scores(tmp_path, shapes, tiny_
     result = runner.invoke(app, ["train", str(tiny_config), "--data", str(shapes), "--out", str(run),
                                  "--epochs", "1", "--set", "data.train_on_val=true"])
     assert result.exit_code == 0, result.output
-    _one_line_error(runner.invoke(app, ["evaluate", str(run)]),
+    one_line_error(runner.invoke(app, ["evaluate", str(run)]),
                     "it trained on every labelled image (data.train_on_val); retrain with --set data.train_on_val=false")

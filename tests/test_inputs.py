@@ -22,19 +22,11 @@ from comp.errors import UserError
 from comp.predict import predict
 from comp.submit import submit
 from comp.train import train
-from tests.conftest import write_config
+from tests.conftest import one_line_error, write_config
 
 runner = CliRunner()
 QUIET = dict(log=lambda s: None)
 SHAPES = ("circle", "square", "triangle")
-
-
-def _one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    err = result.stderr.strip()
-    assert err.count("\n") == 0 and err.startswith("error: ") and "Traceback" not in result.output, err
-    for f in fragments:
-        assert f in err, err
 
 
 def _image(path: Path, shape: str, seed: int) -> None:
@@ -70,7 +62,7 @@ def test_csv_ids_with_subfolders_match_the_relative_path(tmp_path):
 def test_a_bare_name_that_matches_several_files_is_an_error_naming_them(tmp_path):
     files = {"cat/000.png": "circle", "dog/000.png": "square", "dog/001.png": "square"}
     root = _csv_competition(tmp_path / "c", [("000.png", "cat"), ("001.png", "dog")], ["image", "label"], files)
-    _one_line_error(runner.invoke(app, ["data", "check", str(root)]), "matches 2 images", "cat/000.png", "dog/000.png")
+    one_line_error(runner.invoke(app, ["data", "check", str(root)]), "matches 2 images", "cat/000.png", "dog/000.png")
 
 
 # -- 2. the id column ---------------------------------------------------------------------
@@ -111,7 +103,7 @@ def test_conflicting_labels_for_one_image_are_an_error(tmp_path):
     files = {f"{i}.png": SHAPES[i % 3] for i in range(6)}
     rows = [(f"{i}.png", "big cat") for i in range(6)] + [("4.png", "naïve ü")]
     root = _csv_competition(tmp_path / "c", rows, ["image", "label"], files)
-    _one_line_error(runner.invoke(app, ["data", "check", str(root)]), "images/4.png", "'big cat'", "'naïve ü'")
+    one_line_error(runner.invoke(app, ["data", "check", str(root)]), "images/4.png", "'big cat'", "'naïve ü'")
 
 
 # -- 4. a wrong-typed section -------------------------------------------------------------
@@ -122,11 +114,11 @@ def test_a_wrong_typed_section_is_the_same_error_with_or_without_data(tmp_path, 
         (tmp_path / "c.yaml").write_text(raw)
         alone = runner.invoke(app, ["train", str(tmp_path / "c.yaml")])
         with_data = runner.invoke(app, ["train", str(tmp_path / "c.yaml"), "--data", str(shapes)])
-        _one_line_error(alone, "bad value for 'data'", "c.yaml")
-        _one_line_error(with_data, "bad value for 'data'", "c.yaml")  # used to train at 224 px on defaults
+        one_line_error(alone, "bad value for 'data'", "c.yaml")
+        one_line_error(with_data, "bad value for 'data'", "c.yaml")  # used to train at 224 px on defaults
         assert alone.stderr == with_data.stderr
     (tmp_path / "c.yaml").write_text("{}\n")
-    _one_line_error(runner.invoke(app, ["train", str(tmp_path / "c.yaml"), "--set", "data=5", "--data", str(shapes)]),
+    one_line_error(runner.invoke(app, ["train", str(tmp_path / "c.yaml"), "--set", "data=5", "--data", str(shapes)]),
                     "--set data: bad value for 'data'")
 
 
@@ -165,7 +157,7 @@ def test_custom_train_csv_columns_are_carried_to_submit(tmp_path, monkeypatch):
     assert submit(tmp_path / "p.csv", directory=tmp_path / "subs")["file"]  # used to fail: "cannot tell ... label"
     predict([tmp_path / "p_probs.csv"], data=root, out=tmp_path / "q.csv", **QUIET)  # columns from p_meta.json
     (tmp_path / "q_meta.json").unlink()
-    _one_line_error(runner.invoke(app, ["submit", str(tmp_path / "q.csv"), "--data", str(root)]), "data.label_column")
+    one_line_error(runner.invoke(app, ["submit", str(tmp_path / "q.csv"), "--data", str(root)]), "data.label_column")
     result = runner.invoke(app, ["submit", str(tmp_path / "q.csv"), "--data", str(root), "--label-column", "kind",
                                  "--dir", str(tmp_path / "subs")])
     assert result.exit_code == 0, result.output
@@ -204,7 +196,7 @@ def test_bad_weights_are_refused_before_any_work(tmp_path, weights):
     # The runs do not even exist: the weights are checked first.
     result = runner.invoke(app, ["predict", str(tmp_path / "a"), str(tmp_path / "b"), "--weights", weights,
                                  "--out", str(tmp_path / "p.csv")])
-    _one_line_error(result, "--weights", "finite, >= 0 and not all 0")
+    one_line_error(result, "--weights", "finite, >= 0 and not all 0")
 
 
 def test_submit_refuses_nan_probabilities(tmp_path, run_and_data):
@@ -239,17 +231,17 @@ def test_submit_compares_and_archives_the_values_it_validated(tmp_path, run_and_
 def test_user_errors_in_files_and_folders_are_one_line(tmp_path, run_and_data, tiny_config, shapes):
     run, data = run_and_data
     for head in ("{hidden: [-5]}", "{hidden: [0]}"):  # -5 was a RuntimeError; 0 trained at chance
-        _one_line_error(runner.invoke(app, ["train", str(tiny_config), "--data", str(shapes), "--set", f"model.head={head}"]),
+        one_line_error(runner.invoke(app, ["train", str(tiny_config), "--data", str(shapes), "--set", f"model.head={head}"]),
                         "--set model.head", "greater than 0")
     (tmp_path / "latin1.yaml").write_bytes(b"data:\n  dir: caf\xe9\n")
-    _one_line_error(runner.invoke(app, ["train", str(tmp_path / "latin1.yaml")]), "not UTF-8")
-    _one_line_error(runner.invoke(app, ["lr-find", str(tiny_config), "--data", str(shapes), "--out",
+    one_line_error(runner.invoke(app, ["train", str(tmp_path / "latin1.yaml")]), "not UTF-8")
+    one_line_error(runner.invoke(app, ["lr-find", str(tiny_config), "--data", str(shapes), "--out",
                                         str(tmp_path / "missing" / "lr.png")]), "existing folder")
     (tmp_path / "folder").mkdir()
-    _one_line_error(runner.invoke(app, ["predict", str(run), "--out", str(tmp_path / "folder")]), "is a folder")
+    one_line_error(runner.invoke(app, ["predict", str(run), "--out", str(tmp_path / "folder")]), "is a folder")
     predict([run], out=tmp_path / "p.csv", workers=0, **QUIET)
     (tmp_path / "some_file").write_text("x")
-    _one_line_error(runner.invoke(app, ["submit", str(tmp_path / "p.csv"), "--dir", str(tmp_path / "some_file")]), "is a file")
+    one_line_error(runner.invoke(app, ["submit", str(tmp_path / "p.csv"), "--dir", str(tmp_path / "some_file")]), "is a file")
 
 
 # -- 11. settings checked when the config is loaded ---------------------------------------
@@ -272,10 +264,10 @@ def test_bad_settings_are_refused_at_load(tmp_path, override, fragment):
 def test_tta_views_without_tta_are_refused(tmp_path, run_and_data):
     run, _ = run_and_data
     out = ["--out", str(tmp_path / "p.csv")]
-    _one_line_error(runner.invoke(app, ["predict", str(run), "--no-tta", "--tta-views", "bogus", *out]), "--tta-views needs")
-    _one_line_error(runner.invoke(app, ["predict", str(run), "--tta-views", "bogus", *out]), "unknown TTA view 'bogus'")
+    one_line_error(runner.invoke(app, ["predict", str(run), "--no-tta", "--tta-views", "bogus", *out]), "--tta-views needs")
+    one_line_error(runner.invoke(app, ["predict", str(run), "--tta-views", "bogus", *out]), "unknown TTA view 'bogus'")
     assert not (tmp_path / "p.csv").exists()
-    _one_line_error(runner.invoke(app, ["evaluate", str(run), "--tta-views", "hflip"]), "--tta-views needs --tta")
+    one_line_error(runner.invoke(app, ["evaluate", str(run), "--tta-views", "hflip"]), "--tta-views needs --tta")
 
 
 # -- 12. messages that say the right thing ------------------------------------------------
@@ -292,7 +284,7 @@ def test_messages_name_the_real_cause_and_source(tmp_path, shapes):
         with pytest.raises(UserError, match=f"^{source}:"):
             load_config(tmp_path / "c.yaml", [override])
     result = runner.invoke(app, ["data", "check", str(tmp_path / "missing_dir")])
-    _one_line_error(result, "data folder not found")
+    one_line_error(result, "data folder not found")
     assert "--data" not in result.stderr  # data check takes the folder as its argument
 
 
