@@ -298,3 +298,10 @@ def test_disk_full_before_any_checkpoint_does_not_suggest_resume(tmp_path, monke
     with pytest.raises(UserError, match="free disk space and run the command again") as e:
         save_atomic({"x": torch.zeros(1)}, tmp_path / "last.pt")
     assert "--resume" not in str(e.value)
+
+
+def test_ids_that_all_match_several_files_name_the_files(tmp_path):
+    files = {f"{c}/{i:03d}.png": s for c, s in (("cat", "circle"), ("dog", "square")) for i in range(4)}
+    rows = [(f"{i:03d}.png", c) for c in ("cat", "dog") for i in range(4)]  # bare names: every one is ambiguous
+    with pytest.raises(UserError, match="matches 2 images .*cat/000.png, images/dog/000.png"):
+        open_competition(_csv_competition(tmp_path / "c", rows, ["image", "label"], files))

@@ -316,11 +316,10 @@ def _detect_id_column(df: pd.DataFrame, files: _FileIndex, csv_path: Path) -> st
     as many files as there are classes; the id column addresses one per row. Columns that tie
     and map rows to different files are ambiguous: the user is asked for `data.id_column`.
     """
-    mappings = {}
-    for col in df.columns:
-        found = [files.lookup(v) for v in df[col]]
-        mappings[col] = [f[0] if len(f) == 1 else None for f in found]
-    distinct = {col: len({p for p in m if p is not None}) for col, m in mappings.items()}
+    # An id that matches several files still marks its column as the id column; the rows then
+    # report the ambiguity with the file names.
+    mappings = {col: [tuple(files.lookup(v)) for v in df[col]] for col in df.columns}
+    distinct = {col: len({m for m in ms if m}) for col, ms in mappings.items()}
     best = max(df.columns, key=lambda c: distinct[c]) if len(df.columns) else None
     if best is None or distinct[best] == 0:
         raise UserError(
