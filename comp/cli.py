@@ -84,12 +84,17 @@ def train(
 
     if not is_main():  # under torchrun, rank 0 reports
         return
+    metric = summary.get("metric", "accuracy")
     if "cv_acc" in summary:
-        typer.echo(f"cv acc {summary['cv_acc']:.4f} over {summary['folds_done']} folds; run: {summary['run_dir']}")
+        extra = f" (acc {summary['cv_acc']:.4f})" if metric != "accuracy" else ""
+        typer.echo(f"cv {metric} {summary['cv_score']:.4f}{extra} over {summary['folds_done']} folds; run: {summary['run_dir']}")
     elif summary["best_val_acc"] is None:
         typer.echo(f"trained {summary['epochs_run']} epochs without a validation split; run: {summary['run_dir']}")
-    else:
+    elif metric == "accuracy":
         typer.echo(f"best val acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
+    else:
+        value = "n/a" if summary["best_val_score"] is None else f"{summary['best_val_score']:.4f}"
+        typer.echo(f"best val {metric} {value} (acc {summary['best_val_acc']:.4f}) at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
 
 
 def _floats(text: Optional[str], what: str) -> Optional[list[float]]:

@@ -77,6 +77,8 @@ class DataConfig(_Section):
     train_on_val: bool = False  # train on every labelled image (val/ included, no hold-out); no val scores; k-fold folds still hold out
     id_column: Optional[str] = None  # CSV layout: train.csv id column; None: detected
     label_column: Optional[str] = None  # CSV layout: train.csv label column; None: detected
+    positive_class: Optional[str] = None  # binary: the class whose probability roc_auc and a one-column submission use; None: the second class
+    submission: Literal["auto", "label", "probs", "positive", "topk"] = "auto"  # prediction CSV shape; auto: from sample_submission.csv and the metric
 
     @field_validator("std")
     @classmethod
@@ -201,6 +203,7 @@ class TTAConfig(_Section):
 
 
 class Config(_Section):
+    metric: str = "accuracy"  # accuracy | balanced_accuracy | macro_f1 | log_loss | roc_auc | qwk | map@3 (map@K)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
@@ -208,6 +211,16 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     aug: AugConfig = AugConfig()
     tta: TTAConfig = TTAConfig()
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        from comp.metrics import get_metric
+
+        try:
+            return get_metric(v).name
+        except UserError as e:
+            raise ValueError(str(e)) from None
 
 
 def load_config(path: Union[str, Path], overrides: Optional[list[Union[str, tuple[str, Any]]]] = None) -> Config:

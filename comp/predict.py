@@ -46,11 +46,15 @@ def member_views(member: Member, tta: bool, views: Optional[Sequence[str]]) -> l
 
 
 def run_score(run: Path) -> Optional[float]:
-    """A run's validation score: cv_acc of a k-fold run, best_val_acc of a single run."""
-    for name, key in (("cv.json", "cv_acc"), ("summary.json", "best_val_acc")):
+    """A run's validation score in its metric: cv_score of a k-fold run, best_val_score of a single run.
+
+    Runs of older versions without a metric score give their accuracy.
+    """
+    for name, keys in (("cv.json", ("cv_score", "cv_acc")), ("summary.json", ("best_val_score", "best_val_acc"))):
         f = Path(run) / name
         if f.is_file():
-            value = json.loads(f.read_text()).get(key)
+            saved = json.loads(f.read_text())
+            value = next((saved[k] for k in keys if k in saved), None)
             return float(value) if value is not None else None
     return None
 

@@ -41,11 +41,20 @@ class NonFiniteLoss(UserError):
 
 @dataclass
 class EpochStats:
+    """An epoch's mean loss and accuracy over `images`; evaluation also keeps its predictions.
+
+    `probs` (N, C) and `targets` (N,) are the held-out softmax probabilities and labels (None for
+    training), from which the competition metric `score` is computed (NaN until then).
+    """
+
     loss: float
     acc: float
     images: int
     seconds: float
     bad_files: list[str] = field(default_factory=list)
+    probs: Optional[torch.Tensor] = None
+    targets: Optional[torch.Tensor] = None
+    score: float = float("nan")
 
 
 # -- devices and precision --------------------------------------------------------------------
@@ -207,10 +216,11 @@ def evaluate(
     channels_last: bool = False,
     progress: Optional[LiveProgress] = None,
 ) -> EpochStats:
-    """Mean cross-entropy (no smoothing) and accuracy of `model` over `loader`."""
+    """Mean cross-entropy (no smoothing), accuracy, and the (N, C) probabilities of `model` over `loader`."""
     model.eval()
     t0 = time.perf_counter()
     total_loss, correct, seen, bad = 0.0, 0, 0, []
+    probs, targets = [], []
     for x, y, bad_paths in loader:
         bad += bad_paths
         if len(y) == 0:
@@ -223,8 +233,13 @@ def evaluate(
         total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
+        probs.append(logits.float().softmax(1).cpu())
+        targets.append(y.cpu())
         if progress is not None:
             progress.step(seen, acc=correct / seen)
     nan = float("nan")
     loss = total_loss / seen if seen else nan
-    return EpochStats(loss, correct / seen if seen else nan, seen, time.perf_counter() - t0, bad)
+    return EpochStats(
+        loss, correct / seen if seen else nan, seen, time.perf_counter() - t0, bad,
+        probs=torch.cat(probs) if probs else None, targets=torch.cat(targets) if targets else None,
+    )

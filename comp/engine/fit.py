@@ -8,6 +8,7 @@ and every `train.checkpoint_minutes`), early stopping on val accuracy with patie
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -36,6 +37,7 @@ from comp.engine.logbook import LiveProgress, MetricsLog, environment, plot_curv
 from comp.engine.rundir import check_new_run_dir, clear_run_dir, read_json
 from comp.engine.optim import create_optimizer, create_scheduler
 from comp.errors import Interrupted, UserError
+from comp.metrics import METRICS, Metric, check_metric, score
 from comp.models.factory import build_model, data_config
 from comp.models.heads import count_params
 
@@ -138,6 +140,7 @@ def _train_run(
     classes = data.classes
     if len(classes) < 2:
         raise UserError(f"{data.source}: only one class ({classes[0]!r}) has training images; a classifier needs two or more")
+    metric = check_metric(cfg.metric, classes, cfg.data.positive_class)
     device = resolve_device(cfg.train.device)
     distributed = dist.setup(device.type)
     if distributed and device.type == "cuda":
@@ -175,7 +178,8 @@ def _train_run(
     criterion, mixup = training_loss(t, len(classes))
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
-    state = {"epoch": -1, "best_val_acc": -1.0, "best_val_loss": float("inf"), "best_epoch": -1, "stale_epochs": 0, "updates": 0}
+    state = {"epoch": -1, "best_val_score": metric.worst, "best_val_acc": -1.0, "best_val_loss": float("inf"), "best_epoch": -1,
+             "stale_epochs": 0, "updates": 0}
     if ckpt is not None:
         state = restore_training(ckpt, model, optimizer, scaler, ema)
         partial = state.get("partial")
@@ -272,20 +276,24 @@ def _train_run(
             va = evaluate(eval_model, val_loader, device=device, dtype=dtype, channels_last=channels_last, progress=progress)
             if distributed:
                 va = _summed(va)
+            if data.n_val:
+                va.score = score(metric.name, va.probs, va.targets, classes, cfg.data.positive_class) if va.images else float("nan")
             bad_files.update({p: "unreadable image" for p in tr.bad_files + va.bad_files})
             lr = optimizer.param_groups[0]["lr"]
-            row = dict(epoch=epoch, lr=lr, train_loss=tr.loss, train_acc=tr.acc, val_loss=va.loss, val_acc=va.acc,
+            row = dict(epoch=epoch, lr=lr, train_loss=tr.loss, train_acc=tr.acc, val_loss=va.loss, val_acc=va.acc, val_score=va.score,
                        seconds=tr.seconds + va.seconds)
             if main:
                 metrics.append(row)
                 plot_curves(metrics.rows, out_dir / "curves.png", title=f"{cfg.model.name} - {out_dir.name}")
-            improved = update_best(state, epoch, va, scored=data.n_val > 0)
+            improved = update_best(state, epoch, va, metric, scored=data.n_val > 0)
             if improved and main:
                 save_atomic(weights_payload(eval_model, cfg, classes, epoch, va.acc), out_dir / "best.pt")
             state["epoch"] = epoch
             save_last()
             last_save = time.monotonic()
             scored = f"val loss {va.loss:.4f} acc {va.acc:.4f}  " if data.n_val else ""
+            if data.n_val and metric.name != "accuracy":
+                scored += f"{metric.name} {va.score:.4f}  "
             log(
                 f"epoch {epoch + 1}/{t.epochs}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
                 f"{scored}{tr.images / max(tr.seconds, 1e-9):.0f} img/s  "
@@ -306,6 +314,8 @@ def _train_run(
             data.after(out_dir, device, cfg)
     summary = {
         "best_epoch": state["best_epoch"],
+        "metric": metric.name,
+        "best_val_score": state["best_val_score"] if data.n_val and math.isfinite(state["best_val_score"]) else None,
         "best_val_acc": state["best_val_acc"] if data.n_val else None,
         "classes": classes,
         "model": cfg.model.name,
@@ -344,18 +354,28 @@ def training_loss(t: TrainConfig, num_classes: int) -> tuple[nn.Module, Optional
     return nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), None
 
 
-def update_best(state: dict[str, Any], epoch: int, va: EpochStats, scored: bool = True) -> bool:
+def update_best(state: dict[str, Any], epoch: int, va: EpochStats, metric: Metric = METRICS["accuracy"], scored: bool = True) -> bool:
     """Record epoch `epoch` as the new best in `state` if it is one; returns whether it was.
 
-    Better = a higher val accuracy; a tie goes to the lower val loss (on a small val set ties are
-    common, and keeping the earlier epoch then throws away the end of the schedule on noise).
+    Better = a better `va.score` in the competition metric (higher, or lower for log loss); a tie
+    goes to the lower val loss (on a small val set ties are common, and keeping the earlier epoch
+    then throws away the end of the schedule on noise). An epoch the metric cannot score (NaN,
+    e.g. AUC with a class missing from val) is judged by val loss alone against other such epochs.
     Without val images (`scored=False`) every epoch is the best: best.pt follows the last one.
     Otherwise `state["stale_epochs"]` counts the epochs since the last best, for early stopping.
     """
-    improved = not scored or va.acc > state["best_val_acc"] or (
-        va.acc == state["best_val_acc"] and va.loss < state.get("best_val_loss", float("inf")))  # .get: older last.pt
+    best = state.get("best_val_score", state.get("best_val_acc", metric.worst))  # .get: last.pt of older versions
+    lower_loss = va.loss < state.get("best_val_loss", math.inf)
+    if not scored:
+        improved = True
+    elif math.isnan(va.score):
+        improved = (math.isnan(best) or best == metric.worst) and lower_loss
+    else:
+        improved = metric.better(va.score, best) or (va.score == best and lower_loss)
     if improved:
-        state.update(best_val_acc=va.acc if scored else float("nan"), best_val_loss=va.loss, best_epoch=epoch, stale_epochs=0)
+        nan = float("nan")
+        state.update(best_val_score=va.score if scored else nan, best_val_acc=va.acc if scored else nan,
+                     best_val_loss=va.loss, best_epoch=epoch, stale_epochs=0)
     else:
         state["stale_epochs"] += 1
     return improved
@@ -390,7 +410,12 @@ def _summed(stats: EpochStats) -> EpochStats:
     mine = [stats.loss * stats.images, stats.acc * stats.images] if stats.images else [0.0, 0.0]  # no nan from an empty shard
     loss_sum, hits, n = dist.sum_across([*mine, float(stats.images)])
     bad = [p for part in dist.gather_objects(stats.bad_files) for p in part]
-    return EpochStats(loss_sum / max(n, 1), hits / max(n, 1), int(n), stats.seconds, bad)
+    summed = EpochStats(loss_sum / max(n, 1), hits / max(n, 1), int(n), stats.seconds, bad)
+    if stats.targets is not None or stats.probs is not None:  # evaluation: the metric needs every rank's predictions
+        parts = [p for p in dist.gather_objects((stats.probs, stats.targets)) if p[0] is not None]
+        if parts:
+            summed.probs, summed.targets = torch.cat([p for p, _ in parts]), torch.cat([t for _, t in parts])
+    return summed
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -24,6 +24,7 @@ from comp.engine.rundir import check_fold_folder, check_new_run_dir, clear_run_d
 from comp.engine.logbook import write_json
 from comp.ensemble import accuracy
 from comp.errors import UserError
+from comp.metrics import score
 from comp.probs import label_indices, read_probs, write_probs
 
 
@@ -79,7 +80,7 @@ def fit_folds(
         )
     if not dist.is_main():
         return {}
-    cv = collect_oof(out_dir, competition.classes, k)
+    cv = collect_oof(out_dir, competition.classes, k, cfg.metric, cfg.data.positive_class)
     _print_table(cv, log)
     return cv
 
@@ -93,9 +94,11 @@ def _finished(fold_dir: Path, cfg: Config) -> bool:
     return s.get("epochs_run", 0) >= cfg.train.epochs or bool(s.get("stopped_early"))
 
 
-def collect_oof(out_dir: Path, classes: list[str], k: int) -> dict[str, Any]:
-    """Gather fold_*/val_probs.csv into oof.csv and score it into cv.json."""
-    ids, probs, labels, folds, fold_acc = [], [], [], [], {}
+def collect_oof(
+    out_dir: Path, classes: list[str], k: int, metric: str = "accuracy", positive_class: Optional[str] = None
+) -> dict[str, Any]:
+    """Gather fold_*/val_probs.csv into oof.csv and score it (accuracy and `metric`) into cv.json."""
+    ids, probs, labels, folds, fold_acc, fold_score = [], [], [], [], {}, {}
     for i in range(k):
         path = out_dir / f"fold_{i}" / "val_probs.csv"
         if not path.is_file():
@@ -105,6 +108,7 @@ def collect_oof(out_dir: Path, classes: list[str], k: int) -> dict[str, Any]:
             raise UserError(f"{path}: classes differ from the competition's; retrain this fold")
         y = label_indices(meta["label"], classes, path)
         fold_acc[i] = accuracy(fprobs, y)
+        fold_score[i] = score(metric, fprobs, y, classes, positive_class)
         ids += fids
         probs.append(fprobs)
         labels += meta["label"]
@@ -113,8 +117,12 @@ def collect_oof(out_dir: Path, classes: list[str], k: int) -> dict[str, Any]:
         raise UserError(f"{out_dir}: no finished fold (fold_*/val_probs.csv)")
     p = torch.cat(probs)
     write_probs(out_dir / "oof.csv", ids, p, classes, label=labels, fold=folds)
+    y = label_indices(labels, classes)
     cv = {
-        "cv_acc": accuracy(p, label_indices(labels, classes)),
+        "metric": metric,
+        "cv_score": score(metric, p, y, classes, positive_class),
+        "cv_acc": accuracy(p, y),
+        "fold_score": {str(i): a for i, a in fold_score.items()},
         "fold_acc": {str(i): a for i, a in fold_acc.items()},
         "folds": k,
         "folds_done": len(fold_acc),
@@ -125,8 +133,8 @@ def collect_oof(out_dir: Path, classes: list[str], k: int) -> dict[str, Any]:
 
 
 def _print_table(cv: dict[str, Any], log: Log) -> None:
-    log("fold  val_acc")
+    log(f"fold  val_acc  val_{cv['metric']}")
     for i, a in cv["fold_acc"].items():
-        log(f"{int(i):>4}  {a:.4f}")
+        log(f"{int(i):>4}  {a:.4f}   {cv['fold_score'][i]:.4f}")
     done = f" ({cv['folds_done']}/{cv['folds']} folds)" if cv["folds_done"] < cv["folds"] else ""
-    log(f"  cv  {cv['cv_acc']:.4f}  out-of-fold over {cv['images']} images{done}")
+    log(f"  cv  {cv['cv_acc']:.4f}   {cv['cv_score']:.4f}  out-of-fold over {cv['images']} images{done}")

@@ -18,7 +18,7 @@ import comp
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_score", "seconds")  # val_score: the competition metric
 
 
 class MetricsLog:
@@ -38,7 +38,7 @@ class MetricsLog:
         self._rewrite()
 
     def append(self, row: dict[str, float]) -> None:
-        self.rows.append({k: float(row[k]) for k in METRIC_COLUMNS})
+        self.rows.append({k: float(row.get(k, math.nan)) for k in METRIC_COLUMNS})
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, METRIC_COLUMNS).writerow(_fmt(self.rows[-1]))
 

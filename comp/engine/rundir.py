@@ -122,7 +122,13 @@ def saved_config(run_dir: Path) -> Optional[Config]:
 
 def flat(cfg: Config) -> dict[str, Any]:
     """The config as {"section.key": value} (JSON values)."""
-    return {f"{s}.{k}": v for s, section in cfg.model_dump(mode="json").items() for k, v in section.items()}
+    out: dict[str, Any] = {}
+    for s, section in cfg.model_dump(mode="json").items():
+        if isinstance(section, dict):
+            out.update({f"{s}.{k}": v for k, v in section.items()})
+        else:  # a top-level key such as `metric`
+            out[s] = section
+    return out
 
 
 def config_changes(old: Config, new: Config, allowed: tuple[str, ...] = ()) -> list[str]:

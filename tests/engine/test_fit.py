@@ -33,11 +33,13 @@ def test_fit_writes_the_run_directory(tmp_path, shapes, cache):
     run = tmp_path / "run"
     assert RUN_FILES <= {p.name for p in run.iterdir()}
     rows = _rows(run)
-    assert list(rows[0]) == ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+    assert list(rows[0]) == ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_score", "seconds"]
+    assert all(r["val_score"] == r["val_acc"] for r in rows)  # the default metric is accuracy
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     saved = json.loads((run / "summary.json").read_text())
-    for key in ("best_epoch", "best_val_acc", "classes", "model", "epochs_run", "world_size"):
+    for key in ("best_epoch", "best_val_acc", "metric", "best_val_score", "classes", "model", "epochs_run", "world_size"):
         assert key in saved
+    assert saved["metric"] == "accuracy" and saved["best_val_score"] == saved["best_val_acc"]
     assert saved["classes"] == ["circle", "square", "triangle"] and saved["epochs_run"] == 2
     assert saved["environment"]["torch"] == torch.__version__
     resolved = yaml.safe_load((run / "config.yaml").read_text())
@@ -201,24 +203,47 @@ def test_unknown_optimizer_and_schedule_are_user_errors():
         create_scheduler(opt, SchedConfig(name="cosin"), epochs=2, updates_per_epoch=3)
 
 
-def test_a_tie_in_val_accuracy_goes_to_the_lower_val_loss(tmp_path, shapes, monkeypatch):
-    # Scripted validation scores: a real run's ties depend on the last bits of float results.
+def _scripted_validation(monkeypatch, scores):
+    """Validation returns the scripted (metric score, val loss) per epoch instead of real ones.
+
+    Real runs' ties and orderings depend on the last bits of float results, so the selection rule
+    is tested on given numbers; the model, the loop and best.pt stay real.
+    """
     import comp.engine.fit as fit_module
     from comp.engine.epoch import EpochStats
 
-    scores = iter([(0.5, 1.0), (0.8, 0.6), (0.8, 0.4), (0.8, 0.5), (0.7, 0.3)])
+    scores, current = iter(scores), {}
     real = fit_module.evaluate
 
     def scripted(*args, **kwargs):
         stats = real(*args, **kwargs)
-        acc, loss = next(scores)
-        return EpochStats(loss=loss, acc=acc, images=stats.images, seconds=stats.seconds, bad_files=stats.bad_files)
+        current["score"], loss = next(scores)
+        return EpochStats(loss=loss, acc=stats.acc, images=stats.images, seconds=stats.seconds, bad_files=stats.bad_files,
+                          probs=stats.probs, targets=stats.targets)
 
     monkeypatch.setattr(fit_module, "evaluate", scripted)
+    monkeypatch.setattr(fit_module, "score", lambda *a, **k: current["score"])
+
+
+def test_a_tie_in_the_metric_goes_to_the_lower_val_loss(tmp_path, shapes, monkeypatch):
+    _scripted_validation(monkeypatch, [(0.5, 1.0), (0.8, 0.6), (0.8, 0.4), (0.8, 0.5), (0.7, 0.3)])
     cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(shapes)}, train={"epochs": 5}))
     summary = fit(cfg, tmp_path / "run", log=lambda s: None)
-    assert summary["best_epoch"] == 2 and summary["best_val_acc"] == 0.8  # not epoch 1, the first to reach 0.8
+    assert summary["best_epoch"] == 2 and summary["best_val_score"] == 0.8  # not epoch 1, the first to reach 0.8
     assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 2
+
+
+def test_the_metric_chooses_the_best_epoch_and_its_direction(tmp_path, shapes, monkeypatch):
+    # log loss is lower-is-better: epoch 1 wins although accuracy-style "higher" would pick epoch 0.
+    _scripted_validation(monkeypatch, [(0.9, 0.9), (0.5, 0.5), (0.6, 0.6)])
+    cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(shapes)}, train={"epochs": 3, "patience": 1}),
+                      ["metric=log_loss"])
+    lines = []
+    summary = fit(cfg, tmp_path / "run", log=lines.append)
+    assert summary["metric"] == "log_loss" and summary["best_epoch"] == 1 and summary["best_val_score"] == 0.5
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 1
+    assert [float(r["val_score"]) for r in _rows(tmp_path / "run")] == [0.9, 0.5, 0.6]
+    assert any("log_loss 0.5000" in line for line in lines)
 
 
 def test_update_best_rule_and_patience_count():
@@ -226,7 +251,7 @@ def test_update_best_rule_and_patience_count():
     from comp.engine.fit import update_best
 
     def stats(acc, loss):
-        return EpochStats(loss=loss, acc=acc, images=10, seconds=1.0, bad_files=[])
+        return EpochStats(loss=loss, acc=acc, images=10, seconds=1.0, bad_files=[], score=acc)
 
     state = {"best_val_acc": -1.0, "best_val_loss": float("inf"), "best_epoch": -1, "stale_epochs": 0}
     assert update_best(state, 0, stats(0.8, 0.5))
@@ -234,3 +259,13 @@ def test_update_best_rule_and_patience_count():
     assert update_best(state, 2, stats(0.8, 0.4)) and state["best_epoch"] == 2 and state["stale_epochs"] == 0
     assert not update_best(state, 3, stats(0.7, 0.1)) and state["best_epoch"] == 2
     assert update_best({"best_val_acc": 0.9, "stale_epochs": 3}, 4, stats(float("nan"), float("nan")), scored=False)
+    # Lower-is-better metrics and epochs the metric cannot score (NaN: judged by val loss among themselves).
+    from comp.metrics import get_metric
+
+    ll = get_metric("log_loss")
+    state = {"best_val_score": ll.worst, "best_val_loss": float("inf"), "best_epoch": -1, "stale_epochs": 0}
+    assert update_best(state, 0, stats(0.5, 0.5), ll) and not update_best(state, 1, stats(0.6, 0.4), ll)
+    auc = get_metric("roc_auc")
+    state = {"best_val_score": auc.worst, "best_val_loss": float("inf"), "best_epoch": -1, "stale_epochs": 0}
+    assert update_best(state, 0, stats(float("nan"), 0.5), auc) and not update_best(state, 1, stats(float("nan"), 0.6), auc)
+    assert update_best(state, 2, stats(0.7, 0.9), auc) and not update_best(state, 3, stats(float("nan"), 0.1), auc)
