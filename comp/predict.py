@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 import torch
 
-from comp.data.competition import Competition, open_competition
+from comp.data.competition import Competition, Shape, open_competition, resolve_shape
 from comp.engine import distributed as dist
 from comp.engine.epoch import resolve_device
 from comp.engine.fit import Log
@@ -73,6 +73,7 @@ def predict(
     workers: int = 2,
     id_column: Optional[str] = None,
     label_column: Optional[str] = None,
+    shape: str = "auto",
     log: Log = print,
 ) -> dict[str, Any]:
     """Predict the competition's test set with an ensemble; write CSV, probabilities and metadata.
@@ -85,6 +86,9 @@ def predict(
         merge_rule: "mean" or "geometric"; default the first run's `tta.merge`.
         id_column, label_column: train.csv columns (CSV layout); default the first run's config, or
             for probability tables the columns recorded in their `_meta.json`.
+        shape: the prediction CSV's shape (`comp.data.competition.resolve_shape`): auto (from the
+            sample submission and the runs' metric), label, probs, positive or topk; default the
+            first run's `data.submission`.
 
     Returns:
         The metadata written to `<out stem>_meta.json`.
@@ -123,6 +127,11 @@ def predict(
     if classes != competition.classes:
         raise UserError(f"the runs were trained on classes {classes[:5]}..., not those of {data}; pass the right --data")
     rule = merge_rule or (first_cfg.tta.merge if first_cfg else "mean")
+    metric = first_cfg.metric if first_cfg else recorded.get("metric", "accuracy")
+    positive_class = first_cfg.data.positive_class if first_cfg else recorded.get("positive_class")
+    if shape == "auto" and first_cfg is not None:
+        shape = first_cfg.data.submission
+    out_shape = resolve_shape(competition.submission, classes, metric, positive_class, shape)  # before any model runs
 
     per_run: dict[Path, torch.Tensor] = {}
     used_views: dict[str, list[str]] = {}
@@ -152,7 +161,7 @@ def predict(
         return {}
     csv_path, probs_path, meta_path = output_paths(out)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    write_prediction_csv(csv_path, competition, [classes[i] for i in final.argmax(1).tolist()])
+    write_prediction_csv(csv_path, competition.test_ids, final, classes, out_shape, clip=metric == "log_loss")
     write_probs(probs_path, competition.test_ids, final, classes)
     scores = [s for s in (run_score(r) for r in run_dirs) if s is not None]
     meta = {
@@ -167,6 +176,10 @@ def predict(
         "data": str(Path(data).resolve()),
         "id_column": competition.id_column,  # the train.csv columns (CSV layout), for comp submit
         "label_column": competition.label_column,
+        "metric": metric,
+        "positive_class": positive_class,
+        "shape": out_shape.kind,
+        "k": out_shape.k,
     }
     write_json(meta, meta_path)
     log(f"wrote {csv_path} ({len(competition.test_ids)} rows), {probs_path.name}, {meta_path.name} "
@@ -196,10 +209,35 @@ def _gathered(probs: list[torch.Tensor], n: int) -> list[torch.Tensor]:
     return full
 
 
-def write_prediction_csv(path: Path, competition: Competition, labels: Sequence[str]) -> None:
-    """The submission: the sample's two columns, its ids in its order, class names as labels."""
-    fmt = competition.submission
-    pd.DataFrame({fmt.id_column: competition.test_ids, fmt.label_column: list(labels)}).to_csv(path, index=False)
+# Log-loss scorers clip at 1e-15; a probability of 0 for the true class would cost 34.5 for one
+# image. Writing at least this much bounds that cost at 13.8 and changes confident rows by < 1e-5.
+LOG_LOSS_FLOOR = 1e-6
+
+
+def write_prediction_csv(path: Path, ids: Sequence[str], probs: torch.Tensor, classes: Sequence[str], shape: Shape, clip: bool = False) -> None:
+    """The submission in `shape`: the sample's columns, its ids in its order, and for each row a class
+    name, the class probabilities, the positive class's probability or the top-k names.
+
+    Args:
+        probs: (N, C) merged probabilities, rows in `ids` order, columns in `classes` order.
+        clip: floor probabilities at `LOG_LOSS_FLOOR` (rows renormalized), for log-loss metrics.
+    """
+    if clip:
+        probs = probs.clamp_min(LOG_LOSS_FLOOR)
+        probs = probs / probs.sum(1, keepdim=True)
+    cols = shape.columns
+    table = {cols[0]: list(ids)}
+    if shape.kind == "label":
+        table[cols[1]] = [classes[i] for i in probs.argmax(1).tolist()]
+    elif shape.kind == "probs":
+        for col, c in zip(cols[1:], shape.class_index):
+            table[col] = probs[:, c].tolist()
+    elif shape.kind == "positive":
+        table[cols[1]] = probs[:, shape.positive].tolist()
+    else:  # topk
+        top = probs.topk(min(shape.k, probs.shape[1]), dim=1).indices.tolist()
+        table[cols[1]] = [" ".join(classes[i] for i in row) for row in top]
+    pd.DataFrame(table).to_csv(path, index=False, float_format="%.6g")
 
 
 def _aligned_table(path: Path, competition: Competition, classes: list[str]) -> torch.Tensor:

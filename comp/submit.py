@@ -1,8 +1,9 @@
 """`comp submit`: validate a prediction CSV against the competition, archive it, optionally upload.
 
 Validation: the columns of the sample submission (or the NYCU default), one row per test id,
-every id present once, every label a known class name, no empty value. On success the file is
-copied to `submissions/<UTC time>_<name>.csv` (never overwriting), zipped as `prediction.csv` for
+every id present once, no empty value, and values of the submission's shape (class names,
+probabilities, or top-k names; see `validate_prediction`). On success the file is written to
+`submissions/<UTC time>_<name>.csv` (never overwriting), zipped as `prediction.csv` for
 CodaBench-style upload, and a line is appended to `submissions/history.csv`: time, file, sha256,
 runs, CV score, message, and agreement with the previous submission.
 """
@@ -20,18 +21,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import pandas as pd
 import torch
 
-from comp.data.competition import Competition, open_competition
+from comp.data.competition import Competition, Shape, open_competition, resolve_shape
 from comp.errors import UserError
 from comp.probs import read_probs
 
 HISTORY_COLUMNS = ("time_utc", "file", "sha256", "runs", "cv_score", "message", "agreement_with_previous")
 
 
-def validate_prediction(path: Path, competition: Competition) -> pd.DataFrame:
-    """Check `path` against the competition's submission format; return it as a DataFrame.
+def validate_prediction(path: Path, competition: Competition, shape: Optional[Shape] = None) -> pd.DataFrame:
+    """Check `path` against the competition's submission format and `shape`; return it as a DataFrame.
+
+    Every shape: the sample's columns, one row per test id, no empty value. Then, by shape: label
+    = a class name per row; probs = numbers in [0, 1] whose rows sum to 1; positive = numbers in
+    [0, 1]; topk = k different class names per row. `shape` defaults to what the sample and
+    the file's values say (`_guess_shape`).
 
     Raises:
         UserError: naming the first problem found and how to fix it.
@@ -44,14 +51,16 @@ def validate_prediction(path: Path, competition: Competition) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not a readable CSV ({e}); regenerate it with comp predict") from e
     fmt = competition.submission
-    if list(df.columns) != fmt.columns:
-        raise UserError(f"{path}: columns {list(df.columns)} but the competition expects {fmt.columns}")
+    expected_columns = shape.columns if shape is not None else fmt.columns
+    if list(df.columns) != expected_columns:
+        raise UserError(f"{path}: columns {list(df.columns)} but the competition expects {expected_columns}")
     # One normalization for checking, comparing and archiving: surrounding spaces are not part of a value.
     df = df.apply(lambda col: col.str.strip())
-    ids, labels = df[fmt.id_column], df[fmt.label_column]
-    if (ids == "").any() or (labels == "").any():
-        row = int(((ids == "") | (labels == "")).to_numpy().nonzero()[0][0]) + 2
-        raise UserError(f"{path}: empty value on line {row}; every row needs an id and a label")
+    ids = df[fmt.id_column]
+    empty = (df == "").any(axis=1)
+    if empty.any():
+        row = int(empty.to_numpy().nonzero()[0][0]) + 2
+        raise UserError(f"{path}: empty value on line {row}; every row needs an id and a value in every column")
     dupes = ids[ids.duplicated()]
     if len(dupes):
         raise UserError(f"{path}: id {dupes.iloc[0]!r} appears more than once; each test id must appear once")
@@ -62,10 +71,48 @@ def validate_prediction(path: Path, competition: Competition) -> pd.DataFrame:
     missing = expected - set(ids)
     if missing:
         raise UserError(f"{path}: {len(df)} rows for {len(expected)} test ids; {len(missing)} missing, e.g. {sorted(missing)[0]!r}")
-    bad = labels[~labels.isin(competition.classes)]
-    if len(bad):
-        raise UserError(f"{path}: label {bad.iloc[0]!r} is not a class of the competition ({len(bad)} rows); write class names")
+    shape = shape or _guess_shape(df, competition)
+    _check_values(path, df, shape, competition.classes)
     return df
+
+
+def _guess_shape(df: pd.DataFrame, competition: Competition) -> Shape:
+    """The shape of a prediction without a `_meta.json`: from the sample's columns and the values."""
+    fmt = competition.submission
+    shape = resolve_shape(fmt, competition.classes)  # probs (class columns), positive (column named after a class) or label
+    if shape.kind == "label":
+        values = df[fmt.label_column]
+        if not values.isin(competition.classes).all() and values.str.contains(" ").any():
+            return Shape("topk", list(fmt.columns), k=len(values.iloc[0].split()))
+    return shape
+
+
+def _check_values(path: Path, df: pd.DataFrame, shape: Shape, classes: list[str]) -> None:
+    cols = shape.columns[1:]
+    if shape.kind == "label":
+        labels = df[cols[0]]
+        bad = labels[~labels.isin(classes)]
+        if len(bad):
+            raise UserError(f"{path}: label {bad.iloc[0]!r} is not a class of the competition ({len(bad)} rows); write class names")
+        return
+    if shape.kind == "topk":
+        for line, value in enumerate(df[cols[0]], start=2):
+            names = value.split()
+            if len(names) != shape.k or len(set(names)) != len(names) or not set(names) <= set(classes):
+                raise UserError(f"{path}: line {line} holds {value!r}; each row needs {shape.k} different class names, best first")
+        return
+    try:
+        values = df[cols].astype(float)
+    except ValueError as e:
+        raise UserError(f"{path}: a probability is not a number ({e}); write numbers in [0, 1]") from e
+    arr = values.to_numpy()
+    if not np.isfinite(arr).all() or (arr < 0).any() or (arr > 1).any():
+        raise UserError(f"{path}: probabilities must be numbers in [0, 1]; found {arr[~(np.isfinite(arr) & (arr >= 0) & (arr <= 1))][0]!r}")
+    if shape.kind == "probs":
+        sums = arr.sum(1)
+        off = np.abs(sums - 1) > 1e-3
+        if off.any():
+            raise UserError(f"{path}: the class probabilities on line {int(off.nonzero()[0][0]) + 2} sum to {sums[off][0]:.4f}, not 1")
 
 
 def check_probabilities(prediction: Path, meta: dict[str, Any]) -> None:
@@ -111,7 +158,12 @@ def submit(
         raise UserError("no data folder: pass --data DIR (the competition the prediction is for)")
     competition = open_competition(data, id_column or meta.get("id_column"), label_column or meta.get("label_column"))
     competition.require_test()
-    df = validate_prediction(prediction, competition)
+    shape = None
+    if meta.get("shape"):  # what comp predict wrote, with the metric it wrote it for
+        shape = resolve_shape(competition.submission, competition.classes, meta.get("metric", "accuracy"),
+                              meta.get("positive_class"), meta["shape"])
+    df = validate_prediction(prediction, competition, shape)
+    shape = shape or _guess_shape(df, competition)
     check_probabilities(prediction, meta)
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -128,7 +180,7 @@ def submit(
         "runs": " ".join(meta.get("runs", [])),
         "cv_score": "" if meta.get("cv_score") is None else f"{meta['cv_score']:.4f}",
         "message": message,
-        "agreement_with_previous": _agreement(history, directory, df, competition),
+        "agreement_with_previous": _agreement(history, directory, df, competition, shape),
     }
     new = not history.is_file()
     with open(history, "a", newline="") as f:
@@ -158,8 +210,11 @@ def _unique(path: Path) -> Path:
     return candidate
 
 
-def _agreement(history: Path, directory: Path, df: pd.DataFrame, competition: Competition) -> str:
-    """Share of ids with the same label as the previous archived submission ('' for the first)."""
+def _agreement(history: Path, directory: Path, df: pd.DataFrame, competition: Competition, shape: Shape) -> str:
+    """Share of ids with the same (first) label as the previous archived submission.
+
+    '' for the first submission and for probability shapes, which have no label to compare.
+    """
     if not history.is_file():
         return ""
     with open(history, newline="") as f:
@@ -171,8 +226,10 @@ def _agreement(history: Path, directory: Path, df: pd.DataFrame, competition: Co
     if list(prev.columns) != fmt.columns:
         return ""
     prev = prev.apply(lambda col: col.str.strip())  # as validate_prediction normalizes
-    a = df.set_index(fmt.id_column)[fmt.label_column]
-    b = prev.set_index(fmt.id_column)[fmt.label_column].reindex(a.index)
+    if shape.kind not in ("label", "topk"):
+        return ""
+    a = df.set_index(fmt.id_column)[fmt.label_column].str.split().str[0]
+    b = prev.set_index(fmt.id_column)[fmt.label_column].str.split().str[0].reindex(a.index)
     return f"{float((a == b).mean()):.4f}"
 
 

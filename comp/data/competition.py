@@ -47,7 +47,7 @@ class Split:
 
 @dataclass
 class SubmissionFormat:
-    """What the prediction CSV must look like: columns, id style and row order."""
+    """What the prediction CSV must look like: columns, id style and row order (from the sample)."""
 
     columns: list[str]
     id_style: Literal["stem", "name"]  # "cat_01" or "cat_01.jpg"
@@ -60,6 +60,105 @@ class SubmissionFormat:
     @property
     def label_column(self) -> str:
         return self.columns[1]
+
+
+ShapeKind = Literal["label", "probs", "positive", "topk"]
+SHAPES = ("label", "probs", "positive", "topk")
+
+
+@dataclass
+class Shape:
+    """The kind of values the prediction CSV holds, resolved for a competition, metric and classes.
+
+    - label: one column of class names;
+    - probs: one probability column per class, in the sample's column order (`columns[i]` holds
+      class `class_index[i]`'s probability);
+    - positive: binary; one column with the probability of class `positive`;
+    - topk: one column of `k` space-separated class names, best first (MAP@k).
+    """
+
+    kind: ShapeKind
+    columns: list[str]  # every column of the file, the id column first
+    class_index: list[int] = field(default_factory=list)  # probs: the class of each value column
+    positive: int = 1  # positive: the class whose probability is written
+    k: int = 1  # topk: names per row
+
+    def describe(self, classes: list[str]) -> str:
+        if self.kind == "probs":
+            return f"one probability column per class ({len(self.class_index)})"
+        if self.kind == "positive":
+            return f"the probability of {classes[self.positive]!r} in column {self.columns[1]!r}"
+        if self.kind == "topk":
+            return f"the top {self.k} class names, best first, in column {self.columns[1]!r}"
+        return f"class names in column {self.columns[1]!r}"
+
+
+def resolve_shape(
+    fmt: SubmissionFormat, classes: list[str], metric: str = "accuracy", positive_class: Optional[str] = None,
+    override: str = "auto",
+) -> Shape:
+    """The shape of the prediction CSV: from the sample's columns and the metric, or `override`.
+
+    Auto rules: the sample's value columns are the class names (any order) -> probs; a single
+    column named after one of two classes -> positive (that class); a `map@K` metric -> topk;
+    a binary competition with `data.positive_class` set or a probability metric -> positive;
+    otherwise label. A probability metric (log_loss, roc_auc) with several classes and a single
+    label column is ambiguous (the sample cannot give the class order) and is refused.
+
+    Raises:
+        UserError: columns that match no class, or a shape that cannot hold this metric.
+    """
+    from comp.metrics import get_metric, positive_index, top_k
+
+    m = get_metric(metric)
+    k = top_k(m.name)
+    values = fmt.columns[1:]
+    index = {c: i for i, c in enumerate(classes)}
+    where = f"{fmt.sample}" if fmt.sample else "the prediction"
+    binary = len(classes) == 2
+
+    def probs_shape() -> Shape:
+        if len(values) > 1:
+            stray = [c for c in values if c.strip() not in index]
+            if stray or len(values) != len(classes):
+                raise UserError(
+                    f"{where}: columns {values} do not match the classes {classes[:6]}"
+                    f"{' (no class ' + repr(stray[0]) + ')' if stray else ''}; fix the sample or set data.submission"
+                )
+            return Shape("probs", list(fmt.columns), [index[c.strip()] for c in values])
+        return Shape("probs", [fmt.id_column, *classes], list(range(len(classes))))
+
+    kind = override
+    if kind == "auto":
+        if len(values) > 1:
+            kind = "probs"
+        elif binary and values[0].strip() in index:
+            kind = "positive"
+        elif k is not None:
+            kind = "topk"
+        elif binary and (positive_class is not None or m.probabilistic):
+            kind = "positive"
+        elif m.probabilistic:
+            raise UserError(
+                f"metric {m.name} scores probabilities, but {where} has one column {values[0]!r}; "
+                "set data.submission=probs (one column per class) or label"
+            )
+        else:
+            kind = "label"
+    if kind == "probs":
+        return probs_shape()
+    if len(values) > 1:
+        raise UserError(f"{where}: {len(values)} value columns {values}, but data.submission={kind} writes one")
+    if kind == "positive":
+        if not binary:
+            raise UserError(f"data.submission=positive is for binary competitions; this one has {len(classes)} classes")
+        named = values[0].strip()
+        if positive_class is None and named in index:
+            return Shape("positive", list(fmt.columns), positive=index[named])
+        return Shape("positive", list(fmt.columns), positive=positive_index(classes, positive_class))
+    if kind == "topk":
+        return Shape("topk", list(fmt.columns), k=k or 3)
+    return Shape("label", list(fmt.columns))
 
 
 @dataclass
@@ -192,7 +291,7 @@ def _open_folders(root: Path) -> Competition:
         val = _split_from(val_dirs, index) if val_dirs else None
     test_dir = root / "test"
     test_paths = list_images(test_dir) if test_dir.is_dir() else []
-    submission, test_paths, test_ids, problem = _test_set(root, test_paths)
+    submission, test_paths, test_ids, problem = _test_set(root, test_paths, classes)
     return Competition(root, "folders", classes, train, val, test_paths, test_ids, submission, skipped, problem)
 
 
@@ -261,7 +360,7 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str])
         # Some competitions keep train and test images in one folder and list test ids in the sample.
         used = set(train.paths)
         test_paths = [p for p in files.paths if p not in used]
-    submission, test_paths, test_ids, problem = _test_set(root, test_paths)
+    submission, test_paths, test_ids, problem = _test_set(root, test_paths, classes)
     return Competition(root, "csv", classes, train, None, test_paths, test_ids, submission, skipped, problem, id_col, lab_col)
 
 
@@ -351,7 +450,7 @@ def _detect_label_column(df: pd.DataFrame, id_col: str, csv_path: Path) -> str:
 
 
 def _test_set(
-    root: Path, test_paths: list[Path]
+    root: Path, test_paths: list[Path], classes: list[str]
 ) -> tuple[SubmissionFormat, list[Path], list[str], Optional[str]]:
     """The submission format, the test images in submission order, their ids, and any problem.
 
@@ -368,12 +467,14 @@ def _test_set(
         else:
             if len(sample.columns) < 2:
                 problem = f"{sample_path}: expected an id column and a label column, got {list(sample.columns)}"
-            elif len(sample.columns) > 2:
-                # Refused up front: predict would write two columns that submit then rejects.
-                extra = [str(c) for c in sample.columns[2:]]
+            elif len(sample.columns) > 2 and {str(c).strip() for c in sample.columns[1:]} != set(classes):
+                # Refused up front: predict would write columns that submit then rejects. (Value
+                # columns that are the class names are the one-probability-per-class shape.)
+                stray = [str(c) for c in sample.columns[1:] if str(c).strip() not in classes]
                 problem = (
-                    f"{sample_path}: columns {[str(c) for c in sample.columns]}, but comp writes an id and one label "
-                    f"column and cannot fill {extra}; if the competition does not score them, remove them from the sample"
+                    f"{sample_path}: columns {[str(c) for c in sample.columns]}; comp writes an id and either one "
+                    f"value column or one column per class, and {stray} match no class; if the competition does "
+                    "not score them, remove them from the sample"
                 )
     if sample is None or problem:
         ids = [p.stem for p in test_paths]
