@@ -126,6 +126,7 @@ def predict(
     workers: Annotated[int, typer.Option("--workers", min=0, help="Decoding processes.")] = 2,
     id_column: Annotated[Optional[str], typer.Option("--id-column", help="CSV layout: train.csv id column [default: the run's].")] = None,
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="CSV layout: train.csv label column [default: the run's].")] = None,
+    calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Apply each run's fitted temperature (log-loss runs).")] = True,
     shape: Annotated[str, typer.Option("--shape", help=(
         "Prediction CSV shape: auto (from sample_submission.csv and the run's metric), label (class names), probs (one "
         "probability column per class), positive (binary: the positive class's probability) or topk (k names, MAP@k)."))] = "auto",
@@ -142,7 +143,7 @@ def predict(
         predict_run(
             runs, data=data, tta=tta, views=tta_views, out=out, weights=_floats(weights, "--weights"),
             merge_rule=merge, batch_size=batch_size, workers=workers, id_column=id_column, label_column=label_column,
-            shape=shape, log=typer.echo,
+            shape=shape, calibrate=calibrate, log=typer.echo,
         )
 
 
@@ -154,13 +155,14 @@ def evaluate(
     data: Annotated[Optional[Path], typer.Option("--data", help="Competition folder [default: the run's data.dir].")] = None,
     tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Score every TTA view and their merge.")] = False,
     tta_views: Annotated[Optional[str], typer.Option("--tta-views", help="Views to score, e.g. identity,hflip,rot10.")] = None,
-    fit: Annotated[bool, typer.Option("--fit", help="Fit run weights and choose views by hill-climbing on held-out predictions.")] = False,
+    fit: Annotated[bool, typer.Option("--fit", help="Fit run weights and choose views by hill-climbing on the metric over held-out predictions.")] = False,
+    calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Score log-loss runs with their fitted temperature, as predict does.")] = True,
 ) -> None:
-    """Validation (or out-of-fold) accuracy of runs, of each TTA view and of the ensemble."""
+    """The competition metric (and accuracy) of runs on validation / out-of-fold images, each TTA view and the ensemble."""
     from comp.evaluate import evaluate as evaluate_runs
 
     with user_errors():
-        evaluate_runs(runs, data=data, tta=tta, views=tta_views, fit=fit, log=typer.echo)
+        evaluate_runs(runs, data=data, tta=tta, views=tta_views, fit=fit, calibrate=calibrate, log=typer.echo)
 
 
 @app.command(

@@ -8,7 +8,7 @@ softmax of the mean logits (log-softmax differs from the logits by a per-sample 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -62,16 +62,21 @@ def log_loss(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return -probs.gather(1, labels.view(-1, 1)).clamp_min(EPS).log().mean().item()
 
 
-def greedy_weights(probs: torch.Tensor, labels: torch.Tensor, rule: str = "mean", max_steps: int = 50) -> list[float]:
+def greedy_weights(
+    probs: torch.Tensor, labels: torch.Tensor, rule: str = "mean", max_steps: int = 50,
+    objective: Optional[Callable[[torch.Tensor], float]] = None,
+) -> list[float]:
     """Caruana-style forward selection with replacement on out-of-fold predictions.
 
     Starting from the best single member, repeatedly add the member (repeats allowed) whose
-    inclusion gives the best (accuracy, -log loss) of the merged prediction; stop when nothing
-    improves. Weights are how often each member was picked.
+    inclusion gives the best objective of the merged prediction; stop when nothing improves.
+    Weights are how often each member was picked.
 
     Args:
         probs: (M, N, C) out-of-fold probabilities of M members on the same N labelled images.
         labels: (N,) class indices.
+        objective: higher-is-better score of (N, C) merged probabilities (e.g. the competition
+            metric, negated for log loss); default accuracy, ties broken by lower log loss.
 
     Returns:
         M weights summing to 1 (zero for members never picked).
@@ -80,6 +85,8 @@ def greedy_weights(probs: torch.Tensor, labels: torch.Tensor, rule: str = "mean"
 
     def score(counts: torch.Tensor) -> tuple[float, float]:
         p = merge(probs, counts.tolist(), rule)
+        if objective is not None:
+            return objective(p), -log_loss(p, labels)
         return accuracy(p, labels), -log_loss(p, labels)
 
     counts = torch.zeros(m)

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from comp.data.competition import Competition, Shape, open_competition, resolve_shape
+from comp.calibration import apply_temperature, run_temperature
 from comp.engine import distributed as dist
 from comp.engine.epoch import resolve_device
 from comp.engine.fit import Log
@@ -74,6 +75,7 @@ def predict(
     id_column: Optional[str] = None,
     label_column: Optional[str] = None,
     shape: str = "auto",
+    calibrate: bool = True,
     log: Log = print,
 ) -> dict[str, Any]:
     """Predict the competition's test set with an ensemble; write CSV, probabilities and metadata.
@@ -89,6 +91,7 @@ def predict(
         shape: the prediction CSV's shape (`comp.data.competition.resolve_shape`): auto (from the
             sample submission and the runs' metric), label, probs, positive or topk; default the
             first run's `data.submission`.
+        calibrate: apply each run's (or fold's) temperature from its calibration.json, if any.
 
     Returns:
         The metadata written to `<out stem>_meta.json`.
@@ -135,6 +138,7 @@ def predict(
 
     per_run: dict[Path, torch.Tensor] = {}
     used_views: dict[str, list[str]] = {}
+    temperatures: dict[str, float] = {}
     if all_members:
         views_per_member = [member_views(m, tta, views) for m in all_members]
         # Under torchrun each rank predicts every world-th test image; rank 0 gathers and writes.
@@ -148,6 +152,12 @@ def predict(
             probs = _gathered(probs, len(competition.test_paths))
         k = 0
         for run, ms in members.items():
+            if calibrate:  # each fold its own temperature, on each view, before anything is merged
+                for j, m in enumerate(ms):
+                    t = run_temperature(m.run_dir)
+                    if t != 1.0:
+                        probs[k + j] = apply_temperature(probs[k + j], t)
+                        temperatures[str(m.run_dir)] = t
             merged = [merge(probs[k + j], rule=rule) for j in range(len(ms))]
             per_run[run] = merge(torch.stack(merged), rule=rule)
             used_views[str(run)] = views_per_member[k]
@@ -180,6 +190,7 @@ def predict(
         "positive_class": positive_class,
         "shape": out_shape.kind,
         "k": out_shape.k,
+        "temperatures": temperatures,
     }
     write_json(meta, meta_path)
     log(f"wrote {csv_path} ({len(competition.test_ids)} rows), {probs_path.name}, {meta_path.name} "

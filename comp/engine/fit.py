@@ -21,6 +21,7 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 
+from comp.calibration import calibrate_run
 from comp.config import Config, TrainConfig, save_config
 from comp.data.competition import Competition, Split, open_configured
 from comp.data.folds import merged_labelled, train_val_split
@@ -112,9 +113,16 @@ def fit_split(
         ),
         skipped=list(competition.skipped),
         source=str(competition.root),
-        after=(lambda run, device, c: write_val_probs(run, val, competition, device, c)) if len(val) else None,
+        after=(lambda run, device, c: _held_out_outputs(run, val, competition, device, c)) if len(val) else None,
     )
     return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept)
+
+
+def _held_out_outputs(run: Path, val: Split, competition: Competition, device: torch.device, cfg: Config) -> None:
+    """After training: val_probs.csv of best.pt, and for log loss the temperature fitted on it."""
+    write_val_probs(run, val, competition, device, cfg)
+    if cfg.metric == "log_loss":
+        calibrate_run(run)
 
 
 def train_run(

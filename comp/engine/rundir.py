@@ -25,7 +25,7 @@ from comp.errors import UserError
 # Everything a run or a k-fold run writes into its folder (fold_*/ hold runs of their own).
 RUN_FILES = frozenset({
     "config.yaml", "best.pt", "last.pt", "metrics.csv", "curves.png", "summary.json", "val_probs.csv",
-    "skipped_files.txt", "oof.csv", "cv.json", ".best.pt.tmp", ".last.pt.tmp", "lr_find.png",
+    "skipped_files.txt", "oof.csv", "cv.json", ".best.pt.tmp", ".last.pt.tmp", "lr_find.png", "calibration.json",
 })
 
 # Keys that describe the machine, not the recipe: they may differ between folds and on resume
