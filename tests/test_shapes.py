@@ -90,6 +90,8 @@ def test_shapes_that_cannot_hold_the_metric_or_the_classes_are_refused(tmp_path)
     assert resolve_shape(fmt, classes, "roc_auc", override="probs").columns == ["id", *classes]
     with pytest.raises(UserError, match="positive is for binary"):
         resolve_shape(fmt, classes, "accuracy", override="positive")
+    with pytest.raises(UserError, match="'ankle boot' contains a space"):
+        resolve_shape(fmt, ["ankle boot", "bag", "coat"], "map@3")  # "ankle boot bag coat" could not be read back
     bad = _comp(tmp_path / "b", 3, sample_columns=["id", "circle", "square", "hexagon"])
     result = CliRunner().invoke(app, ["data", "check", str(bad)])
     assert result.exit_code == 2 and "'hexagon'] match no class" in result.output

@@ -157,6 +157,12 @@ def resolve_shape(
             return Shape("positive", list(fmt.columns), positive=index[named])
         return Shape("positive", list(fmt.columns), positive=positive_index(classes, positive_class))
     if kind == "topk":
+        spaced = [c for c in classes if len(c.split()) != 1]
+        if spaced:
+            raise UserError(
+                f"class {spaced[0]!r} contains a space, so space-separated top-k names cannot hold it; "
+                "rename the classes (e.g. with underscores) for a map@K submission"
+            )
         return Shape("topk", list(fmt.columns), k=k or 3)
     return Shape("label", list(fmt.columns))
 
