@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--shapes", default="probs,topk,positive")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--set", action="append", default=[], help="extra comp train --set key=value (repeatable)")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs (summary.json) and only predict and score")
     a = ap.parse_args()
     comp = [sys.executable, "-m", "comp"]
@@ -121,6 +122,8 @@ def main() -> None:
                  "--overwrite", "--set", f"metric={METRIC[shape]}"]
         if a.epochs:
             train += ["--epochs", str(a.epochs)]
+        for item in a.set:
+            train += ["--set", item]
         if not (a.reuse and (run / "summary.json").is_file()):
             subprocess.run(train, check=True)
         subprocess.run([*comp, "predict", str(run), "--data", str(data), "--out", str(run / "prediction.csv")], check=True)
