@@ -24,7 +24,8 @@ from timm.optim import create_optimizer_v2
 
 from comp.config import ModelConfig, OptimConfig, SchedConfig
 from comp.data.cache import TensorBatches
-from comp.engine.epoch import amp_dtype, resolve_device, train_one_epoch
+from comp.device import amp_dtype, resolve_device
+from comp.engine.epoch import train_one_epoch
 from comp.engine.optim import create_optimizer, create_scheduler
 from comp.models.factory import build_model
 

@@ -54,7 +54,7 @@ def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 def calibrate_run(run_dir: Path) -> Optional[dict]:
     """Fit the temperature of a run on its val_probs.csv and write calibration.json; None without one."""
-    from comp.engine.logbook import write_json
+    from comp.files import write_json
     from comp.probs import label_indices, read_probs
 
     table = Path(run_dir) / "val_probs.csv"

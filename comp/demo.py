@@ -17,8 +17,7 @@ from PIL import Image
 
 import comp
 from comp.data.sources import FASHION_CLASSES, fashion_mnist
-from comp.engine.fit import Log
-from comp.errors import UserError
+from comp.errors import Log, UserError
 
 DEMO_CONFIG = Path(comp.__file__).resolve().parents[1] / "configs" / "demo.yaml"
 

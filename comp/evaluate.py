@@ -19,11 +19,10 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from comp.calibration import apply_temperature, nll, run_temperature
-from comp.engine.epoch import resolve_device
-from comp.engine.fit import Log
+from comp.device import resolve_device
 from comp.engine.infer import find_model_dirs, load_member, predict_views, shared_classes
 from comp.ensemble import accuracy, greedy_weights, merge
-from comp.errors import UserError
+from comp.errors import Log, UserError
 from comp.metrics import get_metric, score
 from comp.probs import label_indices, read_probs
 from comp.tta import parse_views

@@ -39,12 +39,13 @@ from comp.data.cache import BatchAugment, TensorBatches
 from comp.data.folds import holdout_indices
 from comp.data.sources import DATASETS, load_dataset
 from comp.engine.checkpoint import load_checkpoint
-from comp.engine.epoch import evaluate, resolve_device
+from comp.device import resolve_device
+from comp.engine.epoch import evaluate
 from comp.engine.finders import find_batch_size, lr_range_test, plot_lr_test
-from comp.engine.fit import Log, TrainingData, train_run
-from comp.engine.logbook import write_json
+from comp.engine.fit import TrainingData, train_run
+from comp.files import write_json
 from comp.engine.optim import create_optimizer
-from comp.errors import UserError
+from comp.errors import Log, UserError
 from comp.models.factory import build_model
 from comp.models.heads import count_params
 

@@ -23,12 +23,12 @@ import torch
 from comp.data.competition import Competition, Shape, open_competition, resolve_shape
 from comp.calibration import apply_temperature, run_temperature
 from comp.engine import distributed as dist
-from comp.engine.epoch import resolve_device
-from comp.engine.fit import Log
+from comp.device import resolve_device
 from comp.engine.infer import Member, find_model_dirs, load_member, predict_views, shared_classes
-from comp.engine.logbook import LiveProgress, write_json
+from comp.engine.logbook import LiveProgress
+from comp.files import write_json
 from comp.ensemble import check_weights, merge
-from comp.errors import UserError
+from comp.errors import Log, UserError
 from comp.probs import read_probs, write_probs
 from comp.tta import parse_views
 

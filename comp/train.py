@@ -7,11 +7,11 @@ from typing import Any, Optional, Sequence
 
 from comp.config import Config, load_config
 from comp.engine import distributed as dist
-from comp.engine.epoch import resolve_device
-from comp.engine.fit import Log, fit
+from comp.device import resolve_device
+from comp.engine.fit import fit
 from comp.engine.kfold import fit_folds
 from comp.engine.rundir import check_resume_changes, claim_default_run_dir, remove_if_empty, saved_config
-from comp.errors import UserError
+from comp.errors import Log, UserError
 from comp.models.factory import PRETRAINED_WORDS
 
 
@@ -108,7 +108,6 @@ def lr_find(
     from comp.data.competition import open_configured
     from comp.data.folds import merged_labelled, train_val_split
     from comp.data.loaders import make_loaders
-    from comp.engine.epoch import resolve_device
     from comp.engine.finders import lr_range_test, plot_lr_test
     from comp.engine.optim import create_optimizer
     from comp.models.factory import build_model, data_config

@@ -4,14 +4,12 @@ Competition folders of the kinds Kaggle ships, with the ways they used to be rea
 reported "ok"), and user input that used to end in a traceback or a misleading message.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from comp.cli import app
@@ -289,7 +287,7 @@ def test_messages_name_the_real_cause_and_source(tmp_path, shapes):
 
 
 def test_disk_full_before_any_checkpoint_does_not_suggest_resume(tmp_path, monkeypatch):
-    from comp.engine.checkpoint import save_atomic
+    from comp.files import save_atomic
 
     def full(obj, f, *a, **k):
         raise OSError(28, "No space left on device")

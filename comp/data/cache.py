@@ -102,7 +102,7 @@ def load_or_build(
     paths: Sequence[Path], size: int, crop_pct: float, cache_dir: Optional[Path] = None, threads: int = 2, progress=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The cached (images, ok) for `paths`, decoding and saving them on the first call."""
-    from comp.engine.checkpoint import save_atomic  # the one atomic writer
+    from comp.files import save_atomic  # the one atomic writer
 
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     file = cache_dir / f"{cache_key(paths, size, crop_pct)}.pt"

@@ -9,7 +9,6 @@ weights_only=True)` accepts: no pickled objects, so loading a checkpoint cannot 
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import signal
 import threading
@@ -21,22 +20,6 @@ import torch
 import torch.nn as nn
 
 from comp.errors import UserError
-
-
-def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """`torch.save(obj, path)` via temp file + fsync + rename. Disk errors become a UserError."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        tmp.unlink(missing_ok=True)
-        again = "resume with --resume" if (path.parent / "last.pt").is_file() else "run the command again"
-        raise UserError(f"could not write checkpoint {path} ({e}); free disk space and {again}") from e
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -8,9 +8,10 @@ and every `train.checkpoint_minutes`), early stopping on val accuracy with patie
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -29,20 +30,22 @@ from comp.data.cache import TensorBatches
 from comp.data.loaders import make_loaders
 from comp.data.sampling import epoch_seed
 from comp.engine.checkpoint import (
-    load_checkpoint, restore_training, save_atomic, seed_everything, stop_on_sigint, training_payload, weights_payload,
+    load_checkpoint, restore_training, seed_everything, stop_on_sigint, training_payload, weights_payload,
 )
 from comp.engine import distributed as dist
-from comp.engine.epoch import EpochProgress, EpochStats, NonFiniteLoss, amp_dtype, evaluate, resolve_device, train_one_epoch
+from comp.device import amp_dtype, resolve_device
+from comp.engine.epoch import EpochProgress, EpochStats, NonFiniteLoss, evaluate, train_one_epoch
 from comp.engine.infer import write_val_probs
-from comp.engine.logbook import LiveProgress, MetricsLog, environment, plot_curves, write_json
-from comp.engine.rundir import check_new_run_dir, clear_run_dir, read_json
+from comp.engine.logbook import LiveProgress, MetricsLog, environment, plot_curves
+from comp.engine.rundir import check_new_run_dir, clear_run_dir
+from comp.engine.state import CheckpointPolicy, LoopState, update_best
+from comp.files import read_json, save_atomic, write_json
 from comp.engine.optim import create_optimizer, create_scheduler
-from comp.errors import Interrupted, UserError
-from comp.metrics import METRICS, Metric, check_metric, score
+from comp.errors import Interrupted, Log, UserError
+from comp.metrics import Metric, check_metric, score
 from comp.models.factory import build_model, data_config
 from comp.models.heads import count_params
 
-Log = Callable[[str], None]
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -163,7 +166,7 @@ def _train_run(
     ckpt = None
     if resume:
         ckpt = _resumable(out_dir, classes)
-        if _finished(ckpt["state"], t) and (out_dir / "summary.json").is_file():
+        if LoopState.from_dict(ckpt["state"]).finished(t) and (out_dir / "summary.json").is_file():
             log(f"{out_dir} has finished ({ckpt['state']['epoch'] + 1} epochs); nothing to do. Extend it with --resume --epochs N")
             dist.barrier()
             return read_json(out_dir / "summary.json") or {}
@@ -186,14 +189,12 @@ def _train_run(
     criterion, mixup = training_loss(t, len(classes))
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
-    state = {"epoch": -1, "best_val_score": metric.worst, "best_val_acc": -1.0, "best_val_loss": float("inf"), "best_epoch": -1,
-             "stale_epochs": 0, "updates": 0}
+    state = LoopState.new(metric)
     if ckpt is not None:
-        state = restore_training(ckpt, model, optimizer, scaler, ema)
-        partial = state.get("partial")
-        scheduler.step_update(num_updates=state["updates"] + (partial["batches"] if partial else 0))
-        where = f"epoch {partial['epoch'] + 1}, batch {partial['batches']}" if partial else f"the end of epoch {state['epoch'] + 1}"
-        log(f"resuming {out_dir} from {where}")
+        state = LoopState.from_dict(restore_training(ckpt, model, optimizer, scaler, ema))
+        scheduler.step_update(num_updates=state.updates_done())
+        p = state.partial
+        log(f"resuming {out_dir} from " + (f"epoch {p['epoch'] + 1}, batch {p['batches']}" if p else f"the end of epoch {state.epoch + 1}"))
         del ckpt
     if main:
         if not resume:
@@ -209,8 +210,7 @@ def _train_run(
     if t.compile:
         net = torch.compile(net)
 
-    metrics = MetricsLog(out_dir / "metrics.csv", keep_until_epoch=state["epoch"] if resume else None) if main else None
-
+    metrics = MetricsLog(out_dir / "metrics.csv", keep_until_epoch=state.epoch if resume else None) if main else None
     n_params, n_train_params = count_params(model), count_params(model, trainable_only=True)
     log(
         f"{cfg.model.name} ({n_params / 1e6:.2f}M params, {n_train_params / 1e6:.2f}M trainable) on {device}"
@@ -223,38 +223,24 @@ def _train_run(
     bad_files = {p: r for p, r in data.skipped}
     bad_files.update({str(p): "unreadable image" for p in unreadable})
     started = time.time()
-    save_last = lambda: save_atomic(  # noqa: E731
-        training_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state), out_dir / "last.pt"
-    )
-    if not main:
-        save_last = lambda: None  # noqa: E731
+
+    def save_last() -> None:
+        if main:
+            save_atomic(training_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state.to_dict()), out_dir / "last.pt")
+
+    def interrupted(where: str) -> Interrupted:
+        return Interrupted(f"interrupted: {out_dir}/last.pt holds {where}; continue with: comp train CONFIG --resume --out {out_dir}")
+
     with LiveProgress(enabled=None if main else False) as progress, stop_on_sigint() as stop:
         log = progress.wrap(log)
-        last_save = time.monotonic()
-
-        def after_batch(p: EpochProgress) -> bool:
-            # A mid-epoch last.pt on Ctrl-C and every train.checkpoint_minutes: with the order and
-            # augmentation of every batch fixed by (seed, epoch, batch), it resumes exactly.
-            nonlocal last_save
-            due = bool(t.checkpoint_minutes) and time.monotonic() - last_save > 60 * t.checkpoint_minutes
-            requested = stop.requested
-            if distributed:  # every rank must stop at the same batch, or collectives would hang
-                requested, due = (v > 0 for v in dist.sum_across([float(requested), float(due and main)]))
-                stop.requested = requested
-            if (requested or due) and p.batches < len(train_loader):
-                state["partial"] = {"epoch": epoch, **asdict(p)}
-                save_last()
-                del state["partial"]
-                last_save = time.monotonic()
-            return requested
-
-        first = t.epochs if _finished(state, t) else state["epoch"] + 1  # finished: only the closing steps are due
-        stopped_early = first == t.epochs and bool(t.patience) and state["stale_epochs"] >= t.patience
+        policy = CheckpointPolicy(save_last, state, t.checkpoint_minutes, stop, len(train_loader))
+        first = t.epochs if state.finished(t) else state.epoch + 1  # finished: only the closing steps are due
+        stopped_early = first == t.epochs and bool(t.patience) and state.stale_epochs >= t.patience
         for epoch in range(first, t.epochs):
-            partial = state.pop("partial", None)
             start = None
-            if partial is not None:  # last.pt was saved mid-epoch; RNG states came with it
-                start = EpochProgress(**{k: v for k, v in partial.items() if k != "epoch"})
+            if state.partial is not None:  # last.pt was saved mid-epoch; RNG states came with it
+                start = EpochProgress(**{k: v for k, v in state.partial.items() if k != "epoch"})
+                state.partial = None
             else:
                 seed_everything(epoch_seed(t.seed, epoch))  # dropout, mixup: fixed per epoch too
             train_loader.set_epoch(epoch, start.batches if start else 0)
@@ -262,23 +248,21 @@ def _train_run(
             try:
                 tr, unfinished = train_one_epoch(
                     net, train_loader, optimizer, device=device, criterion=criterion, scheduler=scheduler,
-                    start_update=state["updates"], mixup=mixup, dtype=dtype, scaler=scaler, grad_clip=t.grad_clip,
-                    ema=ema, channels_last=channels_last, progress=progress, start=start, after_batch=after_batch,
+                    start_update=state.updates, mixup=mixup, dtype=dtype, scaler=scaler, grad_clip=t.grad_clip,
+                    ema=ema, channels_last=channels_last, progress=progress, start=start,
+                    after_batch=functools.partial(policy.after_batch, epoch),
                 )
             except NonFiniteLoss as e:
-                kept = f"best.pt (epoch {state['best_epoch'] + 1}) and last.pt are kept" if state["best_epoch"] >= 0 else "no checkpoint was written"
+                kept = f"best.pt (epoch {state.best_epoch + 1}) and last.pt are kept" if state.best_epoch >= 0 else "no checkpoint was written"
                 raise UserError(f"{e} (epoch {epoch + 1}; {kept} in {out_dir})") from e
-            if distributed and unfinished is None:
+            if unfinished is not None:
+                raise interrupted(f"epoch {epoch + 1} up to batch {unfinished.batches}")
+            if distributed:
                 tr = _summed(tr)
-            if tr.images == 0 and unfinished is None:
+            if tr.images == 0:
                 _write_skipped(bad_files | {p: "unreadable image" for p in tr.bad_files}, out_dir / "skipped_files.txt", log)
                 raise UserError(f"no training image could be decoded; the files are listed in {out_dir / 'skipped_files.txt'}")
-            if unfinished is not None:
-                raise Interrupted(
-                    f"interrupted: {out_dir}/last.pt holds epoch {epoch + 1} up to batch {unfinished.batches}; "
-                    f"continue with: comp train CONFIG --resume --out {out_dir}"
-                )
-            state["updates"] += len(train_loader)
+            state.updates += len(train_loader)
             progress.begin("  validate", len(val_loader))
             eval_model = ema.module if ema is not None else model
             va = evaluate(eval_model, val_loader, device=device, dtype=dtype, channels_last=channels_last, progress=progress)
@@ -287,32 +271,18 @@ def _train_run(
             if data.n_val:
                 va.score = score(metric.name, va.probs, va.targets, classes, cfg.data.positive_class) if va.images else float("nan")
             bad_files.update({p: "unreadable image" for p in tr.bad_files + va.bad_files})
-            lr = optimizer.param_groups[0]["lr"]
-            row = dict(epoch=epoch, lr=lr, train_loss=tr.loss, train_acc=tr.acc, val_loss=va.loss, val_acc=va.acc, val_score=va.score,
-                       seconds=tr.seconds + va.seconds)
-            if main:
-                metrics.append(row)
-                plot_curves(metrics.rows, out_dir / "curves.png", title=f"{cfg.model.name} - {out_dir.name}")
             improved = update_best(state, epoch, va, metric, scored=data.n_val > 0)
-            if improved and main:
-                save_atomic(weights_payload(eval_model, cfg, classes, epoch, va.acc), out_dir / "best.pt")
-            state["epoch"] = epoch
-            save_last()
-            last_save = time.monotonic()
-            scored = f"val loss {va.loss:.4f} acc {va.acc:.4f}  " if data.n_val else ""
-            if data.n_val and metric.name != "accuracy":
-                scored += f"{metric.name} {va.score:.4f}  "
-            log(
-                f"epoch {epoch + 1}/{t.epochs}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
-                f"{scored}{tr.images / max(tr.seconds, 1e-9):.0f} img/s  "
-                f"{row['seconds']:.1f}s{'  *best' if improved and data.n_val else ''}"
-            )
-            if t.patience and state["stale_epochs"] >= t.patience:
-                log(f"early stop: no better best.pt (higher val accuracy, or equal with lower val loss) for {t.patience} epochs")
+            state.epoch = epoch
+            if main:
+                _record_epoch(metrics, out_dir, cfg, classes, epoch, optimizer, tr, va, eval_model if improved else None, metric,
+                              data.n_val > 0, log)
+            policy.epoch_end()
+            if t.patience and state.stale_epochs >= t.patience:
+                log(f"early stop: no better best.pt (a better val {metric.name}, or an equal one with lower val loss) for {t.patience} epochs")
                 stopped_early = True
                 break
             if stop.requested and epoch + 1 < t.epochs:
-                raise Interrupted(f"interrupted: {out_dir}/last.pt holds epoch {epoch + 1}; continue with: comp train CONFIG --resume --out {out_dir}")
+                raise interrupted(f"epoch {epoch + 1}")
 
     # Every rank must end with the same weights; a mismatch means the processes drifted apart.
     digests = dist.gather_objects(weights_digest(model)) if distributed else ["single process"]
@@ -320,31 +290,61 @@ def _train_run(
         _write_skipped(bad_files, out_dir / "skipped_files.txt", log)
         if data.after is not None:
             data.after(out_dir, device, cfg)
-    summary = {
-        "best_epoch": state["best_epoch"],
+    summary = _summary(state, metric, cfg, data, dcfg, n_params, stopped_early, len(set(digests)) == 1, time.time() - started, device)
+    if main:
+        write_json(summary, out_dir / "summary.json")
+    dist.barrier()
+    return summary
+
+
+def _record_epoch(
+    metrics: MetricsLog, out_dir: Path, cfg: Config, classes: list[str], epoch: int, optimizer, tr: EpochStats, va: EpochStats,
+    new_best: Optional[nn.Module], metric: Metric, scored: bool, log: Log,
+) -> None:
+    """The end-of-epoch bookkeeping of rank 0: metrics.csv, curves.png, best.pt (when `new_best`), the log line."""
+    lr = optimizer.param_groups[0]["lr"]
+    row = dict(epoch=epoch, lr=lr, train_loss=tr.loss, train_acc=tr.acc, val_loss=va.loss, val_acc=va.acc, val_score=va.score,
+               seconds=tr.seconds + va.seconds)
+    metrics.append(row)
+    plot_curves(metrics.rows, out_dir / "curves.png", title=f"{cfg.model.name} - {out_dir.name}")
+    if new_best is not None:
+        save_atomic(weights_payload(new_best, cfg, classes, epoch, va.acc), out_dir / "best.pt")
+    val = f"val loss {va.loss:.4f} acc {va.acc:.4f}  " if scored else ""
+    if scored and metric.name != "accuracy":
+        val += f"{metric.name} {va.score:.4f}  "
+    log(
+        f"epoch {epoch + 1}/{cfg.train.epochs}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
+        f"{val}{tr.images / max(tr.seconds, 1e-9):.0f} img/s  {row['seconds']:.1f}s{'  *best' if new_best is not None and scored else ''}"
+    )
+
+
+def _summary(
+    state: LoopState, metric: Metric, cfg: Config, data: "TrainingData", dcfg: dict, n_params: int, stopped_early: bool,
+    ranks_agree: bool, seconds: float, device: torch.device,
+) -> dict[str, Any]:
+    """summary.json: what the run was, what it reached, and on what."""
+    scored = data.n_val > 0
+    return {
+        "best_epoch": state.best_epoch,
         "metric": metric.name,
-        "best_val_score": state["best_val_score"] if data.n_val and math.isfinite(state["best_val_score"]) else None,
-        "best_val_acc": state["best_val_acc"] if data.n_val else None,
-        "classes": classes,
+        "best_val_score": state.best_val_score if scored and math.isfinite(state.best_val_score) else None,
+        "best_val_acc": state.best_val_acc if scored else None,
+        "classes": data.classes,
         "model": cfg.model.name,
-        "epochs_run": state["epoch"] + 1,
+        "epochs_run": state.epoch + 1,
         "stopped_early": stopped_early,
         "world_size": dist.world_size(),
-        "ranks_agree": len(set(digests)) == 1,
+        "ranks_agree": ranks_agree,
         "train_images": data.n_train,
         "val_images": data.n_val,
         "image_size": dcfg["image_size"],
         "params": n_params,
-        "seconds": round(time.time() - started, 2),
+        "seconds": round(seconds, 2),
         "seed": cfg.train.seed,
         "device": str(device),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "environment": environment(),
     }
-    if main:
-        write_json(summary, out_dir / "summary.json")
-    dist.barrier()
-    return summary
 
 
 def training_loss(t: TrainConfig, num_classes: int) -> tuple[nn.Module, Optional[Mixup]]:
@@ -362,33 +362,6 @@ def training_loss(t: TrainConfig, num_classes: int) -> tuple[nn.Module, Optional
     return nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), None
 
 
-def update_best(state: dict[str, Any], epoch: int, va: EpochStats, metric: Metric = METRICS["accuracy"], scored: bool = True) -> bool:
-    """Record epoch `epoch` as the new best in `state` if it is one; returns whether it was.
-
-    Better = a better `va.score` in the competition metric (higher, or lower for log loss); a tie
-    goes to the lower val loss (on a small val set ties are common, and keeping the earlier epoch
-    then throws away the end of the schedule on noise). An epoch the metric cannot score (NaN,
-    e.g. AUC with a class missing from val) is judged by val loss alone against other such epochs.
-    Without val images (`scored=False`) every epoch is the best: best.pt follows the last one.
-    Otherwise `state["stale_epochs"]` counts the epochs since the last best, for early stopping.
-    """
-    best = state.get("best_val_score", state.get("best_val_acc", metric.worst))  # .get: last.pt of older versions
-    lower_loss = va.loss < state.get("best_val_loss", math.inf)
-    if not scored:
-        improved = True
-    elif math.isnan(va.score):
-        improved = (math.isnan(best) or best == metric.worst) and lower_loss
-    else:
-        improved = metric.better(va.score, best) or (va.score == best and lower_loss)
-    if improved:
-        nan = float("nan")
-        state.update(best_val_score=va.score if scored else nan, best_val_acc=va.acc if scored else nan,
-                     best_val_loss=va.loss, best_epoch=epoch, stale_epochs=0)
-    else:
-        state["stale_epochs"] += 1
-    return improved
-
-
 def _resumable(out_dir: Path, classes: list[str]) -> dict[str, Any]:
     """last.pt of `out_dir`, refused when missing or trained on other classes than `classes`."""
     if not (out_dir / "last.pt").is_file():
@@ -400,13 +373,6 @@ def _resumable(out_dir: Path, classes: list[str]) -> dict[str, Any]:
             f"the data now has {len(classes)} ({', '.join(classes[:4])}, ...); resume with the run's own --data"
         )
     return ckpt
-
-
-def _finished(state: dict[str, Any], t: TrainConfig) -> bool:
-    """Whether a run in `state` has nothing left to train: all epochs, or early-stopped."""
-    if state.get("partial"):
-        return False
-    return state["epoch"] + 1 >= t.epochs or bool(t.patience and state["stale_epochs"] >= t.patience)
 
 
 def _quiet(line: str) -> None:

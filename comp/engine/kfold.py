@@ -19,11 +19,11 @@ from comp.config import Config, save_config
 from comp.data.competition import open_configured
 from comp.data.folds import kfold_indices, merged_labelled
 from comp.engine import distributed as dist
-from comp.engine.fit import Log, fit_split
+from comp.engine.fit import fit_split
 from comp.engine.rundir import check_fold_folder, check_new_run_dir, clear_run_dir, saved_config
-from comp.engine.logbook import write_json
+from comp.files import write_json
 from comp.ensemble import accuracy
-from comp.errors import UserError
+from comp.errors import Log, UserError
 from comp.metrics import score
 from comp.probs import label_indices, read_probs, write_probs
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import platform
 import subprocess
@@ -78,10 +77,6 @@ def plot_curves(rows: list[dict[str, float]], path: Path, title: str = "") -> No
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-def write_json(obj: dict[str, Any], path: Path) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 class LiveProgress:

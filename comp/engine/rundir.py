@@ -12,7 +12,6 @@ Rules, so that every file a run leaves describes that run:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from datetime import datetime
@@ -174,14 +173,6 @@ def check_fold_folder(out_dir: Path, cfg: Config) -> None:
             f"{out_dir} holds folds of another recipe ({'; '.join(changed[:3])}); the folds of one folder must share "
             "folds, seed and recipe: use the same config and --set values, or a new --out"
         )
-
-
-def read_json(path: Path) -> Optional[dict[str, Any]]:
-    """A JSON file's content, or None when it is missing or damaged."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def run_state(run_dir: Path) -> tuple[bool, str]:

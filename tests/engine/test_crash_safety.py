@@ -13,7 +13,8 @@ import torch
 
 import comp.engine.fit as fit_module
 from comp.config import load_config
-from comp.engine.checkpoint import load_checkpoint, save_atomic
+from comp.engine.checkpoint import load_checkpoint
+from comp.files import save_atomic
 from comp.engine.fit import fit
 from comp.errors import Interrupted, UserError
 from tests.conftest import write_config

@@ -248,24 +248,32 @@ def test_the_metric_chooses_the_best_epoch_and_its_direction(tmp_path, shapes, m
 
 def test_update_best_rule_and_patience_count():
     from comp.engine.epoch import EpochStats
-    from comp.engine.fit import update_best
+    from comp.engine.state import LoopState, update_best
+    from comp.metrics import get_metric
 
     def stats(acc, loss):
         return EpochStats(loss=loss, acc=acc, images=10, seconds=1.0, bad_files=[], score=acc)
 
-    state = {"best_val_acc": -1.0, "best_val_loss": float("inf"), "best_epoch": -1, "stale_epochs": 0}
+    acc = get_metric("accuracy")
+    state = LoopState.new(acc)
     assert update_best(state, 0, stats(0.8, 0.5))
-    assert not update_best(state, 1, stats(0.8, 0.6)) and state["stale_epochs"] == 1  # tie, worse loss
-    assert update_best(state, 2, stats(0.8, 0.4)) and state["best_epoch"] == 2 and state["stale_epochs"] == 0
-    assert not update_best(state, 3, stats(0.7, 0.1)) and state["best_epoch"] == 2
-    assert update_best({"best_val_acc": 0.9, "stale_epochs": 3}, 4, stats(float("nan"), float("nan")), scored=False)
+    assert not update_best(state, 1, stats(0.8, 0.6)) and state.stale_epochs == 1  # tie, worse loss
+    assert update_best(state, 2, stats(0.8, 0.4)) and state.best_epoch == 2 and state.stale_epochs == 0
+    assert not update_best(state, 3, stats(0.7, 0.1)) and state.best_epoch == 2
+    assert update_best(LoopState(best_val_score=0.9, stale_epochs=3), 4, stats(float("nan"), float("nan")), scored=False)
     # Lower-is-better metrics and epochs the metric cannot score (NaN: judged by val loss among themselves).
-    from comp.metrics import get_metric
-
     ll = get_metric("log_loss")
-    state = {"best_val_score": ll.worst, "best_val_loss": float("inf"), "best_epoch": -1, "stale_epochs": 0}
+    state = LoopState.new(ll)
     assert update_best(state, 0, stats(0.5, 0.5), ll) and not update_best(state, 1, stats(0.6, 0.4), ll)
     auc = get_metric("roc_auc")
-    state = {"best_val_score": auc.worst, "best_val_loss": float("inf"), "best_epoch": -1, "stale_epochs": 0}
+    state = LoopState.new(auc)
     assert update_best(state, 0, stats(float("nan"), 0.5), auc) and not update_best(state, 1, stats(float("nan"), 0.6), auc)
     assert update_best(state, 2, stats(0.7, 0.9), auc) and not update_best(state, 3, stats(float("nan"), 0.1), auc)
+
+
+def test_loop_state_reads_last_pt_of_older_versions():
+    from comp.engine.state import LoopState
+
+    old = {"epoch": 3, "best_val_acc": 0.8, "best_val_loss": 0.4, "best_epoch": 2, "stale_epochs": 1, "updates": 40}
+    state = LoopState.from_dict(old)
+    assert state.best_val_score == 0.8 and state.updates_done() == 40 and LoopState.from_dict(state.to_dict()) == state
