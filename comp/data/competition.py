@@ -408,11 +408,6 @@ class _FileIndex:
                 return [hit]
         return []  # a path that names no file never falls back to another folder's file of that name
 
-    def find(self, key: str) -> Optional[Path]:
-        """The one file `key` means, or None (no file, or several: see `lookup`)."""
-        found = self.lookup(key)
-        return found[0] if len(found) == 1 else None
-
 
 def _detect_id_column(df: pd.DataFrame, files: _FileIndex, csv_path: Path) -> str:
     """The column whose values address the most distinct image files.
