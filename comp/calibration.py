@@ -12,12 +12,14 @@ The temperature is stored in the run directory as `calibration.json` and applied
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional
 
 import torch
+
+from comp.ensemble import log_loss as nll
+from comp.files import read_json
 
 FILE = "calibration.json"
 EPS = 1e-12
@@ -28,11 +30,6 @@ def apply_temperature(probs: torch.Tensor, temperature: float | torch.Tensor) ->
     if not isinstance(temperature, torch.Tensor) and temperature == 1.0:
         return probs
     return torch.softmax(probs.double().clamp_min(EPS).log() / temperature, dim=-1).to(probs.dtype)
-
-
-def nll(probs: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean negative log-likelihood of (N,) labels under (N, C) probabilities."""
-    return -probs.double().gather(1, labels.view(-1, 1)).clamp_min(EPS).log().mean().item()
 
 
 def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -76,10 +73,8 @@ def calibrate_run(run_dir: Path) -> Optional[dict]:
 
 def run_temperature(run_dir: Path) -> float:
     """The temperature stored with a run (1.0 when it has none)."""
-    path = Path(run_dir) / FILE
-    if not path.is_file():
-        return 1.0
+    saved = read_json(Path(run_dir) / FILE) or {}
     try:
-        return float(json.loads(path.read_text())["temperature"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float(saved.get("temperature", 1.0))
+    except (TypeError, ValueError):
         return 1.0

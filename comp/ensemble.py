@@ -58,8 +58,8 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def log_loss(probs: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean negative log-likelihood of the true class."""
-    return -probs.gather(1, labels.view(-1, 1)).clamp_min(EPS).log().mean().item()
+    """Mean negative log-likelihood of the true class: (N, C) probabilities, (N,) labels (float64 sums)."""
+    return -probs.double().gather(1, labels.view(-1, 1)).clamp_min(EPS).log().mean().item()
 
 
 def greedy_weights(

@@ -26,7 +26,7 @@ from comp.engine import distributed as dist
 from comp.device import resolve_device
 from comp.engine.infer import Member, find_model_dirs, load_member, predict_views, shared_classes
 from comp.engine.logbook import LiveProgress
-from comp.files import write_json
+from comp.files import read_json, write_json
 from comp.ensemble import check_weights, merge
 from comp.errors import Log, UserError
 from comp.probs import read_probs, write_probs
@@ -200,11 +200,9 @@ def predict(
 
 def _table_meta(table: Path) -> dict[str, Any]:
     """The `_meta.json` written beside a `*_probs.csv` table, or {}."""
-    meta = table.with_name(table.name[: -len("_probs.csv")] + "_meta.json") if table.name.endswith("_probs.csv") else None
-    try:
-        return json.loads(meta.read_text()) if meta is not None and meta.is_file() else {}
-    except (OSError, ValueError):
+    if not table.name.endswith("_probs.csv"):
         return {}
+    return read_json(table.with_name(table.name[: -len("_probs.csv")] + "_meta.json")) or {}
 
 
 def _gathered(probs: list[torch.Tensor], n: int) -> list[torch.Tensor]:
