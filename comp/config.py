@@ -79,6 +79,7 @@ class DataConfig(_Section):
     label_column: Optional[str] = None  # CSV layout: train.csv label column; None: detected
     positive_class: Optional[str] = None  # binary: the class whose probability roc_auc and a one-column submission use; None: the second class
     submission: Literal["auto", "label", "probs", "positive", "topk"] = "auto"  # prediction CSV shape; auto: from sample_submission.csv and the metric
+    sampler: Literal["uniform", "balanced"] = "uniform"  # balanced: every class drawn equally often per epoch (imbalanced data)
 
     @field_validator("std")
     @classmethod
@@ -155,6 +156,19 @@ class TrainConfig(_Section):
     threads: Optional[int] = Field(None, gt=0)  # torch intra-op threads; None: torch's default (all cores)
     compile: bool = False  # torch.compile the model (worth it on GPUs for long runs; first steps are slow)
     checkpoint_minutes: float = Field(10.0, ge=0)  # also save last.pt mid-epoch this often; 0 = epoch ends only
+    # Imbalanced classes: loss weights none | balanced (n / (C * n_c), sklearn) | [w1, ...] in class order | {class: w}
+    class_weights: Union[Literal["none", "balanced"], list[Annotated[float, Field(gt=0)]], dict[str, Annotated[float, Field(gt=0)]]] = "none"
+    loss: Literal["ce", "focal"] = "ce"  # focal: (1 - p)^gamma down-weights the easy images
+    focal_gamma: float = Field(2.0, ge=0)
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _weights_spec(cls, v: Any) -> Any:
+        if v is None:
+            return "none"
+        if isinstance(v, dict):  # YAML reads class names like 0 or 1.5 as numbers
+            return {str(k): w for k, w in v.items()}
+        return v
 
 
 class AugConfig(_Section):

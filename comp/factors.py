@@ -127,6 +127,7 @@ def _batches(cfg: Config, data: InMemoryData, split: tuple, train: bool, device:
     return TensorBatches(
         data.resized(x, cfg.data.image_size), y, batch_size=bs if train else bs * 2, mean=cfg.data.mean, std=cfg.data.std,
         shuffle=train, drop_last=train and len(x) > bs, augment=augment, seed=cfg.train.seed, device=device,
+        balanced=train and cfg.data.sampler == "balanced",
     )
 
 
@@ -209,7 +210,7 @@ def run_row(name: str, cfg: Config, finds: dict, data: InMemoryData, out: Path, 
         cfg, write_plot = _apply_finders(cfg, finds, data, device, out, log)
     log(f"== {name}: {cfg.model.name}, {cfg.optim.name} lr {cfg.optim.lr:g}, batch {cfg.data.batch_size}, {cfg.train.epochs} epochs")
     training = TrainingData(
-        classes=list(data.classes), n_train=len(data.train[1]), n_val=len(data.val[1]),
+        classes=list(data.classes), n_train=len(data.train[1]), n_val=len(data.val[1]), train_labels=data.train[1].tolist(),
         make_loaders=lambda c, dcfg, dev: (_batches(c, data, data.train, True, dev), _batches(c, data, data.val, False, dev), []),
         source=name,
     )

@@ -251,7 +251,7 @@ class TensorBatches:
     `x` is augmented (if `augment`), normalized with mean/std and channels_last; the empty list
     keeps the file path's `(x, y, bad_paths)` batch shape. The order and each batch's augmentation
     are functions of (seed, epoch, batch) (`comp.data.sampling`): `set_epoch(epoch, start_batch)`
-    replays any epoch from any batch exactly.
+    replays any epoch from any batch exactly. `balanced` draws class-balanced epochs.
     """
 
     def __init__(
@@ -269,6 +269,7 @@ class TensorBatches:
         device: torch.device = torch.device("cpu"),
         rank: int = 0,
         world: int = 1,
+        balanced: bool = False,
     ):
         # On a GPU the whole uint8 dataset lives in GPU memory: no host-to-device copy per batch.
         self.images, self.labels = images.to(device), labels.to(device)
@@ -278,6 +279,7 @@ class TensorBatches:
         self.inv_std = 1.0 / torch.tensor(std, device=device).view(1, 3, 1, 1)
         self.seed, self.epoch, self.start_batch = seed, 0, 0
         self.device = device
+        self.balance = labels.cpu() if balanced else None  # class-balanced epochs (data.sampler: balanced)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
@@ -286,7 +288,7 @@ class TensorBatches:
         return num_batches(len(self.images), self.batch_size * self.world, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
-        order = epoch_order(len(self.images), self.seed, self.epoch, self.shuffle)
+        order = epoch_order(len(self.images), self.seed, self.epoch, self.shuffle, self.balance)
         g = torch.Generator()
         batches = rank_batches(order, self.batch_size, self.drop_last, self.rank, self.world, self.start_batch, pad=self.shuffle)
         for k, idx in batches:

@@ -78,7 +78,8 @@ def _tensor_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress,
     bs = cfg.data.batch_size
     common = dict(mean=mean, std=std, device=device, rank=rank, world=world)
     train_batches = TensorBatches(
-        tr_x, tr_y, batch_size=bs, shuffle=True, drop_last=len(tr_x) > bs, augment=augment, seed=cfg.train.seed, **common
+        tr_x, tr_y, batch_size=bs, shuffle=True, drop_last=len(tr_x) > bs, augment=augment, seed=cfg.train.seed,
+        balanced=cfg.data.sampler == "balanced", **common
     )
     val_batches = TensorBatches(va_x, va_y, batch_size=bs * 2, **common)
     return train_batches, val_batches, tr_bad + va_bad
@@ -93,10 +94,13 @@ class FileBatches:
 
     def __init__(
         self, dataset: ImageFileDataset, batch_size: int, *, seed: int, shuffle: bool, drop_last: bool, rank: int = 0, world: int = 1,
-        **loader_kw,
+        balanced: bool = False, **loader_kw,
     ):
         self.dataset, self.seed, self.augmenting = dataset, seed, shuffle
-        self.sampler = EpochBatchSampler(len(dataset), batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last, rank=rank, world=world)
+        self.sampler = EpochBatchSampler(
+            len(dataset), batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last, rank=rank, world=world,
+            balance=dataset.labels if balanced else None,
+        )
         # Its own generator: iter() draws the workers' base seed, which must not advance the global
         # RNG that dropout and mixup use (a resumed epoch would then drift from the original).
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, generator=torch.Generator().manual_seed(seed), **loader_kw)
@@ -132,7 +136,7 @@ def _file_loaders(
     bs, seed = cfg.data.batch_size, cfg.train.seed
     train_batches = FileBatches(
         ImageFileDataset(train.paths, train.labels, train_tf, draft), bs, seed=seed, shuffle=True,
-        drop_last=len(train) > bs, **common,
+        drop_last=len(train) > bs, balanced=cfg.data.sampler == "balanced", **common,
     )
     val_batches = FileBatches(ImageFileDataset(val.paths, val.labels, eval_tf, draft), bs * 2, seed=seed, shuffle=False, drop_last=False, **common)
     return train_batches, val_batches

@@ -57,7 +57,7 @@ def make_competition(
     root: Path | str,
     *,
     classes: int = 4,
-    per_class: int = 20,
+    per_class: int | Sequence[int] = 20,
     test_per_class: int = 5,
     val_per_class: int = 0,
     size: int = 32,
@@ -73,7 +73,8 @@ def make_competition(
     Args:
         classes: number of classes (at most len(SHAPES)).
         per_class, test_per_class, val_per_class: images per class in train, test and a val/ split
-            (folders layout only; 0 = no val/ folder).
+            (folders layout only; 0 = no val/ folder). `per_class` may list one count per class
+            (an imbalanced competition).
         class_names: the label strings (default: the shape names).
         sample_submission: write sample_submission.csv (with `id_style` ids) for the test images.
     """
@@ -82,10 +83,13 @@ def make_competition(
     names = list(class_names) if class_names else list(SHAPES[:classes])
     root = Path(root)
     rng = np.random.default_rng(seed)
+    counts = [per_class] * len(names) if isinstance(per_class, int) else list(per_class)
+    if len(counts) != len(names):
+        raise ValueError(f"per_class lists {len(counts)} counts for {len(names)} classes")
     train_rows, test_rows = [], []
     for c, name in enumerate(names):
         shape = SHAPES[c]
-        for i in range(per_class):
+        for i in range(counts[c]):
             sub = Path("train") / name if layout == "folders" else Path("train")
             file = f"{name}_{i:04d}{ext}" if layout == "folders" else f"tr_{c:02d}_{i:04d}{ext}"
             _save(draw_shape(shape, size, rng), root / sub / file)

@@ -19,7 +19,6 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 from timm.data import Mixup
-from timm.loss import SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 
 from comp.calibration import calibrate_run
@@ -36,6 +35,7 @@ from comp.engine import distributed as dist
 from comp.device import amp_dtype, resolve_device
 from comp.engine.epoch import EpochProgress, EpochStats, NonFiniteLoss, evaluate, train_one_epoch
 from comp.engine.infer import write_val_probs
+from comp.engine.losses import ClassWeightedLoss, class_weights
 from comp.engine.logbook import LiveProgress, MetricsLog, environment, plot_curves
 from comp.engine.rundir import check_new_run_dir, clear_run_dir
 from comp.engine.state import CheckpointPolicy, LoopState, update_best
@@ -85,6 +85,7 @@ class TrainingData:
     n_train: int
     n_val: int
     make_loaders: Callable[[Config, dict, torch.device], tuple[Any, Any, list]]
+    train_labels: list[int] = field(default_factory=list)  # class indices of the training images (class weights)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = "data"
     after: Optional[Callable[[Path, torch.device, Config], None]] = None
@@ -111,6 +112,7 @@ def fit_split(
         classes=competition.classes,
         n_train=len(train),
         n_val=len(val),
+        train_labels=list(train.labels),
         make_loaders=lambda c, dcfg, device: make_loaders(
             c, dcfg, train, val, device, pool=merged_labelled(competition).paths, rank=dist.rank(), world=dist.world_size()
         ),
@@ -152,6 +154,7 @@ def _train_run(
     if len(classes) < 2:
         raise UserError(f"{data.source}: only one class ({classes[0]!r}) has training images; a classifier needs two or more")
     metric = check_metric(cfg.metric, classes, cfg.data.positive_class)
+    weight = class_weights(cfg.train.class_weights, data.train_labels, classes)
     device = resolve_device(cfg.train.device)
     distributed = dist.setup(device.type)
     if distributed and device.type == "cuda":
@@ -186,7 +189,7 @@ def _train_run(
     # on the schedule of an N-epoch run (for cosine: the curve stretched to the new end, so the lr
     # rises again to where an N-epoch run would be at this update, then decays to min_lr at N).
     scheduler = create_scheduler(optimizer, cfg.sched, t.epochs, len(train_loader))
-    criterion, mixup = training_loss(t, len(classes))
+    criterion, mixup = training_loss(t, len(classes), weight)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
     state = LoopState.new(metric)
@@ -218,6 +221,7 @@ def _train_run(
         f"{dcfg['image_size']} px"
     )
     log(f"input: {'decode-once tensor cache, batched augmentation' if isinstance(train_loader, TensorBatches) else 'files, albumentations'}")
+    _log_imbalance(cfg, weight, classes, log)
     if data.n_val == 0:
         log("no validation images: best.pt follows the last epoch")
     bad_files = {p: r for p, r in data.skipped}
@@ -290,7 +294,8 @@ def _train_run(
         _write_skipped(bad_files, out_dir / "skipped_files.txt", log)
         if data.after is not None:
             data.after(out_dir, device, cfg)
-    summary = _summary(state, metric, cfg, data, dcfg, n_params, stopped_early, len(set(digests)) == 1, time.time() - started, device)
+    summary = _summary(state, metric, cfg, data, dcfg, n_params, stopped_early, len(set(digests)) == 1, time.time() - started, device,
+                       weight)
     if main:
         write_json(summary, out_dir / "summary.json")
     dist.barrier()
@@ -318,9 +323,23 @@ def _record_epoch(
     )
 
 
+def _log_imbalance(cfg: Config, weight: Optional[torch.Tensor], classes: list[str], log: Log) -> None:
+    """One line per imbalance remedy in use, so the log says how the classes were weighed."""
+    t = cfg.train
+    if weight is not None:
+        shown = ", ".join(f"{c} {w:.3g}" for c, w in zip(classes[:10], weight.tolist()))
+        log(f"class weights ({t.class_weights if isinstance(t.class_weights, str) else 'given'}): {shown}{', ...' if len(classes) > 10 else ''}")
+    if t.loss == "focal":
+        log(f"loss: focal, gamma {t.focal_gamma:g}")
+    if cfg.data.sampler == "balanced":
+        log("sampler: balanced (each class drawn equally often per epoch; rare images repeat, common ones are subsampled)")
+        if weight is not None:
+            log("note: class weights and the balanced sampler both correct the imbalance; together they over-weight rare classes")
+
+
 def _summary(
     state: LoopState, metric: Metric, cfg: Config, data: "TrainingData", dcfg: dict, n_params: int, stopped_early: bool,
-    ranks_agree: bool, seconds: float, device: torch.device,
+    ranks_agree: bool, seconds: float, device: torch.device, weight: Optional[torch.Tensor] = None,
 ) -> dict[str, Any]:
     """summary.json: what the run was, what it reached, and on what."""
     scored = data.n_val > 0
@@ -336,6 +355,8 @@ def _summary(
         "world_size": dist.world_size(),
         "ranks_agree": ranks_agree,
         "train_images": data.n_train,
+        "class_weights": [round(w, 6) for w in weight.tolist()] if weight is not None else None,
+        "sampler": cfg.data.sampler,
         "val_images": data.n_val,
         "image_size": dcfg["image_size"],
         "params": n_params,
@@ -347,19 +368,21 @@ def _summary(
     }
 
 
-def training_loss(t: TrainConfig, num_classes: int) -> tuple[nn.Module, Optional[Mixup]]:
-    """(criterion, timm Mixup or None): soft-target cross-entropy when mixup/cutmix is on.
+def training_loss(t: TrainConfig, num_classes: int, weight: Optional[torch.Tensor] = None) -> tuple[nn.Module, Optional[Mixup]]:
+    """(criterion, timm Mixup or None) of `t`: cross-entropy or focal loss, class-weighted by `weight` (C,).
 
-    The criterion takes logits (B, C) and targets (B,) class indices, or (B, C) soft targets
-    from the Mixup, which applies the label smoothing itself.
+    The criterion takes logits (B, C) and targets (B,) class indices (smoothed by
+    `t.label_smoothing`) or (B, C) soft targets from the Mixup, which applies the smoothing itself;
+    a batch the Mixup skips (odd size) keeps index targets, so both reach the same loss.
     """
+    mixup = None
     if t.mixup > 0 or t.cutmix > 0:
         mixup = Mixup(
             mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, prob=t.mix_prob,
             label_smoothing=t.label_smoothing, num_classes=num_classes,
         )
-        return SoftTargetCrossEntropy(), mixup
-    return nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), None
+    gamma = t.focal_gamma if t.loss == "focal" else 0.0
+    return ClassWeightedLoss(num_classes, weight, label_smoothing=t.label_smoothing, gamma=gamma), mixup
 
 
 def _resumable(out_dir: Path, classes: list[str]) -> dict[str, Any]:
