@@ -148,7 +148,7 @@ def predict(
 
 
 @app.command(
-    epilog="Examples:\n\n  comp evaluate runs/demo-5f --tta\n\n  comp evaluate runs/a-5f runs/b-5f --tta --tta-views identity,hflip,rot10,rot-10 --fit"
+    epilog="Examples:\n\n  comp evaluate runs/demo-5f --tta\n\n  comp evaluate runs/demo-5f --report report/\n\n  comp evaluate runs/a-5f runs/b-5f --tta --tta-views identity,hflip,rot10,rot-10 --fit"
 )
 def evaluate(
     runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
@@ -157,12 +157,15 @@ def evaluate(
     tta_views: Annotated[Optional[str], typer.Option("--tta-views", help="Views to score, e.g. identity,hflip,rot10.")] = None,
     fit: Annotated[bool, typer.Option("--fit", help="Fit run weights and choose views by hill-climbing on the metric over held-out predictions.")] = False,
     calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Score log-loss runs with their fitted temperature, as predict does.")] = True,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write the error analysis here: per_class.csv, confusion_matrix.png, top_losses.png/.csv, calibration.png, report.md.")] = None,
+    top_losses: Annotated[int, typer.Option("--top-losses", min=0, help="Images in top_losses.png/.csv.")] = 16,
 ) -> None:
     """The competition metric (and accuracy) of runs on validation / out-of-fold images, each TTA view and the ensemble."""
     from comp.evaluate import evaluate as evaluate_runs
 
     with user_errors():
-        evaluate_runs(runs, data=data, tta=tta, views=tta_views, fit=fit, calibrate=calibrate, log=typer.echo)
+        evaluate_runs(runs, data=data, tta=tta, views=tta_views, fit=fit, calibrate=calibrate, report=report, top_losses=top_losses,
+                      log=typer.echo)
 
 
 @app.command(

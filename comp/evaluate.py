@@ -25,15 +25,17 @@ from comp.ensemble import accuracy, greedy_weights, merge
 from comp.errors import Log, UserError
 from comp.metrics import get_metric, score
 from comp.probs import label_indices, read_probs
+from comp.report import check_report_dir, write_report
 from comp.tta import parse_views
 
 
 @dataclass
 class HeldOut:
-    """A run's held-out predictions: ids (N), probs (V, N, C) per view, labels (N,), and per image
-    the temperature of the model that predicted it (1 = none)."""
+    """A run's held-out predictions: ids (N) and their files, probs (V, N, C) per view, labels (N,),
+    and per image the temperature of the model that predicted it (1 = none)."""
 
     ids: list[str]
+    paths: list[Path]
     probs: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
@@ -52,7 +54,7 @@ def held_out_predictions(
     run: Path, views: list[str], data: Optional[Path], device: torch.device, batch_size: int = 64, workers: int = 2
 ) -> HeldOut:
     """Re-predict a run's held-out images (val, or out-of-fold for k folds) under `views`."""
-    ids, probs, labels, temps = [], [], [], []
+    ids, files, probs, labels, temps = [], [], [], [], []
     members = [load_member(d, device) for d in find_model_dirs(run)]
     classes = shared_classes(members)
     for member in members:
@@ -69,11 +71,12 @@ def held_out_predictions(
         p, ok = predict_views([member], [views], paths, device=device, batch_size=batch_size, workers=workers, on_bad="skip")
         keep = ok.nonzero().flatten().tolist()
         ids += [m_ids[k] for k in keep]
+        files += [paths[k] for k in keep]
         probs.append(p[0][:, keep])
         labels.append(label_indices([meta["label"][k] for k in keep], classes, table))
         temps.append(torch.full((len(keep),), run_temperature(member.run_dir), dtype=torch.float64))
     cfg = members[0].cfg
-    return HeldOut(ids, torch.cat(probs, 1), torch.cat(labels), classes, torch.cat(temps), cfg.metric, cfg.data.positive_class)
+    return HeldOut(ids, files, torch.cat(probs, 1), torch.cat(labels), classes, torch.cat(temps), cfg.metric, cfg.data.positive_class)
 
 
 def evaluate(
@@ -84,10 +87,16 @@ def evaluate(
     views: Optional[Sequence[str]] = None,
     fit: bool = False,
     calibrate: bool = True,
+    report: Optional[Path] = None,
+    top_losses: int = 16,
     device: str = "auto",
     log: Log = print,
 ) -> dict[str, Any]:
     """Score runs, their views and their ensemble on held-out images. See the module docstring.
+
+    With `report`, also writes the error analysis of `comp.report` (per-class table, confusion
+    matrix, `top_losses` top-loss images, reliability diagram, report.md) of the equal-weight
+    ensemble's merged, calibrated predictions to that folder.
 
     Returns:
         {"metric", "views", "runs": {run: {"views": {view: score}, "tta_score", "tta_acc", "images",
@@ -99,6 +108,8 @@ def evaluate(
         raise UserError("no runs given; pass one or more run directories")
     if views is not None and not tta:
         raise UserError("--tta-views needs --tta (the views are what --tta scores)")
+    if report is not None:
+        check_report_dir(report)
     dev = resolve_device(device)
     if tta:
         view_list = parse_views(views) if views else _configured_views(runs, dev)
@@ -127,7 +138,7 @@ def evaluate(
             entry.update(log_loss_raw=raw, log_loss_calibrated=cal)
             log(f"  calibrated by temperature: log loss {raw:.4f} -> {cal:.4f} (--no-calibrate to score raw)")
         result["runs"][run] = entry
-        preds[run] = (h.ids, probs, h.labels)
+        preds[run] = (h.ids, probs, h.labels, h.paths)
         for i, (v, a) in enumerate(per_view.items()):
             acc = f"  ({accuracy(probs[i], h.labels):.4f})" if metric.name != "accuracy" else ""
             log(f"  {v:<14} {a:.4f}{acc}")
@@ -140,7 +151,7 @@ def evaluate(
         raise UserError("the runs share no held-out image; ensemble runs trained on the same folds/split and data")
     order = [i for i in next(iter(preds.values()))[0] if i in common]
     stacked, labels = [], None
-    for ids, probs, lab in preds.values():
+    for ids, probs, lab, _ in preds.values():
         pos = {i: k for k, i in enumerate(ids)}
         idx = [pos[i] for i in order]
         stacked.append(probs[:, idx])  # (V, N, C)
@@ -150,6 +161,22 @@ def evaluate(
                   ensemble_images=len(order))
     if len(runs) > 1:
         log(f"ensemble of {len(runs)} runs (equal weights) on {len(order)} shared images: {metric.name} {result['ensemble_score']:.4f}")
+    if report is not None:
+        first_ids, _, _, first_paths = next(iter(preds.values()))
+        where = dict(zip(first_ids, first_paths))
+        kind = "out-of-fold" if any(len(find_model_dirs(Path(r))) > 1 for r in runs) else "validation"
+        title = {
+            "runs": ", ".join(str(r) for r in runs) + (" (equal-weight ensemble)" if len(runs) > 1 else ""),
+            "images": f"{len(order)} held-out ({kind})",
+            "views": ", ".join(view_list) + (" (merged)" if len(view_list) > 1 else ""),
+            "probabilities": "calibrated by each model's temperature" if calibrate and any(
+                not bool((h.temperature == 1).all()) for h in held.values()) else "as the models give them",
+            "metric": f"{metric.name} {result['ensemble_score']:.4f}",
+            "accuracy": f"{result['ensemble_acc']:.4f}",
+        }
+        written = write_report(report, merge(per_run), labels, classes, order, [where[i] for i in order], title=title,
+                               top=top_losses, log=log)
+        result["report"] = {"dir": str(report), "ece": written["ece"]}
     if fit:
         # Hill-climb on the metric itself, oriented so that higher is better.
         sign = 1.0 if metric.higher_is_better else -1.0

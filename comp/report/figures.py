@@ -1,0 +1,120 @@
+"""The pictures of `comp evaluate --report`: confusion matrix, top losses, reliability diagram.
+
+matplotlib with the Agg backend (no display needed); every figure is sized from what it shows,
+so 10 classes and 100 classes are both readable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+MAX_MATRIX_CLASSES = 30  # beyond this the matrix shows only the classes with the most errors
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _short(name: str, width: int = 18) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def shown_classes(cm: np.ndarray, limit: int = MAX_MATRIX_CLASSES) -> list[int]:
+    """The class indices the matrix shows: all of them, or the `limit` with the most errors
+    (wrong predictions of their images plus images wrongly predicted as them), in class order."""
+    if len(cm) <= limit:
+        return list(range(len(cm)))
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    errors = off.sum(0) + off.sum(1)
+    return sorted(np.argsort(-errors, kind="stable")[:limit].tolist())
+
+
+def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path) -> None:
+    """Counts and row-normalised (recall per true class) matrices side by side, saved as a PNG."""
+    plt = _pyplot()
+    keep = shown_classes(cm)
+    sub = cm[np.ix_(keep, keep)]
+    names = [_short(classes[i]) for i in keep]
+    rows = cm[keep].sum(1, keepdims=True)  # normalised by all images of the class, also those predicted outside `keep`
+    norm = np.divide(sub, rows, out=np.zeros(sub.shape, dtype=float), where=rows > 0)
+    k = len(keep)
+    side = max(5.0, 0.32 * k + 2.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side))
+    annotate = k <= 20
+    for ax, values, title, fmt in ((axes[0], sub, "counts", "d"), (axes[1], norm, "row-normalised (recall)", ".2f")):
+        im = ax.imshow(values, cmap="Blues", vmin=0, vmax=values.max() if values.max() > 0 else 1)
+        ax.set_title(title)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_xticks(range(k), names, rotation=90, fontsize=max(5, min(9, 220 // k)))
+        ax.set_yticks(range(k), names, fontsize=max(5, min(9, 220 // k)))
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        if annotate:
+            top = values.max() if values.max() > 0 else 1
+            for i in range(k):
+                for j in range(k):
+                    if values[i, j]:
+                        ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=7,
+                                color="white" if values[i, j] > top / 2 else "black")
+    title = "confusion matrix" if k == len(cm) else f"confusion matrix: the {k} most confused of {len(cm)} classes (all in per_class.csv)"
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long rotated class names stay inside the picture
+    plt.close(fig)
+
+
+def plot_top_losses(table: pd.DataFrame, path: Path, columns: int = 4) -> None:
+    """A grid of the top-loss images, each captioned true / predicted (probability) / loss."""
+    from comp.data.images import DECODE_ERRORS, load_rgb
+
+    plt = _pyplot()
+    n = max(1, len(table))
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.6, rows * 3.2 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, table.itertuples()):
+        try:
+            ax.imshow(np.asarray(load_rgb(Path(r.path))))
+        except DECODE_ERRORS:
+            ax.text(0.5, 0.5, "unreadable", ha="center", va="center")
+        name = Path(str(r.id)).name
+        name = name if len(name) <= 24 else "…" + name[-23:]
+        ax.set_title(f"true: {_short(r.true)}\npred: {_short(r.predicted)} ({r.p_predicted:.2f})\nloss {r.loss:.2f}  {name}", fontsize=8)
+    fig.suptitle("top losses: held-out images the model gets most wrong (top_losses.csv has their paths)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (rows * 3.2 + 0.4)))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_reliability(bins: pd.DataFrame, ece: float, path: Path) -> None:
+    """Reliability diagram (accuracy against confidence per bin) above a histogram of confidences."""
+    plt = _pyplot()
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    width = (bins["hi"] - bins["lo"]).to_numpy()
+    centers = ((bins["hi"] + bins["lo"]) / 2).to_numpy()
+    ax.bar(centers, bins["accuracy"], width=width * 0.95, color="tab:blue", alpha=0.8, label="accuracy")
+    # The bin's mean confidence as a tick across its bar: above the bar = over-confident, below = under-confident.
+    ax.errorbar(centers, bins["confidence"], xerr=width * 0.45, fmt="none", ecolor="tab:red", elinewidth=2.5, label="mean confidence")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"reliability (top-label), ECE {ece:.4f}")
+    ax.legend(loc="upper left", fontsize=8)
+    hist.bar(centers, bins["images"], width=width * 0.95, color="gray")
+    hist.set_xlabel("confidence (top probability)")
+    hist.set_ylabel("images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
