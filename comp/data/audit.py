@@ -22,6 +22,7 @@ from comp.data.images import DECODE_ERRORS, OS_JUNK, is_image_file, load_rgb
 
 ODD_MIN_SIDE = 16
 ODD_ASPECT = 5.0
+IMBALANCED = 5.0  # largest : smallest class at which data check suggests the imbalance switches
 
 
 @dataclass
@@ -41,6 +42,16 @@ class AuditReport:
     non_images: list[str] = field(default_factory=list)
     train_test_duplicates: list[tuple[str, str]] = field(default_factory=list)
     cross_class_duplicates: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def imbalance_ratio(self) -> float:
+        """Labelled images (train + val) of the largest class over the smallest (inf if one has none)."""
+        comp = self.competition
+        counts = comp.class_counts()
+        if comp.val:
+            counts = {c: n + comp.class_counts(comp.val)[c] for c, n in counts.items()}
+        low, high = min(counts.values()), max(counts.values())
+        return high / low if low else float("inf")
 
     @property
     def ok(self) -> bool:
@@ -122,6 +133,7 @@ def format_report(report: AuditReport, limit: int = 10) -> str:
     for name, n in comp.class_counts().items():
         extra = f"  val {val_counts.get(name, 0)}" if comp.val else ""
         lines.append(f"  {name:<{width}}  train {n}{extra}")
+    lines.append(_imbalance_line(report.imbalance_ratio))
     sub = comp.submission
     lines.append(f"train images: {len(comp.train)}" + (f", val images: {len(comp.val)}" if comp.val else " (no val split: a stratified hold-out is used)"))
     lines.append(
@@ -148,3 +160,14 @@ def format_report(report: AuditReport, limit: int = 10) -> str:
             lines.append(f"  ... and {len(items) - limit} more")
     lines.append("ok" if report.ok else "NOT READY: fix the problems above before predicting")
     return "\n".join(lines)
+
+
+def _imbalance_line(ratio: float) -> str:
+    """The imbalance ratio, with the switches that address it when it is large."""
+    if ratio < IMBALANCED:
+        return f"imbalance: largest / smallest class {ratio:.1f}:1"
+    shown = "a class has no labelled images" if ratio == float("inf") else f"largest / smallest class {ratio:.1f}:1"
+    return (
+        f"imbalance: {shown}; consider --set data.sampler=balanced or --set train.class_weights=balanced "
+        "(one of them, not both), and comp evaluate --report to see the per-class recall"
+    )

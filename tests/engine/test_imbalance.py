@@ -181,3 +181,14 @@ def test_resume_mid_epoch_with_the_balanced_sampler_is_exact(tmp_path, skewed, m
     assert _same_weights(tmp_path / "run", tmp_path / "straight")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["sampler"] == "balanced" and len(summary["class_weights"]) == 3
+
+
+def test_data_check_reports_the_imbalance_and_suggests_the_switches(skewed, shapes):
+    from typer.testing import CliRunner
+
+    from comp.cli import app
+
+    out = CliRunner().invoke(app, ["data", "check", str(skewed)]).output
+    assert "largest / smallest class 7.5:1" in out and "data.sampler=balanced" in out and "train.class_weights=balanced" in out
+    out = CliRunner().invoke(app, ["data", "check", str(shapes)]).output
+    assert "largest / smallest class 1.0:1" in out and "data.sampler" not in out
