@@ -12,6 +12,7 @@ every training seed trains `configs/demo.yaml` once per variant, the same recipe
     weights  train.class_weights=balanced (inverse frequency, sklearn)
     sampler  data.sampler=balanced
     focal    train.loss=focal (gamma 2)
+    focal-weights  both (the class-balanced focal loss of RetinaNet)
 
 Every run selects its best epoch on val balanced accuracy (`metric=balanced_accuracy`, the
 val split is imbalanced like train), predicts the test images and is scored on the balanced test
@@ -37,6 +38,7 @@ VARIANTS = {
     "weights": ["train.class_weights=balanced"],
     "sampler": ["data.sampler=balanced"],
     "focal": ["train.loss=focal"],
+    "focal-weights": ["train.loss=focal", "train.class_weights=balanced"],
 }
 
 
@@ -122,11 +124,12 @@ def main() -> None:
             bal, f1 = test_scores(run / "prediction.csv", answers)
             results.setdefault(variant, {})[seed] = (bal, f1, time.time() - t0)
             print(f"{variant:<8} seed {seed}: test balanced accuracy {bal:.4f}  macro F1 {f1:.4f}  ({time.time() - t0:.0f} s)", flush=True)
-    print("\nvariant   " + "  ".join(f"seed {s}" for s in results["plain"] if "plain" in results) + "   mean    vs plain")
+    seeds = next(iter(results.values()))
+    print("\nvariant        " + "  ".join(f"seed {s}" for s in seeds) + "   mean    vs plain")
     base = np.mean([r[0] for r in results["plain"].values()]) if "plain" in results else float("nan")
     for variant, by_seed in results.items():
         vals = [r[0] for r in by_seed.values()]
-        print(f"{variant:<8}  " + "  ".join(f"{v:.4f}" for v in vals) + f"   {np.mean(vals):.4f}  {100 * (np.mean(vals) - base):+.2f} pts")
+        print(f"{variant:<13}  " + "  ".join(f"{v:.4f}" for v in vals) + f"   {np.mean(vals):.4f}  {100 * (np.mean(vals) - base):+.2f} pts")
 
 
 if __name__ == "__main__":
