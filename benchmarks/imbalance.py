@@ -51,6 +51,7 @@ def build(root: Path, largest: int, ratio: float, seed: int = 11) -> tuple[Path,
     """Write the competition (skipped when complete); returns it, the test answers and the train sizes."""
     sys.path.insert(0, str(ROOT))
     from comp.data.sources import FASHION_CLASSES, fashion_mnist
+    from comp.demo import write_test_set
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(10)  # which class is rare is not the label order
@@ -72,13 +73,9 @@ def build(root: Path, largest: int, ratio: float, seed: int = 11) -> tuple[Path,
                 Image.fromarray(x[i]).save(folder / f"{i:05d}.png")
     test_idx = np.concatenate([rng.permutation(np.flatnonzero(yt == c))[:200] for c in range(10)])
     test_idx = rng.permutation(test_idx)
-    (root / "test").mkdir(parents=True, exist_ok=True)
-    ids = [f"t{k:05d}" for k in range(len(test_idx))]
-    for k, i in zip(ids, test_idx):
-        Image.fromarray(xt[i]).save(root / "test" / f"{k}.png")
-    pd.DataFrame({"id": ids, "label": FASHION_CLASSES[0]}).to_csv(root / "sample_submission.csv", index=False)
-    answers = pd.DataFrame({"id": ids, "label": [FASHION_CLASSES[yt[i]] for i in test_idx]})
-    answers.to_csv(answers_file, index=False)
+    write_test_set(root, xt[test_idx], [FASHION_CLASSES[y] for y in yt[test_idx]], id_prefix="t", columns=("id", "label"),
+                   answers=answers_file)
+    answers = pd.read_csv(answers_file, dtype=str)
     marker.write_text("ok")
     sizes = {FASHION_CLASSES[c]: (train_sizes[r], val_sizes[r]) for r, c in enumerate(order)}
     print("train / val sizes: " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in sizes.items()), flush=True)

@@ -46,15 +46,21 @@ def build_fashion_competition(
             for i in chosen:
                 Image.fromarray(x_train[i]).save(folder / f"{i:05d}.png")
     test_idx = rng.permutation(len(x_test))[:test_images]
-    (root / "test").mkdir(parents=True, exist_ok=True)
-    ids = [f"test_{k:05d}" for k in range(len(test_idx))]
-    for k, i in zip(ids, test_idx):
-        Image.fromarray(x_test[i]).save(root / "test" / f"{k}.png")
-    pd.DataFrame({"image_name": ids, "pred_label": FASHION_CLASSES[0]}).to_csv(root / "sample_submission.csv", index=False)
-    answers = pd.DataFrame({"image_name": ids, "label": [FASHION_CLASSES[y_test[i]] for i in test_idx]})
-    answers.to_csv(root.parent / "answers.csv", index=False)
+    write_test_set(root, x_test[test_idx], [FASHION_CLASSES[y] for y in y_test[test_idx]], id_prefix="test_",
+                   columns=("image_name", "pred_label"), answers=root.parent / "answers.csv")
     marker.write_text(spec)
     return root
+
+
+def write_test_set(root: Path, images: np.ndarray, labels: list[str], *, id_prefix: str, columns: tuple[str, str], answers: Path) -> None:
+    """test/<id>.png for each (H, W) uint8 image, sample_submission.csv with `columns` (every row
+    the first class name), and the true labels in `answers` (id, label), outside the competition."""
+    (root / "test").mkdir(parents=True, exist_ok=True)
+    ids = [f"{id_prefix}{k:05d}" for k in range(len(images))]
+    for k, im in zip(ids, images):
+        Image.fromarray(im).save(root / "test" / f"{k}.png")
+    pd.DataFrame({columns[0]: ids, columns[1]: FASHION_CLASSES[0]}).to_csv(root / "sample_submission.csv", index=False)
+    pd.DataFrame({columns[0]: ids, "label": labels}).to_csv(answers, index=False)
 
 
 def score(prediction: Path, answers: Path) -> float:
