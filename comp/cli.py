@@ -191,6 +191,50 @@ def submit(
     typer.echo(f"valid; archived {row['path']} and {Path(row['zip']).name}{agreement}")
 
 
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  comp package runs/demo-5f --out bundle\n\n"
+        "  comp package runs/r50-5f runs/effnet-5f --weights 0.6,0.4 --half --out bundle\n\n"
+        "Then on Kaggle: python /kaggle/input/bundle/inference.py --data /kaggle/input/COMPETITION --out /kaggle/working/submission.csv"
+    )
+)
+def package(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (k-fold runs expand to folds).")],
+    out: Annotated[Path, typer.Option("--out", help="New folder for the bundle (upload it as a Kaggle dataset).")],
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Test-time augmentation with the runs' tta.views.")] = True,
+    tta_views: Annotated[Optional[str], typer.Option("--tta-views", help="Views, e.g. identity,hflip,rot10.")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="One weight per run, e.g. 0.6,0.4.")] = None,
+    merge: Annotated[Optional[str], typer.Option("--merge", help="mean, geometric or logit (as comp predict).")] = None,
+    shape: Annotated[str, typer.Option("--shape", help="Prediction CSV shape, as comp predict --shape.")] = "auto",
+    calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Apply each run's fitted temperature.")] = True,
+    half: Annotated[bool, typer.Option("--half", help="Store fp16 weights (half the size); the agreement with fp32 is measured and printed.")] = False,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Competition whose test images measure the --half agreement [default: the run's].")] = None,
+) -> None:
+    """An offline inference bundle for Kaggle code competitions: inference.py reproduces comp predict without comp installed."""
+    from comp.package import package as package_runs
+
+    with user_errors():
+        package_runs(runs, out=out, tta=tta, views=tta_views, weights=_floats(weights, "--weights"), merge_rule=merge, shape=shape,
+                     calibrate=calibrate, half=half, data=data, log=typer.echo)
+
+
+@app.command(
+    epilog="Examples:\n\n  comp export runs/demo --format onnx --out demo.onnx\n\n  comp export runs/demo-5f --format torchscript --out demo.pt"
+)
+def export(
+    run: Annotated[Path, typer.Argument(help="A run directory (a k-fold run exports its folds as one model).")],
+    format: Annotated[str, typer.Option("--format", help="onnx or torchscript.")],
+    out: Annotated[Path, typer.Option("--out", help="Model file to write.")],
+    calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Apply the run's fitted temperature inside the model.")] = True,
+) -> None:
+    """One self-contained model: uint8 RGB (N, 3, S, S) in, class probabilities out; checked against PyTorch after export."""
+    from comp.export import export as export_run
+
+    with user_errors():
+        export_run(run, format=format, out=out, calibrate=calibrate, log=typer.echo)
+
+
 @app.command(epilog="Example:\n\n  comp demo --out demo")
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo competition, run and submission.")] = Path("demo"),

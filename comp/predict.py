@@ -76,6 +76,8 @@ def predict(
     label_column: Optional[str] = None,
     shape: str = "auto",
     calibrate: bool = True,
+    sidecars: bool = True,
+    disk_cache: bool = True,
     log: Log = print,
 ) -> dict[str, Any]:
     """Predict the competition's test set with an ensemble; write CSV, probabilities and metadata.
@@ -92,6 +94,8 @@ def predict(
             sample submission and the runs' metric), label, probs, positive or topk; default the
             first run's `data.submission`.
         calibrate: apply each run's (or fold's) temperature from its calibration.json, if any.
+        sidecars: also write `<out stem>_probs.csv` and `_meta.json`; False writes `out` alone.
+        disk_cache: allow the tensor cache on disk (`data.cache`); False decodes in memory.
 
     Returns:
         The metadata written to `<out stem>_meta.json`.
@@ -146,7 +150,7 @@ def predict(
         with LiveProgress(enabled=None if rank == 0 else False) as progress:
             probs, _ = predict_views(
                 all_members, views_per_member, competition.test_paths[rank::world], device=dev, batch_size=batch_size,
-                workers=workers, on_bad="raise", progress=progress,
+                workers=workers, on_bad="raise", progress=progress, disk_cache=disk_cache,
             )
         if world > 1:
             probs = _gathered(probs, len(competition.test_paths))
@@ -172,7 +176,6 @@ def predict(
     csv_path, probs_path, meta_path = output_paths(out)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     write_prediction_csv(csv_path, competition.test_ids, final, classes, out_shape, clip=metric == "log_loss")
-    write_probs(probs_path, competition.test_ids, final, classes)
     scores = [s for s in (run_score(r) for r in run_dirs) if s is not None]
     meta = {
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -192,8 +195,10 @@ def predict(
         "k": out_shape.k,
         "temperatures": temperatures,
     }
-    write_json(meta, meta_path)
-    log(f"wrote {csv_path} ({len(competition.test_ids)} rows), {probs_path.name}, {meta_path.name} "
+    if sidecars:
+        write_probs(probs_path, competition.test_ids, final, classes)
+        write_json(meta, meta_path)
+    log(f"wrote {csv_path} ({len(competition.test_ids)} rows){f', {probs_path.name}, {meta_path.name}' if sidecars else ''} "
         f"from {len(all_members)} models x views {sorted({v for vs in used_views.values() for v in vs}) or '-'}")
     return meta
 

@@ -47,30 +47,59 @@ class Member:
         return float(self.cfg.data.crop_pct)
 
 
+# A packaged model (comp package): weights as safetensors, classes and config in its metadata.
+WEIGHTS_FILE = "model.safetensors"
+
+
+def has_model(d: Path) -> bool:
+    """Whether `d` holds one trained model: a run's best.pt or a bundle's model.safetensors."""
+    return (Path(d) / "best.pt").is_file() or (Path(d) / WEIGHTS_FILE).is_file()
+
+
 def find_model_dirs(path: Path) -> list[Path]:
-    """`path` itself if it holds best.pt, else its fold_*/ folders that do (a k-fold run).
+    """`path` itself if it holds a model (best.pt), else its fold_*/ folders that do (a k-fold run).
 
     An unfinished run or k-fold run is refused (`comp.engine.rundir.require_finished`): a
     half-trained fold would otherwise join the ensemble unnoticed.
     """
     path = Path(path)
     require_finished(path)
-    if (path / "best.pt").is_file():
+    if has_model(path):
         return [path]
-    folds = sorted((p for p in path.glob("fold_*") if (p / "best.pt").is_file()), key=lambda p: int(p.name.split("_")[1]))
+    folds = sorted((p for p in path.glob("fold_*") if has_model(p)), key=lambda p: int(p.name.split("_")[1]))
     if not folds:
         raise UserError(f"{path} is not a comp run (no best.pt, no fold_*/best.pt); pass a run directory from comp train")
     return folds
 
 
 def load_member(run_dir: Path, device: torch.device) -> Member:
-    """Rebuild the model of `run_dir` from its best.pt (architecture from the saved config)."""
-    ckpt = load_checkpoint(Path(run_dir) / "best.pt")
-    cfg = config_from_dict(ckpt["config"], str(Path(run_dir) / "best.pt"))
-    model = build_model(cfg.model, len(ckpt["classes"]), pretrained=False)
-    model.load_state_dict(ckpt["model"])
+    """Rebuild the model of `run_dir` from its best.pt, or a bundle's model.safetensors (architecture from the saved config)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "best.pt").is_file():
+        ckpt = load_checkpoint(run_dir / "best.pt")
+        raw, classes, state, source = ckpt["config"], list(ckpt["classes"]), ckpt["model"], run_dir / "best.pt"
+    else:
+        raw, classes, state, source = *_packaged(run_dir / WEIGHTS_FILE), run_dir / WEIGHTS_FILE
+    cfg = config_from_dict(raw, str(source))
+    model = build_model(cfg.model, len(classes), pretrained=False)
+    model.load_state_dict(state)  # fp16 weights of a --half bundle are copied into the fp32 model
     model.to(device, memory_format=torch.channels_last).eval()
-    return Member(Path(run_dir), model, list(ckpt["classes"]), cfg)
+    return Member(run_dir, model, classes, cfg)
+
+
+def _packaged(path: Path) -> tuple[dict, list[str], dict[str, torch.Tensor]]:
+    """(config, classes, state dict) of a model.safetensors written by comp package."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta["config"]), json.loads(meta["classes"]), load_file(str(path))
+    except (SafetensorError, KeyError, ValueError, OSError) as e:
+        raise UserError(f"cannot load {path} ({type(e).__name__}); it is damaged or not written by comp package") from e
 
 
 def decode_loader(paths: Sequence[Path], size: int, crop_pct: float, batch_size: int, workers: int) -> DataLoader:
@@ -80,14 +109,15 @@ def decode_loader(paths: Sequence[Path], size: int, crop_pct: float, batch_size:
 
 
 def decoded_batches(
-    paths: Sequence[Path], size: int, crop_pct: float, data_cfg: DataConfig, batch_size: int, workers: int
+    paths: Sequence[Path], size: int, crop_pct: float, data_cfg: DataConfig, batch_size: int, workers: int, disk_cache: bool = True
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
     """uint8 batches (B, 3, size, size) of `paths` in order, with their positions and any bad files.
 
-    From the decode-once tensor cache when `data.cache` allows it (so every fold and every later
-    prediction of the same test set reuses one decode), else from DataLoader workers.
+    From the decode-once tensor cache when `data.cache` (and `disk_cache`) allows it (so every fold
+    and every later prediction of the same test set reuses one decode), else from DataLoader
+    workers; both give the same pixels.
     """
-    if data_cfg.cache == "on" or (data_cfg.cache == "auto" and cache_fits(paths, size)):
+    if disk_cache and (data_cfg.cache == "on" or (data_cfg.cache == "auto" and cache_fits(paths, size))):
         images, ok = load_or_build(paths, size, crop_pct, data_cfg.cache_dir, threads=max(1, workers))
         for start in range(0, len(paths), batch_size):
             pos = torch.arange(start, min(start + batch_size, len(paths)))
@@ -108,6 +138,7 @@ def predict_views(
     workers: int = 2,
     on_bad: str = "raise",
     progress=None,
+    disk_cache: bool = True,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Probabilities of every member under each of its views.
 
@@ -116,6 +147,7 @@ def predict_views(
         views: for member m, its list of V_m view names.
         paths: N image files.
         on_bad: "raise" (a UserError naming the file) or "skip" (row left as NaN, mask False).
+        disk_cache: False = never read or write the tensor cache on disk (decode in memory).
 
     Returns:
         ([ (V_m, N, C) float32 probabilities per member ], ok mask (N,) bool).
@@ -130,7 +162,7 @@ def predict_views(
     dtype = torch.bfloat16 if device.type == "cuda" else None  # CPU: fp32 is faster than bf16 autocast
     for (size, crop), idx in groups.items():
         norm = {i: _normalizer(members[i], device) for i in idx}
-        batches = decoded_batches(paths, size, crop, members[idx[0]].cfg.data, batch_size, workers)
+        batches = decoded_batches(paths, size, crop, members[idx[0]].cfg.data, batch_size, workers, disk_cache)
         if progress is not None:
             progress.begin(f"predict {size}px", math.ceil(n / batch_size))
         seen = 0

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from rich.console import Console
 
 import comp
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+try:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+except ImportError:  # an inference bundle may run where rich is not installed: no bars then
+    Console = None
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_score", "seconds")  # val_score: the competition metric
 
@@ -87,6 +90,10 @@ class LiveProgress:
     """
 
     def __init__(self, enabled: Optional[bool] = None):
+        self._task, self._start, self._progress = None, 0.0, None
+        if Console is None:
+            self.enabled = False
+            return
         console = Console(stderr=True)
         self.enabled = console.is_terminal if enabled is None else enabled
         self._progress = Progress(
@@ -104,11 +111,13 @@ class LiveProgress:
         self._start = 0.0
 
     def __enter__(self) -> "LiveProgress":
-        self._progress.start()
+        if self._progress is not None:
+            self._progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._progress.stop()
+        if self._progress is not None:
+            self._progress.stop()
 
     def wrap(self, log):
         """A log function that prints above the live bar instead of through it."""
@@ -117,6 +126,8 @@ class LiveProgress:
         return lambda msg: self._progress.console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
     def begin(self, description: str, total: int) -> None:
+        if self._progress is None:
+            return
         if self._task is not None:
             self._progress.remove_task(self._task)
         self._task = self._progress.add_task(description, total=total, stats="")
@@ -124,6 +135,8 @@ class LiveProgress:
 
     def step(self, images_seen: int, **stats: float) -> None:
         """Advance one batch; `stats` (e.g. loss=0.5, acc=0.9) are shown next to img/s."""
+        if self._progress is None:
+            return
         rate = images_seen / max(1e-9, time.perf_counter() - self._start)
         text = " ".join(f"{k} {v:.4f}" for k, v in stats.items()) + f" {rate:.0f} img/s"
         self._progress.update(self._task, advance=1, stats=text)

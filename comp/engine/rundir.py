@@ -199,7 +199,7 @@ def require_finished(run: Path) -> None:
     folds' directories explicitly.
     """
     run = Path(run)
-    if (run / "best.pt").is_file() or (run / "last.pt").is_file():  # a run, or one fold of a k-fold run
+    if (run / "best.pt").is_file() or (run / "last.pt").is_file() or (run / "model.safetensors").is_file():  # a run or one fold
         ok, words = run_state(run)
         if not ok:
             raise UserError(f"{run} is an unfinished run ({words}); finish it with comp train CONFIG --resume --out {run}")
