@@ -132,14 +132,9 @@ def predict(
         "probability column per class), positive (binary: the positive class's probability) or topk (k names, MAP@k)."))] = "auto",
 ) -> None:
     """Ensemble of runs and their folds x TTA views -> prediction CSV (in the sample submission's shape) + class probabilities."""
-    from comp.data.competition import SHAPES
     from comp.predict import predict as predict_run
 
     with user_errors():
-        if shape not in ("auto", *SHAPES):
-            raise UserError(f"--shape {shape!r}: use auto, {', '.join(SHAPES)}")
-        if merge not in (None, "mean", "geometric", "logit"):
-            raise UserError(f"--merge {merge!r}: use mean, geometric or logit (geometric = logit mean)")
         predict_run(
             runs, data=data, tta=tta, views=tta_views, out=out, weights=_floats(weights, "--weights"),
             merge_rule=merge, batch_size=batch_size, workers=workers, id_column=id_column, label_column=label_column,

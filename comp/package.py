@@ -31,15 +31,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import torch
 
 import comp
 from comp.engine.checkpoint import load_checkpoint
 from comp.engine.infer import WEIGHTS_FILE, find_model_dirs
-from comp.ensemble import check_weights
 from comp.errors import Log, UserError
 from comp.files import read_json, write_json
-from comp.tta import parse_views
+from comp.predict import check_options
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = 1
@@ -76,18 +74,7 @@ def package(
         raise UserError(f"--out {out} exists and is not an empty folder; give a new folder for the bundle")
     if any(Path(r).suffix == ".csv" for r in runs):
         raise UserError("a bundle needs the models; pass run directories, not probability tables")
-    if weights is not None:
-        weights = check_weights(weights, len(runs))
-    if views is not None:
-        if not tta:
-            raise UserError("--tta-views needs TTA; drop --no-tta (or the views)")
-        views = parse_views(views)
-    if merge_rule not in (None, "mean", "geometric", "logit"):
-        raise UserError(f"--merge {merge_rule!r}: use mean, geometric or logit (geometric = logit mean)")
-    from comp.data.competition import SHAPES
-
-    if shape not in ("auto", *SHAPES):
-        raise UserError(f"--shape {shape!r}: use auto, {', '.join(SHAPES)}")
+    weights, views = check_options(len(runs), weights, tta, views, merge_rule, shape)
     members = {Path(r): find_model_dirs(Path(r)) for r in runs}
     checkpoints = {d: load_checkpoint(d / "best.pt") if (d / "best.pt").is_file() else None for ds in members.values() for d in ds}
     classes = None

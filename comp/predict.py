@@ -60,6 +60,25 @@ def run_score(run: Path) -> Optional[float]:
     return None
 
 
+def check_options(
+    n_runs: int, weights: Optional[Sequence[float]], tta: bool, views: Optional[Sequence[str]], merge_rule: Optional[str], shape: str,
+) -> tuple[Optional[list[float]], Optional[list[str]]]:
+    """The ensemble options of `predict` (and `comp package`) checked; returns (weights, views) normalized."""
+    from comp.data.competition import SHAPES
+
+    if weights is not None:
+        weights = check_weights(weights, n_runs)
+    if views is not None:
+        if not tta:
+            raise UserError("--tta-views needs TTA; drop --no-tta (or the views)")
+        views = parse_views(views)
+    if merge_rule not in (None, "mean", "geometric", "logit"):
+        raise UserError(f"--merge {merge_rule!r}: use mean, geometric or logit (geometric = logit mean)")
+    if shape not in ("auto", *SHAPES):
+        raise UserError(f"--shape {shape!r}: use auto, {', '.join(SHAPES)}")
+    return weights, views
+
+
 def predict(
     runs: Sequence[Path],
     *,
@@ -103,12 +122,7 @@ def predict(
     if not runs:
         raise UserError("no runs given; pass one or more run directories, e.g. comp predict runs/demo-1")
     # Everything a user typed is checked before any model runs.
-    if weights is not None:
-        weights = check_weights(weights, len(runs))
-    if views is not None:
-        if not tta:
-            raise UserError("--tta-views needs TTA; drop --no-tta (or the views)")
-        views = parse_views(views)
+    weights, views = check_options(len(runs), weights, tta, views, merge_rule, shape)
     if Path(out).is_dir():
         raise UserError(f"--out {out} is a folder; pass a file name, e.g. {Path(out) / 'prediction.csv'}")
     dev = resolve_device(device)

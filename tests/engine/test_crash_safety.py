@@ -1,7 +1,6 @@
 """Crash safety: SIGKILL, Ctrl-C, NaN loss and disk-full never lose or corrupt a run."""
 
 import csv
-import os
 import signal
 import subprocess
 import sys
