@@ -23,7 +23,7 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2
 
 from comp.config import ModelConfig, OptimConfig, SchedConfig
-from comp.data.cache import TensorBatches
+from comp.data.batches import TensorBatches
 from comp.device import amp_dtype, resolve_device
 from comp.engine.epoch import train_one_epoch
 from comp.engine.optim import create_optimizer, create_scheduler

@@ -71,7 +71,8 @@ class DataConfig(_Section):
     std: Optional[tuple[float, float, float]] = None
     batch_size: int = Field(64, gt=0)  # 64 fits ResNet50 at 224 px on one 16 GB GPU
     workers: int = Field(2, ge=0)  # DataLoader processes (file path) / decoding threads (cache)
-    cache: Literal["auto", "on", "off"] = "auto"  # decode-once tensor cache; auto: when small images fit in memory
+    cache: Literal["auto", "on", "off"] = "auto"  # decode-once cache (memory-mapped uint8 squares); auto: when it fits cache_max_gb
+    cache_max_gb: float = Field(10.0, gt=0)  # disk budget of one cache file for data.cache: auto (2,000 photos at 224 px: 0.4 GB)
     cache_dir: Optional[str] = None  # None: $COMP_CACHE_DIR or ~/.cache/comp
     val_fraction: float = Field(0.1, gt=0, lt=1)  # stratified hold-out when there is no val/ split
     train_on_val: bool = False  # train on every labelled image (val/ included, no hold-out); no val scores; k-fold folds still hold out

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 import yaml
 
 from comp.config import Config, config_from_dict, read_yaml_mapping
-from comp.data.cache import BatchAugment, TensorBatches
+from comp.data.augment import BatchAugment
+from comp.data.batches import TensorBatches
 from comp.data.folds import holdout_indices
 from comp.data.sources import DATASETS, load_dataset
 from comp.engine.checkpoint import load_checkpoint
@@ -124,11 +125,13 @@ def _batches(cfg: Config, data: InMemoryData, split: tuple, train: bool, device:
     x, y = split
     augment = BatchAugment.from_config(cfg.aug) if train else None
     bs = cfg.data.batch_size
-    return TensorBatches(
+    batches = TensorBatches(
         data.resized(x, cfg.data.image_size), y, batch_size=bs if train else bs * 2, mean=cfg.data.mean, std=cfg.data.std,
         shuffle=train, drop_last=train and len(x) > bs, augment=augment, seed=cfg.train.seed, device=device,
         balanced=train and cfg.data.sampler == "balanced",
     )
+    batches.describe = "in-memory data set, batched augmentation"
+    return batches
 
 
 # -- one row ---------------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
-"""Training and validation batches: the decode-once tensor path or the albumentations file path.
+"""Training and validation batches: the decode-once cache or the albumentations file path.
 
-`make_loaders` picks the path (`data.cache`: auto / on / off). Both yield `(x, y, bad_paths)` with
-x normalized float (B, 3, S, S), so the engine does not care which one it got.
+`make_loaders` picks the path (`data.cache`: auto / on / off; auto caches when the cache fits
+`data.cache_max_gb`, see `comp.data.cache.choose_cache`). Both yield `(x, y, bad_paths)` with x
+normalized float (B, 3, S, S), so the engine does not care which one it got; the train batches'
+`describe` says which it is and why.
 
-- tensor path (comp/data/cache.py): all labelled images of the competition are decoded once into
-  one cached uint8 tensor (the same cache serves every fold and later runs); batches are
-  gathered by index and augmented as whole batches. Validation uses the eval preprocessing
-  (`transforms.eval_resize_crop`), the pixels `comp predict` sees.
+- cache (comp/data/cache.py, batches.py): every labelled image of the competition is decoded once
+  into a memory-mapped file of uint8 squares (the same file serves every fold and later runs);
+  training batches are gathered by index, cropped from the whole square and augmented as whole
+  batches (on the GPU when there is one); validation uses the squares' centres, which are the eval
+  preprocessing's pixels (`transforms.eval_resize_crop`), the pixels `comp predict` sees.
 - file path: DataLoader workers decode each image every epoch and run the albumentations presets;
-  chosen for large images (RandomResizedCrop then zooms into full-resolution pixels) or big data.
+  used when the cache would not fit the disk budget, or with data.cache: off.
 """
 
 from __future__ import annotations
@@ -20,17 +23,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from comp.config import Config
-from comp.data.cache import BatchAugment, TensorBatches, cache_fits, load_or_build
+from comp.data.augment import BatchAugment
+from comp.data.batches import TensorBatches
+from comp.data.cache import choose_cache, eval_crops, load_or_build
 from comp.data.competition import Split
 from comp.data.images import ImageFileDataset, collate_skip_bad
 from comp.data.sampling import EpochBatchSampler
 from comp.errors import UserError
 from comp.data.transforms import eval_preset, eval_resize, train_preset
-
-
-def use_cache(cfg: Config, paths: Sequence[Path], size: int) -> bool:
-    """The `data.cache` decision for these images at this training size."""
-    return cfg.data.cache == "on" or (cfg.data.cache == "auto" and cache_fits(paths, size))
 
 
 def make_loaders(
@@ -41,8 +41,8 @@ def make_loaders(
 
     Args:
         dcfg: resolved preprocessing (`models.factory.data_config`).
-        pool: every labelled image of the competition (superset of train and val): the tensor cache
-            is built over it so that all folds and runs share one cache file.
+        pool: every labelled image of the competition (superset of train and val): the cache is
+            built over it so that all folds and runs share one cache file.
         rank, world: this process's share under DistributedDataParallel (`data.batch_size` per
             process; see `comp.data.sampling.rank_batches`).
 
@@ -50,38 +50,37 @@ def make_loaders(
         (train batches, val batches, unreadable paths). The file path reports unreadable images
         per batch instead, so its list is empty.
     """
-    size = dcfg["image_size"]
     pool = list(pool) if pool is not None else list(train.paths) + list(val.paths)
-    if use_cache(cfg, pool, size):
-        return _tensor_loaders(cfg, dcfg, train, val, device, pool, progress, rank, world)
-    return (*_file_loaders(cfg, dcfg, train, val, device, rank, world), [])
+    choice = choose_cache(cfg.data.cache, pool, dcfg["image_size"], dcfg["crop_pct"], cfg.data.cache_max_gb)
+    if choice.use:
+        train_batches, val_batches, bad = _cached_loaders(cfg, dcfg, train, val, device, pool, progress, rank, world)
+    else:
+        (train_batches, val_batches), bad = _file_loaders(cfg, dcfg, train, val, device, rank, world), []
+    train_batches.describe = choice.reason
+    return train_batches, val_batches, bad
 
 
-def _tensor_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress, rank: int = 0, world: int = 1):
-    size, mean, std = dcfg["image_size"], dcfg["mean"], dcfg["std"]
-    images, ok = load_or_build(pool, size, 1.0, cfg.data.cache_dir, threads=max(1, cfg.data.workers), progress=progress)
+def _cached_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress, rank: int = 0, world: int = 1):
+    size, crop, mean, std = dcfg["image_size"], dcfg["crop_pct"], dcfg["mean"], dcfg["std"]
+    squares, ok = load_or_build(pool, size, crop, cfg.data.cache_dir, threads=max(1, cfg.data.workers), progress=progress)
     where = {Path(p): i for i, p in enumerate(pool)}
 
-    def gather(split: Split, images: torch.Tensor, ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
+    def rows(split: Split) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
         idx = torch.tensor([where[Path(p)] for p in split.paths], dtype=torch.long)
         good = ok[idx] if len(idx) else torch.zeros(0, dtype=torch.bool)
         bad = [split.paths[i] for i in (~good).nonzero().flatten().tolist()]
-        return images[idx[good]], torch.tensor(split.labels, dtype=torch.long)[good], bad
+        return idx[good], torch.tensor(split.labels, dtype=torch.long)[good], bad
 
-    tr_x, tr_y, tr_bad = gather(train, images, ok)
-    if dcfg["crop_pct"] < 1:
-        # Training crops come from the whole (short-side) image; validation sees the eval crop,
-        # decoded as comp predict decodes it (a second cache of the same pool at crop_pct).
-        images, ok = load_or_build(pool, size, dcfg["crop_pct"], cfg.data.cache_dir, threads=max(1, cfg.data.workers), progress=progress)
-    va_x, va_y, va_bad = gather(val, images, ok)
-    augment = BatchAugment.from_config(cfg.aug)
+    tr_rows, tr_y, tr_bad = rows(train)
+    va_rows, va_y, va_bad = rows(val)
     bs = cfg.data.batch_size
     common = dict(mean=mean, std=std, device=device, rank=rank, world=world)
+    # Training crops come from the whole square; validation sees its centre, the eval crop.
     train_batches = TensorBatches(
-        tr_x, tr_y, batch_size=bs, shuffle=True, drop_last=len(tr_x) > bs, augment=augment, seed=cfg.train.seed,
-        balanced=cfg.data.sampler == "balanced", **common
+        squares, tr_y, rows=tr_rows, out_size=size, batch_size=bs, shuffle=True, drop_last=len(tr_rows) > bs,
+        augment=BatchAugment.from_config(cfg.aug), seed=cfg.train.seed, balanced=cfg.data.sampler == "balanced", **common,
     )
-    val_batches = TensorBatches(va_x, va_y, batch_size=bs * 2, **common)
+    val_batches = TensorBatches(eval_crops(squares, size, crop), va_y, rows=va_rows, batch_size=bs * 2, **common)
     return train_batches, val_batches, tr_bad + va_bad
 
 

@@ -71,14 +71,42 @@ def eval_resize_crop(im: Image.Image, size: int, crop_pct: float) -> np.ndarray:
         uint8 array (size, size, 3). Downscaling by more than 2x uses a box filter (area
         averaging, no aliasing), other resizes bilinear, upscaling bicubic.
     """
+    im, left, top = _resized_with_eval_box(im, size, crop_pct)
+    return np.array(im.crop((left, top, left + size, top + size)))  # a writable copy for torch
+
+
+def _resized_with_eval_box(im: Image.Image, size: int, crop_pct: float) -> tuple[Image.Image, int, int]:
+    """`im` with its short side resized to `eval_resize(size, crop_pct)`, and the eval crop's (left, top)."""
     resize = eval_resize(size, crop_pct)
     w, h = im.size
     scale = resize / min(w, h)
     nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
     if (nw, nh) != (w, h):
         im = im.resize((nw, nh), Image.BICUBIC if scale > 1 else Image.BOX if scale < 0.5 else Image.BILINEAR)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return np.array(im.crop((left, top, left + size, top + size)))  # a writable copy for torch
+    return im, (nw - size) // 2, (nh - size) // 2
+
+
+def square_margin(size: int, crop_pct: float) -> int:
+    """Where the eval crop sits inside a `working_square`: rows and columns [m, m + size)."""
+    return (eval_resize(size, crop_pct) - size) // 2
+
+
+def working_square(im: Image.Image, size: int, crop_pct: float) -> np.ndarray:
+    """What the decode-once cache stores per image: a square of side R = `eval_resize(size, crop_pct)`.
+
+    The image is resized exactly as for evaluation (short side R, nothing stretched) and the
+    R x R square is cut around the eval crop, so that `square[m:m+size, m:m+size]` (m =
+    `square_margin`) is `eval_resize_crop`'s output pixel for pixel: validation and prediction from
+    the cache see the pixels of the file path. Training crops (RandomResizedCrop and TTA views) come
+    from the whole square; the strips of the long side beyond it (1/8 of a 4:3 photo's width on
+    each side) are not used. Returns uint8 (R, R, 3).
+    """
+    resize = eval_resize(size, crop_pct)
+    im, left, top = _resized_with_eval_box(im, size, crop_pct)
+    m = (resize - size) // 2
+    x0 = min(max(left - m, 0), im.size[0] - resize)
+    y0 = min(max(top - m, 0), im.size[1] - resize)
+    return np.array(im.crop((x0, y0, x0 + resize, y0 + resize)))
 
 
 class EvalPreset:

@@ -25,7 +25,6 @@ from comp.calibration import calibrate_run
 from comp.config import Config, TrainConfig, save_config
 from comp.data.competition import Competition, Split, open_configured
 from comp.data.folds import merged_labelled, train_val_split
-from comp.data.cache import TensorBatches
 from comp.data.loaders import make_loaders
 from comp.data.sampling import epoch_seed
 from comp.engine.checkpoint import (
@@ -220,7 +219,7 @@ def _train_run(
         f"{f' {dtype}' if dtype else ''}: {len(classes)} classes, {data.n_train} train / {data.n_val} val images, "
         f"{dcfg['image_size']} px"
     )
-    log(f"input: {'decode-once tensor cache, batched augmentation' if isinstance(train_loader, TensorBatches) else 'files, albumentations'}")
+    log(f"input: {getattr(train_loader, 'describe', 'given batches')}")
     _log_imbalance(cfg, weight, classes, log)
     if data.n_val == 0:
         log("no validation images: best.pt follows the last epoch")

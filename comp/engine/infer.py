@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from comp.config import Config, DataConfig, config_from_dict
 from comp.data.competition import Competition, Split
-from comp.data.cache import cache_fits, load_or_build
+from comp.data.cache import choose_cache, eval_crops, load_or_build
 from comp.data.images import ImageFileDataset, collate_skip_bad, unreadable_image
 from comp.data.transforms import EvalPreset, eval_resize
 from comp.engine.checkpoint import load_checkpoint
@@ -113,12 +113,13 @@ def decoded_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
     """uint8 batches (B, 3, size, size) of `paths` in order, with their positions and any bad files.
 
-    From the decode-once tensor cache when `data.cache` (and `disk_cache`) allows it (so every fold
+    From the decode-once cache (the squares' centres) when `data.cache` (and `disk_cache`) allows it (so every fold
     and every later prediction of the same test set reuses one decode), else from DataLoader
     workers; both give the same pixels.
     """
-    if disk_cache and (data_cfg.cache == "on" or (data_cfg.cache == "auto" and cache_fits(paths, size))):
-        images, ok = load_or_build(paths, size, crop_pct, data_cfg.cache_dir, threads=max(1, workers))
+    if disk_cache and choose_cache(data_cfg.cache, paths, size, crop_pct, data_cfg.cache_max_gb).use:
+        squares, ok = load_or_build(paths, size, crop_pct, data_cfg.cache_dir, threads=max(1, workers))
+        images = eval_crops(squares, size, crop_pct)
         for start in range(0, len(paths), batch_size):
             pos = torch.arange(start, min(start + batch_size, len(paths)))
             good = ok[pos]

@@ -3,7 +3,9 @@ import torch
 from PIL import Image
 
 import comp.data.cache as cache
-from comp.data.cache import BatchAugment, TensorBatches, cache_fits, load_or_build
+from comp.data.augment import BatchAugment
+from comp.data.batches import TensorBatches
+from comp.data.cache import choose_cache, load_or_build
 
 
 def _images(tmp_path, n=5, size=(20, 12)):
@@ -43,13 +45,14 @@ def test_cached_pixels_match_a_center_crop_of_the_short_side(tmp_path):
     assert images.min() == 255  # the 10x10 center crop is all white
 
 
-def test_cache_fits_small_images_only(tmp_path):
-    small = _images(tmp_path, 3, (28, 28))
-    assert cache_fits(small, 32)
-    big = [tmp_path / "big.png"]
-    Image.new("RGB", (400, 300)).save(big[0])
-    assert not cache_fits(big, 64)
-    assert not cache_fits([], 64)
+def test_auto_caches_within_the_disk_budget_and_says_why(tmp_path):
+    paths = _images(tmp_path, 3, (28, 28))
+    choice = choose_cache("auto", paths, 224, 0.875, max_gb=1.0)
+    assert choice.use and "3 images as 256 px squares" in choice.reason
+    over = choose_cache("auto", paths * 10_000, 224, 0.875, max_gb=1.0)  # 30,000 x 196 KB = 5.5 GB
+    assert not over.use and "data.cache_max_gb" in over.reason and "--set data.cache_max_gb=" in over.reason
+    assert choose_cache("on", paths * 10_000, 224, 0.875, max_gb=1.0).use
+    assert not choose_cache("off", paths, 32, 1.0, max_gb=1.0).use
 
 
 def test_batch_augment_identity_flip_and_determinism():
@@ -84,7 +87,7 @@ def test_tensor_batches_cover_every_image_once_per_epoch():
 def test_axis_aligned_grid_equals_affine_grid():
     import torch.nn.functional as F
 
-    from comp.data.cache import _axis_aligned_grid
+    from comp.data.augment import _axis_aligned_grid
 
     theta = torch.zeros(3, 2, 3)
     theta[:, 0, 0] = torch.tensor([0.5, -1.0, 0.8])

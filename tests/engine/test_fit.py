@@ -29,7 +29,7 @@ def test_fit_writes_the_run_directory(tmp_path, shapes, cache):
     cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(shapes), "cache": cache}, train={"epochs": 2}))
     lines = []
     summary = fit(cfg, tmp_path / "run", log=lines.append)
-    assert any(("tensor cache" if cache == "on" else "albumentations") in line for line in lines)
+    assert any(("input: decode-once cache" if cache == "on" else "input: files, decoded every epoch") in line for line in lines)
     run = tmp_path / "run"
     assert RUN_FILES <= {p.name for p in run.iterdir()}
     rows = _rows(run)
