@@ -12,7 +12,7 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from comp.data.augment import BatchAugment
+from comp.data.augment import BatchAugment, per_channel_
 from comp.data.sampling import epoch_order, epoch_seed, num_batches, rank_batches
 
 GPU_RESIDENT_BYTES = 4 * 2**30  # up to this much uint8 data is kept on the GPU; more is copied per batch
@@ -87,8 +87,9 @@ class TensorBatches:
             if self.augment:
                 # Each rank draws its own augmentations (rank 0's equal a single process's).
                 g.manual_seed(epoch_seed(self.seed, self.epoch, k, *([self.rank] if self.rank else [])))
-                x = self.augment(x, g, self.out_size)
+                x = self.augment(x, g, self.out_size, normalize=(self.mean, self.inv_std))
             else:
-                x = x.float().mul_(1 / 255.0)
-            x = x.sub_(self.mean).mul_(self.inv_std).contiguous(memory_format=torch.channels_last)
+                x = x.float().mul_(1 / 255.0)  # EvalPreset's arithmetic, in its order: the same floats
+                x = per_channel_(per_channel_(x, "sub", self.mean), "mul", self.inv_std)
+            x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx.to(self.labels.device)], []

@@ -10,7 +10,9 @@ resize: 256 px for 224 px at crop_pct 0.875; the training size itself at crop_pc
   around the eval crop is kept, so the centre (size x size) of a square is, pixel for pixel, what
   `comp predict` sees (`transforms.eval_resize_crop`) and training crops come from the whole
   square; the long side's strips beyond it are dropped (1/8 of a 4:3 photo's width each side);
-- squares go to `<key>.u8`, a raw (N, 3, R, R) uint8 file read through a memory map, so memory
+- squares go to `<key>.u8`, a raw (N, R, R, 3) uint8 file read through a memory map (seen as
+  channels_last (N, 3, R, R): a gathered batch is already in the layout the fast resize and
+  the model want), so memory
   stays bounded by what the OS caches, not the data set; `<key>.ok.npy` (written last) marks the
   cache complete and lists which files decoded. The key hashes the file list, each file's size and
   mtime, R, size and crop_pct: a changed file is decoded again, a damaged cache is rebuilt.
@@ -34,7 +36,7 @@ import torch
 from comp.data.images import DECODE_ERRORS, load_rgb
 from comp.data.transforms import eval_resize, square_margin, working_square
 
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"
 
 
 def default_cache_dir() -> Path:
@@ -96,7 +98,7 @@ def _decode(path: Path, size: int, crop_pct: float) -> Optional[np.ndarray]:
 def decode_all(
     paths: Sequence[Path], size: int, crop_pct: float, out: np.ndarray, threads: int = 2, progress=None
 ) -> np.ndarray:
-    """Decode `paths` into `out` (N, 3, R, R) uint8 (bad files stay zeros); returns the ok mask (N,) bool."""
+    """Decode `paths` into `out` (N, R, R, 3) uint8 (bad files stay zeros); returns the ok mask (N,) bool."""
     ok = np.zeros(len(paths), dtype=bool)
     if progress is not None:
         progress.begin(f"decode {eval_resize(size, crop_pct)}px", len(paths))
@@ -104,7 +106,7 @@ def decode_all(
     def one(i: int) -> None:
         arr = _decode(paths[i], size, crop_pct)
         if arr is not None:
-            out[i] = arr.transpose(2, 0, 1)
+            out[i] = arr
             ok[i] = True
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
@@ -120,16 +122,16 @@ def load_or_build(
     """The cached squares of `paths`, decoding and writing them on the first call.
 
     Returns:
-        (uint8 (N, 3, R, R), memory-mapped from disk; ok mask (N,) bool). A cache folder that
+        (uint8 (N, 3, R, R) channels_last, memory-mapped from disk; ok mask (N,) bool). A cache folder that
         cannot be written costs the next run a decode: the squares are then kept in memory.
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     key = cache_key(paths, size, crop_pct)
     data, mask = cache_dir / f"{key}.u8", cache_dir / f"{key}.ok.npy"
     side = eval_resize(size, crop_pct)
-    shape = (len(paths), 3, side, side)
+    shape = (len(paths), side, side, 3)
     if not paths:
-        return torch.zeros(shape, dtype=torch.uint8), torch.zeros(0, dtype=torch.bool)
+        return _nchw(torch.zeros(shape, dtype=torch.uint8)), torch.zeros(0, dtype=torch.bool)
     if mask.is_file() and data.is_file() and data.stat().st_size == int(np.prod(shape)):
         try:
             ok = np.load(mask)
@@ -143,7 +145,8 @@ def load_or_build(
         out = np.memmap(tmp, np.uint8, "w+", shape=shape)
     except OSError:
         out = np.zeros(shape, dtype=np.uint8)
-        return torch.from_numpy(out), torch.from_numpy(decode_all(paths, size, crop_pct, out, threads, progress))
+        ok = decode_all(paths, size, crop_pct, out, threads, progress)
+        return _nchw(torch.from_numpy(out)), torch.from_numpy(ok)
     ok = decode_all(paths, size, crop_pct, out, threads, progress)
     out.flush()
     del out
@@ -156,7 +159,12 @@ def load_or_build(
 
 def _mapped(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     # Copy-on-write: a writable array for torch that never writes back to the file.
-    return torch.from_numpy(np.memmap(path, np.uint8, "c", shape=shape))
+    return _nchw(torch.from_numpy(np.memmap(path, np.uint8, "c", shape=shape)))
+
+
+def _nchw(nhwc: torch.Tensor) -> torch.Tensor:
+    """(N, R, R, 3) storage as the (N, 3, R, R) channels_last tensor the rest of comp indexes."""
+    return nhwc.permute(0, 3, 1, 2)
 
 
 def eval_crops(squares: torch.Tensor, size: int, crop_pct: float) -> torch.Tensor:

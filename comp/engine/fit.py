@@ -31,7 +31,7 @@ from comp.engine.checkpoint import (
     load_checkpoint, restore_training, seed_everything, stop_on_sigint, training_payload, weights_payload,
 )
 from comp.engine import distributed as dist
-from comp.device import amp_dtype, resolve_device
+from comp.device import amp_dtype, resolve_device, tune_cpu_allocator
 from comp.engine.epoch import EpochProgress, EpochStats, NonFiniteLoss, evaluate, train_one_epoch
 from comp.engine.infer import write_val_probs
 from comp.engine.losses import ClassWeightedLoss, class_weights
@@ -138,6 +138,7 @@ def train_run(
     `train.threads` applies for the duration of the run (torch's thread count is process-wide).
     """
     previous = torch.get_num_threads()
+    tune_cpu_allocator()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
