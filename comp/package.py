@@ -33,6 +33,7 @@ from typing import Any, Optional, Sequence
 
 
 import comp
+from comp.config import config_from_dict
 from comp.engine.checkpoint import load_checkpoint
 from comp.engine.infer import WEIGHTS_FILE, find_model_dirs
 from comp.errors import Log, UserError
@@ -76,14 +77,17 @@ def package(
         raise UserError("a bundle needs the models; pass run directories, not probability tables")
     weights, views = check_options(len(runs), weights, tta, views, merge_rule, shape)
     members = {Path(r): find_model_dirs(Path(r)) for r in runs}
-    checkpoints = {d: load_checkpoint(d / "best.pt") if (d / "best.pt").is_file() else None for ds in members.values() for d in ds}
+    for d in (d for ds in members.values() for d in ds):
+        if not (d / "best.pt").is_file():
+            raise UserError(f"{d} has no best.pt (a bundle's model?); package the trained runs themselves")
+    checkpoints = {d: load_checkpoint(d / "best.pt") for ds in members.values() for d in ds}
     classes = None
     for d, ckpt in checkpoints.items():
-        found = list(ckpt["classes"]) if ckpt is not None else _bundled_classes(d)
-        if classes is not None and found != classes:
+        if classes is not None and list(ckpt["classes"]) != classes:
             raise UserError(f"{d} was trained on other classes than the rest; package runs of one competition")
-        classes = found
-    first_cfg = _config_of(next(iter(checkpoints)), next(iter(checkpoints.values())))
+        classes = list(ckpt["classes"])
+    first, ckpt = next(iter(checkpoints.items()))
+    first_cfg = config_from_dict(ckpt["config"], str(first / "best.pt"))
     _check_shape(first_cfg, classes, shape, data)
 
     names = _run_names(list(members))
@@ -139,25 +143,6 @@ def _check_shape(cfg, classes: list[str], shape: str, data: Optional[Path]) -> N
     resolve_shape(competition.submission, classes, cfg.metric, cfg.data.positive_class, cfg.data.submission if shape == "auto" else shape)
 
 
-def _config_of(d: Path, ckpt: Optional[dict]):
-    from comp.config import config_from_dict
-
-    if ckpt is not None:
-        return config_from_dict(ckpt["config"], str(d / "best.pt"))
-    return config_from_dict(json.loads(_metadata(d)["config"]), str(d / WEIGHTS_FILE))
-
-
-def _metadata(d: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(d / WEIGHTS_FILE), framework="pt") as f:
-        return f.metadata() or {}
-
-
-def _bundled_classes(d: Path) -> list[str]:
-    return json.loads(_metadata(d)["classes"])
-
-
 def _run_names(runs: list[Path]) -> list[str]:
     """A distinct, filesystem-safe folder name per run, in order: its own name, numbered when two share it."""
     names = []
@@ -167,23 +152,17 @@ def _run_names(runs: list[Path]) -> list[str]:
     return names
 
 
-def _write_member(src: Path, ckpt: Optional[dict], dest: Path, half: bool) -> None:
+def _write_member(src: Path, ckpt: dict, dest: Path, half: bool) -> None:
     """One model: weights as safetensors (classes and config in its metadata) and the run's small files."""
+    import yaml
     from safetensors.torch import save_file
 
-    import yaml
-
     dest.mkdir(parents=True, exist_ok=True)
-    if ckpt is None:  # already a bundle member: re-package it as it is (or halve it)
-        from safetensors.torch import load_file
-
-        state, meta = load_file(str(src / WEIGHTS_FILE)), _metadata(src)
-    else:
-        state = ckpt["model"]
-        meta = {"classes": json.dumps(list(ckpt["classes"])), "config": json.dumps(ckpt["config"]), "epoch": str(ckpt.get("epoch", ""))}
-    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    save_file(tensors, str(dest / WEIGHTS_FILE), metadata={**meta, "dtype": "float16" if half else "as trained"})
-    (dest / "config.yaml").write_text(yaml.safe_dump(json.loads(meta["config"]), sort_keys=False))
+    meta = {"classes": json.dumps(list(ckpt["classes"])), "config": json.dumps(ckpt["config"]), "epoch": str(ckpt.get("epoch", "")),
+            "dtype": "float16" if half else "as trained"}
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in ckpt["model"].items()}
+    save_file(tensors, str(dest / WEIGHTS_FILE), metadata=meta)
+    (dest / "config.yaml").write_text(yaml.safe_dump(ckpt["config"], sort_keys=False))
     for f in ("summary.json", "calibration.json"):
         if (src / f).is_file():
             shutil.copy2(src / f, dest / f)

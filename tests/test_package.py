@@ -120,6 +120,7 @@ def test_offline_bundle_error_is_one_line(kfold, tmp_path):
     _, run = kfold
     bundle = tmp_path / "bundle"
     assert runner.invoke(app, ["package", str(run), "--out", str(bundle), "--shape", "probs"]).exit_code == 0
+    one_line_error(runner.invoke(app, ["package", str(bundle / "models" / "run"), "--out", str(tmp_path / "again")]), "has no best.pt")
     (tmp_path / "h").mkdir()
     done = _run_offline(bundle, tmp_path / "missing", tmp_path / "sub.csv", tmp_path, tmp_path / "h")
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
