@@ -30,7 +30,9 @@ class Classifier(nn.Module):
     def __init__(self, backbone: nn.Module, head: Union[str, HeadConfig], num_classes: int, dropout=None):
         super().__init__()
         self.backbone = backbone
-        self.num_features = backbone.num_features
+        # Width of what forward_head(pre_logits=True) returns: timm's head_hidden_size where the
+        # backbone has a head layer after pooling (MobileNetV3: 288 channels pooled, 1024 out).
+        self.num_features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
         self.num_classes = num_classes
         self.pretrained_cfg = dict(getattr(backbone, "pretrained_cfg", {}))
         self._head_spec, self._dropout = head, dropout

@@ -93,3 +93,14 @@ def _classifier(model):
     full = timm.create_model("tf_efficientnet_lite0")
     sd = bundled_state_dict("tf_efficientnet_lite0", full)
     return {k: v for k, v in sd.items() if k.startswith("classifier.")}
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small_050", "resnet18"])
+@pytest.mark.parametrize("head", ["V0", "V1"])
+def test_heads_fit_backbones_whose_head_widens_the_pooled_features(name, head):
+    """MobileNetV3 pools 288 channels and its conv head widens them to 1024 (timm's head_hidden_size)."""
+    model = build_model(ModelConfig(name=name, pretrained="none", head=head), num_classes=7, pretrained=False).eval()
+    with torch.no_grad():
+        x = torch.randn(2, 3, 64, 64)
+        assert model(x).shape == (2, 7)
+        assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, model.num_features)
