@@ -17,6 +17,8 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from comp.config import AugConfig
 
+CROP_PATH_MIN_SIZE = 160  # output size from which the CPU crop-and-resize path beats grid_sample
+
 
 class BatchAugment:
     """Whole-batch train augmentation of uint8 (B, 3, S, S) images on any device.
@@ -59,8 +61,8 @@ class BatchAugment:
         """uint8 or float (B, 3, R, R) in 0..255 -> float (B, 3, S, S), augmented (S = out_size or R).
 
         The crops are drawn from the whole R x R input and resized to S, so a cache may hold images a
-        little larger than the training size. On the CPU, without rotation or translation, each crop
-        is cut out and resized with antialiasing (uint8, channels_last: torchvision's fast kernel);
+        little larger than the training size. On the CPU, from 160 px and without rotation or
+        translation, each crop is cut out and resized with antialiasing (uint8, channels_last);
         otherwise one `grid_sample` warps the whole batch. The random draws are the same either way.
         The result is in 0..1, or with `normalize` = (mean, inv_std), each (1, 3, 1, 1), normalised
         ((x - mean) * inv_std, folded into the conversion from uint8 where nothing comes between).
@@ -84,7 +86,9 @@ class BatchAugment:
         flip_y = torch.where(torch.rand(b, generator=g).to(dev) < self.vflip, -1.0, 1.0)
         angle = u(-self.rotate, self.rotate) * (math.pi / 180)
         bri, con, sat = self.jitter
-        if dev.type == "cpu" and not self.rotate and not self.translate and x.dtype == torch.uint8:
+        # Cutting each crop out costs a Python loop over the batch; batched grid_sample wins below
+        # CROP_PATH_MIN_SIZE (measured on 2 CPU cores: 2.0 ms vs 0.6 at 32 px, 16 ms vs 23 at 224).
+        if dev.type == "cpu" and s >= CROP_PATH_MIN_SIZE and not self.rotate and not self.translate and x.dtype == torch.uint8:
             crops = _crop_resize(x, sx, sy, tx, ty, flip_x < 0, flip_y < 0, s)
             if normalize is not None and not (bri or con or sat or self.erase):
                 mean, inv_std = normalize
