@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image, ImageOps
 
@@ -15,12 +14,11 @@ from comp.config import load_config
 from comp.data.cache import eval_crops, load_or_build
 from comp.data.images import load_rgb
 from comp.data.transforms import eval_resize, eval_resize_crop, working_square
-from comp.engine.checkpoint import load_checkpoint
 from comp.engine.fit import fit
-from comp.errors import Interrupted
+
 from comp.predict import predict
 from tests.conftest import write_config
-from tests.engine.test_crash_safety import DETERMINISTIC, _interrupt_at_forward, _metrics, _same_weights
+from tests.engine.test_crash_safety import DETERMINISTIC, assert_resume_is_exact
 
 SIZE, CROP = 32, 0.875  # squares of eval_resize(32, 0.875) = 37 px
 
@@ -132,18 +130,9 @@ def test_resume_mid_epoch_on_the_photo_path_is_exact(tmp_path, monkeypatch):
         train={**DETERMINISTIC, "epochs": 2, "checkpoint_minutes": 0},
         aug={"scale": [0.3, 1.0], "rotate": 0, "translate": 0, "color_jitter": None},  # the CPU crop-and-resize path
     ))
-    lines = []
-    fit(cfg, tmp_path / "straight", log=lines.append)
-    assert any("input: decode-once cache" in x for x in lines)
     # 21 train images / batch 8 = 2 batches per epoch (drop_last): Ctrl-C during the 1st batch of epoch 2.
-    _interrupt_at_forward(monkeypatch, 2 + 1)
-    with pytest.raises(Interrupted):
-        fit(cfg, tmp_path / "run", log=lambda s: None)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["state"]["partial"]["batches"] == 1
-    monkeypatch.undo()
-    fit(cfg, tmp_path / "run", resume=True, log=lambda s: None)
-    assert _metrics(tmp_path / "run") == _metrics(tmp_path / "straight")
-    assert _same_weights(tmp_path / "run", tmp_path / "straight")
+    lines = assert_resume_is_exact(cfg, tmp_path, monkeypatch, at_forward=2 + 1, partial_batches=1)
+    assert any("input: decode-once cache" in x for x in lines)
 
 
 def test_predict_on_photos_decodes_nothing_the_second_time(tmp_path, monkeypatch):

@@ -51,6 +51,24 @@ def _interrupt_at_forward(monkeypatch, n: int) -> None:
     monkeypatch.setattr(fit_module, "build_model", build_with_hook)
 
 
+def assert_resume_is_exact(cfg, tmp_path: Path, monkeypatch, at_forward: int, partial_batches: int) -> list[str]:
+    """Train `cfg` straight, then again with a Ctrl-C during training forward pass `at_forward` (in
+    epoch 2) and `--resume`: last.pt holds `partial_batches` batches of epoch 2, and the resumed run
+    ends with the straight run's metrics.csv and weights, bit for bit. Returns the straight run's log."""
+    lines: list[str] = []
+    fit(cfg, tmp_path / "straight", log=lines.append)
+    _interrupt_at_forward(monkeypatch, at_forward)
+    with pytest.raises(Interrupted, match="--resume"):
+        fit(cfg, tmp_path / "run", log=lambda s: None)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
+    assert state["epoch"] == 0 and state["partial"]["epoch"] == 1 and state["partial"]["batches"] == partial_batches
+    monkeypatch.undo()
+    fit(cfg, tmp_path / "run", resume=True, log=lambda s: None)
+    assert _metrics(tmp_path / "run") == _metrics(tmp_path / "straight")
+    assert _same_weights(tmp_path / "run", tmp_path / "straight")
+    return lines
+
+
 @pytest.mark.parametrize("cache", ["on", "off"])
 def test_ctrl_c_mid_epoch_saves_and_resume_is_exact(tmp_path, shapes, monkeypatch, cache):
     cfg = load_config(write_config(
@@ -58,18 +76,8 @@ def test_ctrl_c_mid_epoch_saves_and_resume_is_exact(tmp_path, shapes, monkeypatc
         train={**DETERMINISTIC, "epochs": 2, "checkpoint_minutes": 0},
         aug={"rotate": 10, "color_jitter": [0.2, 0.2, 0.2, 0.0]}, model={"dropout": 0.3},
     ))
-    fit(cfg, tmp_path / "straight", log=lambda s: None)
-
     # 42 train images / batch 8 = 5 batches per epoch: Ctrl-C during the 2nd batch of epoch 2.
-    _interrupt_at_forward(monkeypatch, 5 + 2)
-    with pytest.raises(Interrupted, match="--resume"):
-        fit(cfg, tmp_path / "run", log=lambda s: None)
-    state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
-    assert state["epoch"] == 0 and state["partial"]["epoch"] == 1 and state["partial"]["batches"] == 2
-    monkeypatch.undo()
-    fit(cfg, tmp_path / "run", resume=True, log=lambda s: None)
-    assert _metrics(tmp_path / "run") == _metrics(tmp_path / "straight")
-    assert _same_weights(tmp_path / "run", tmp_path / "straight")
+    assert_resume_is_exact(cfg, tmp_path, monkeypatch, at_forward=5 + 2, partial_batches=2)
 
 
 def _train_subprocess(config: Path, out: Path, *extra: str) -> subprocess.Popen:

@@ -15,12 +15,11 @@ from comp.data.competition import Split
 from comp.data.loaders import make_loaders
 from comp.data.sampling import EpochBatchSampler, balanced_order
 from comp.data.synthetic import make_competition
-from comp.engine.checkpoint import load_checkpoint
 from comp.engine.fit import fit
 from comp.engine.losses import ClassWeightedLoss, class_weights
-from comp.errors import Interrupted, UserError
+from comp.errors import UserError
 from tests.conftest import write_config
-from tests.engine.test_crash_safety import DETERMINISTIC, _interrupt_at_forward, _metrics, _same_weights
+from tests.engine.test_crash_safety import DETERMINISTIC, assert_resume_is_exact
 
 COUNTS = [30, 9, 4]  # 7.5 : 1
 
@@ -169,16 +168,8 @@ def test_resume_mid_epoch_with_the_balanced_sampler_is_exact(tmp_path, skewed, m
         tmp_path / "c.yaml", data={"dir": str(skewed), "cache": cache, "batch_size": 8, "sampler": "balanced"},
         train={**DETERMINISTIC, "epochs": 2, "checkpoint_minutes": 0, "class_weights": "balanced", "loss": "focal"},
     ))
-    fit(cfg, tmp_path / "straight", log=lambda s: None)
     # 39 train images / batch 8 = 4 batches per epoch: Ctrl-C during the 2nd batch of epoch 2.
-    _interrupt_at_forward(monkeypatch, 4 + 2)
-    with pytest.raises(Interrupted):
-        fit(cfg, tmp_path / "run", log=lambda s: None)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["state"]["partial"]["batches"] == 2
-    monkeypatch.undo()
-    fit(cfg, tmp_path / "run", resume=True, log=lambda s: None)
-    assert _metrics(tmp_path / "run") == _metrics(tmp_path / "straight")
-    assert _same_weights(tmp_path / "run", tmp_path / "straight")
+    assert_resume_is_exact(cfg, tmp_path, monkeypatch, at_forward=4 + 2, partial_batches=2)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["sampler"] == "balanced" and len(summary["class_weights"]) == 3
 
