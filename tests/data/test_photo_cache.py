@@ -15,7 +15,6 @@ from comp.data.cache import eval_crops, load_or_build
 from comp.data.images import load_rgb
 from comp.data.transforms import eval_resize, eval_resize_crop, working_square
 from comp.engine.fit import fit
-
 from comp.predict import predict
 from tests.conftest import write_config
 from tests.engine.test_crash_safety import DETERMINISTIC, assert_resume_is_exact
