@@ -214,7 +214,7 @@ def run_row(name: str, cfg: Config, finds: dict, data: InMemoryData, out: Path, 
     log(f"== {name}: {cfg.model.name}, {cfg.optim.name} lr {cfg.optim.lr:g}, batch {cfg.data.batch_size}, {cfg.train.epochs} epochs")
     training = TrainingData(
         classes=list(data.classes), n_train=len(data.train[1]), n_val=len(data.val[1]), train_labels=data.train[1].tolist(),
-        make_loaders=lambda c, dcfg, dev: (_batches(c, data, data.train, True, dev), _batches(c, data, data.val, False, dev), []),
+        make_loaders=lambda c, dcfg, dev, progress: (_batches(c, data, data.train, True, dev), _batches(c, data, data.val, False, dev), []),
         source=name,
     )
     summary = train_run(cfg, training, out, resume=resume, overwrite=not resume, log=log, on_accept=write_plot)

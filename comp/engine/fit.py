@@ -75,7 +75,7 @@ def fit(cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = F
 class TrainingData:
     """What the training loop needs to know about its data, wherever it comes from.
 
-    `make_loaders(cfg, dcfg, device)` returns (train batches, val batches, unreadable paths); the
+    `make_loaders(cfg, dcfg, device, progress)` returns (train batches, val batches, unreadable paths); the
     batches follow `TensorBatches`' interface (`set_epoch`, `len`, `(x, y, bad_paths)` items).
     `after(out_dir, device, cfg)` runs once training is done (e.g. write val_probs.csv).
     """
@@ -83,7 +83,7 @@ class TrainingData:
     classes: list[str]
     n_train: int
     n_val: int
-    make_loaders: Callable[[Config, dict, torch.device], tuple[Any, Any, list]]
+    make_loaders: Callable[[Config, dict, torch.device, LiveProgress], tuple[Any, Any, list]]
     train_labels: list[int] = field(default_factory=list)  # class indices of the training images (class weights)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = "data"
@@ -112,8 +112,9 @@ def fit_split(
         n_train=len(train),
         n_val=len(val),
         train_labels=list(train.labels),
-        make_loaders=lambda c, dcfg, device: make_loaders(
-            c, dcfg, train, val, device, pool=merged_labelled(competition).paths, rank=dist.rank(), world=dist.world_size()
+        make_loaders=lambda c, dcfg, device, progress: make_loaders(
+            c, dcfg, train, val, device, pool=merged_labelled(competition).paths, progress=progress, rank=dist.rank(),
+            world=dist.world_size(),
         ),
         skipped=list(competition.skipped),
         source=str(competition.root),
@@ -183,7 +184,8 @@ def _train_run(
 
     channels_last = cfg.train.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    train_loader, val_loader, unreadable = data.make_loaders(cfg, dcfg, device)
+    with LiveProgress(enabled=None if main else False) as progress:  # the cache's one-off decode shows a bar
+        train_loader, val_loader, unreadable = data.make_loaders(cfg, dcfg, device, progress)
     optimizer = create_optimizer(model, cfg.optim)
     # Planned for this command's train.epochs: extending a run with --resume --epochs N continues
     # on the schedule of an N-epoch run (for cosine: the curve stretched to the new end, so the lr

@@ -106,8 +106,11 @@ def test_a_changed_photo_is_decoded_again_and_a_damaged_cache_rebuilt(tmp_path, 
     assert len(decoded) == 9 and ok.all() and torch.equal(again, changed)
 
 
-def test_the_disk_budget_falls_back_to_the_files_and_says_why(tmp_path):
+def test_the_disk_budget_falls_back_to_the_files_and_says_why(tmp_path, monkeypatch):
     data = _photo_competition(tmp_path / "photos", per_class=6)
+    bars = []
+    real = cache.decode_all
+    monkeypatch.setattr(cache, "decode_all", lambda *a, **k: bars.append(a[5] if len(a) > 5 else k.get("progress")) or real(*a, **k))
     lines = []
     cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(data), "image_size": SIZE, "crop_pct": CROP,
                                                               "cache_dir": str(tmp_path / "cache"), "cache_max_gb": 1e-6}))
@@ -119,6 +122,7 @@ def test_the_disk_budget_falls_back_to_the_files_and_says_why(tmp_path):
     fit(cfg.model_copy(update={"data": cfg.data.model_copy(update={"cache_max_gb": 10.0})}), tmp_path / "run2", log=lines.append)
     assert any(x.startswith("input: decode-once cache (12 images as 37 px squares") for x in lines), lines
     assert list((tmp_path / "cache").glob("*.u8"))
+    assert bars and bars[0] is not None  # training's one-off decode has a progress bar (shown in a terminal)
 
 
 def test_resume_mid_epoch_on_the_photo_path_is_exact(tmp_path, monkeypatch):
