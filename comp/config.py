@@ -183,7 +183,7 @@ class AugConfig(_Section):
     rotate: float = Field(10.0, ge=0)  # degrees, +-
     translate: float = Field(0.1, ge=0, lt=1)  # fraction of the size, +-
     erase: float = Field(0.0, ge=0, le=1)  # random erasing (Cutout-like) probability; try 0.25
-    trivial_augment: bool = False  # TrivialAugmentWide (tensor path: one op per group of 8 images)
+    trivial_augment: bool = False  # TrivialAugmentWide (cached path: one op per group of 8 images)
 
     @field_validator("scale")
     @classmethod

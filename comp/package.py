@@ -181,7 +181,7 @@ def predict_bundle(
 ) -> dict[str, Any]:
     """What `inference.py` runs: `comp.predict.predict` with the bundle's runs and settings.
 
-    Writes only `out`: no tensor cache, no probability or metadata files beside it.
+    Writes only `out`: no decode cache on disk, no probability or metadata files beside it.
     """
     from comp.predict import predict
 

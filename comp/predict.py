@@ -114,7 +114,7 @@ def predict(
             first run's `data.submission`.
         calibrate: apply each run's (or fold's) temperature from its calibration.json, if any.
         sidecars: also write `<out stem>_probs.csv` and `_meta.json`; False writes `out` alone.
-        disk_cache: allow the tensor cache on disk (`data.cache`); False decodes in memory.
+        disk_cache: allow the decode-once cache on disk (`data.cache`); False decodes in memory.
 
     Returns:
         The metadata written to `<out stem>_meta.json`.

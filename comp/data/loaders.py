@@ -123,7 +123,7 @@ def _file_loaders(
     size, mean, std = dcfg["image_size"], dcfg["mean"], dcfg["std"]
     a = cfg.aug
     if a.trivial_augment:
-        raise UserError("aug.trivial_augment works on the tensor path only; set data.cache: on (or turn it off)")
+        raise UserError("aug.trivial_augment works on the cached path only; set data.cache: on (or turn it off)")
     train_tf = train_preset(
         size=size, mean=mean, std=std, scale=a.scale, ratio=a.ratio, hflip=a.hflip, vflip=a.vflip,
         color_jitter=a.color_jitter, rotate=a.rotate, translate=a.translate, erase=a.erase,

@@ -5,7 +5,7 @@ training and prediction cannot disagree. The train defaults are the seeds' NYCU 
 RandomResizedCrop 224, horizontal flip, ColorJitter(.2, .2, .2, .1), rotation 10, translate .1.
 
 Evaluation has exactly one preprocessing, `eval_resize_crop`, used by every consumer: validation
-during training (file path and tensor cache), val_probs.csv, `comp evaluate` and `comp predict`
+during training (file path and decode-once cache), val_probs.csv, `comp evaluate` and `comp predict`
 (cached or not). So a run's val accuracy is the accuracy of the pixels prediction will see.
 """
 

@@ -148,7 +148,7 @@ def predict_views(
         views: for member m, its list of V_m view names.
         paths: N image files.
         on_bad: "raise" (a UserError naming the file) or "skip" (row left as NaN, mask False).
-        disk_cache: False = never read or write the tensor cache on disk (decode in memory).
+        disk_cache: False = never read or write the decode-once cache on disk (decode in memory).
 
     Returns:
         ([ (V_m, N, C) float32 probabilities per member ], ok mask (N,) bool).
