@@ -125,7 +125,7 @@ def fit_split(
 
 def _held_out_outputs(run: Path, val: Split, competition: Competition, device: torch.device, cfg: Config) -> None:
     """After training: val_probs.csv of best.pt, and for log loss the temperature fitted on it."""
-    write_val_probs(run, val, competition, device, cfg)
+    write_val_probs(run, val, competition, device, cfg, pool=merged_labelled(competition).paths)
     if cfg.metric == "log_loss":
         calibrate_run(run)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 import math
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -109,21 +109,26 @@ def decode_loader(paths: Sequence[Path], size: int, crop_pct: float, batch_size:
 
 
 def decoded_batches(
-    paths: Sequence[Path], size: int, crop_pct: float, data_cfg: DataConfig, batch_size: int, workers: int, disk_cache: bool = True
+    paths: Sequence[Path], size: int, crop_pct: float, data_cfg: DataConfig, batch_size: int, workers: int, disk_cache: bool = True,
+    pool: Optional[Sequence[Path]] = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
     """uint8 batches (B, 3, size, size) of `paths` in order, with their positions and any bad files.
 
-    From the decode-once cache (the squares' centres) when `data.cache` (and `disk_cache`) allows it (so every fold
-    and every later prediction of the same test set reuses one decode), else from DataLoader
-    workers; both give the same pixels.
+    From the decode-once cache (the squares' centres) when `data.cache` (and `disk_cache`) allows
+    it (so every fold and every later prediction of the same test set reuses one decode), else from
+    DataLoader workers; both give the same pixels. With `pool` (a superset of `paths`, e.g. all
+    labelled images) the pool's cache is used, the one training built.
     """
-    if disk_cache and choose_cache(data_cfg.cache, paths, size, crop_pct, data_cfg.cache_max_gb).use:
-        squares, ok = load_or_build(paths, size, crop_pct, data_cfg.cache_dir, threads=max(1, workers))
+    cached = list(pool) if pool is not None else list(paths)
+    if disk_cache and choose_cache(data_cfg.cache, cached, size, crop_pct, data_cfg.cache_max_gb).use:
+        squares, ok = load_or_build(cached, size, crop_pct, data_cfg.cache_dir, threads=max(1, workers))
         images = eval_crops(squares, size, crop_pct)
+        where = {Path(p): i for i, p in enumerate(cached)}
+        rows = torch.tensor([where[Path(p)] for p in paths], dtype=torch.long)
         for start in range(0, len(paths), batch_size):
             pos = torch.arange(start, min(start + batch_size, len(paths)))
-            good = ok[pos]
-            yield images[pos[good]], pos[good], [str(paths[i]) for i in pos[~good].tolist()]
+            good = ok[rows[pos]] if len(pos) else torch.zeros(0, dtype=torch.bool)
+            yield images[rows[pos[good]]], pos[good], [str(paths[i]) for i in pos[~good].tolist()]
     else:
         yield from decode_loader(paths, size, crop_pct, batch_size, workers)
 
@@ -140,6 +145,7 @@ def predict_views(
     on_bad: str = "raise",
     progress=None,
     disk_cache: bool = True,
+    pool: Optional[Sequence[Path]] = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Probabilities of every member under each of its views.
 
@@ -149,6 +155,7 @@ def predict_views(
         paths: N image files.
         on_bad: "raise" (a UserError naming the file) or "skip" (row left as NaN, mask False).
         disk_cache: False = never read or write the decode-once cache on disk (decode in memory).
+        pool: a superset of `paths` whose cache to use (see `decoded_batches`).
 
     Returns:
         ([ (V_m, N, C) float32 probabilities per member ], ok mask (N,) bool).
@@ -163,7 +170,7 @@ def predict_views(
     dtype = torch.bfloat16 if device.type == "cuda" else None  # CPU: fp32 is faster than bf16 autocast
     for (size, crop), idx in groups.items():
         norm = {i: _normalizer(members[i], device) for i in idx}
-        batches = decoded_batches(paths, size, crop, members[idx[0]].cfg.data, batch_size, workers, disk_cache)
+        batches = decoded_batches(paths, size, crop, members[idx[0]].cfg.data, batch_size, workers, disk_cache, pool)
         if progress is not None:
             progress.begin(f"predict {size}px", math.ceil(n / batch_size))
         seen = 0
@@ -201,16 +208,19 @@ def shared_classes(members: Sequence[Member]) -> list[str]:
     return classes
 
 
-def write_val_probs(run_dir: Path, val: Split, competition: Competition, device: torch.device, cfg: Config) -> None:
+def write_val_probs(
+    run_dir: Path, val: Split, competition: Competition, device: torch.device, cfg: Config, pool: Optional[Sequence[Path]] = None,
+) -> None:
     """Predict `val` with the run's best.pt (identity view) into run_dir/val_probs.csv.
 
     Ids are paths relative to the competition folder, so `comp evaluate` and out-of-fold ensembling
-    can find the images again and align runs.
+    can find the images again and align runs. `pool`: the labelled images training cached, whose
+    cache then serves the val images (no second decode).
     """
     member = load_member(run_dir, device)
     probs, ok = predict_views(
         [member], [["identity"]], val.paths, device=device, batch_size=cfg.data.batch_size * 2,
-        workers=cfg.data.workers, on_bad="skip",
+        workers=cfg.data.workers, on_bad="skip", pool=pool,
     )
     keep = ok.nonzero().flatten().tolist()
     write_probs(
