@@ -18,7 +18,7 @@ The folder holds:
 
 `inference.py` calls the same `comp.predict.predict` with those settings, so its CSV is the one
 `comp predict RUN... --data DIR` writes with the same options (byte for byte on the same machine
-and device). It writes only its `--out` file: the test images are decoded in memory (no tensor
+and device). It writes only its `--out` file: the test images are decoded in memory (no decode
 cache on disk) and no probability or metadata files are written beside it.
 """
 
@@ -31,11 +31,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-
 import comp
 from comp.config import config_from_dict
 from comp.engine.checkpoint import load_checkpoint
-from comp.engine.infer import WEIGHTS_FILE, find_model_dirs
+from comp.engine.infer import find_model_dirs
+from comp.engine.rundir import WEIGHTS_FILE
 from comp.errors import Log, UserError
 from comp.files import read_json, write_json
 from comp.predict import check_options

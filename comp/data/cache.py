@@ -167,6 +167,12 @@ def _nchw(nhwc: torch.Tensor) -> torch.Tensor:
     return nhwc.permute(0, 3, 1, 2)
 
 
+def cache_rows(pool: Sequence[Path], paths: Sequence[Path]) -> torch.Tensor:
+    """(len(paths),) the row of each of `paths` in the cache built over `pool` (a superset of them)."""
+    where = {Path(p): i for i, p in enumerate(pool)}
+    return torch.tensor([where[Path(p)] for p in paths], dtype=torch.long)
+
+
 def eval_crops(squares: torch.Tensor, size: int, crop_pct: float) -> torch.Tensor:
     """The eval crops (N, 3, size, size) of cached squares, as a view: `eval_resize_crop`'s pixels."""
     m = square_margin(size, crop_pct)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from comp.config import Config
 from comp.data.augment import BatchAugment
 from comp.data.batches import TensorBatches
-from comp.data.cache import choose_cache, eval_crops, load_or_build
+from comp.data.cache import cache_rows, choose_cache, eval_crops, load_or_build
 from comp.data.competition import Split
 from comp.data.images import ImageFileDataset, collate_skip_bad
 from comp.data.sampling import EpochBatchSampler
@@ -63,11 +63,10 @@ def make_loaders(
 def _cached_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress, rank: int = 0, world: int = 1):
     size, crop, mean, std = dcfg["image_size"], dcfg["crop_pct"], dcfg["mean"], dcfg["std"]
     squares, ok = load_or_build(pool, size, crop, cfg.data.cache_dir, threads=max(1, cfg.data.workers), progress=progress)
-    where = {Path(p): i for i, p in enumerate(pool)}
 
     def rows(split: Split) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
-        idx = torch.tensor([where[Path(p)] for p in split.paths], dtype=torch.long)
-        good = ok[idx] if len(idx) else torch.zeros(0, dtype=torch.bool)
+        idx = cache_rows(pool, split.paths)
+        good = ok[idx]
         bad = [split.paths[i] for i in (~good).nonzero().flatten().tolist()]
         return idx[good], torch.tensor(split.labels, dtype=torch.long)[good], bad
 

@@ -107,25 +107,26 @@ def fit_split(
     `on_accept()` runs once every check has passed, just before the run writes its first file
     (k-fold training writes the folder's config.yaml there).
     """
+    pool = merged_labelled(competition).paths  # every labelled image: the cache training and val_probs.csv share
     data = TrainingData(
         classes=competition.classes,
         n_train=len(train),
         n_val=len(val),
         train_labels=list(train.labels),
         make_loaders=lambda c, dcfg, device, progress: make_loaders(
-            c, dcfg, train, val, device, pool=merged_labelled(competition).paths, progress=progress, rank=dist.rank(),
+            c, dcfg, train, val, device, pool=pool, progress=progress, rank=dist.rank(),
             world=dist.world_size(),
         ),
         skipped=list(competition.skipped),
         source=str(competition.root),
-        after=(lambda run, device, c: _held_out_outputs(run, val, competition, device, c)) if len(val) else None,
+        after=(lambda run, device, c: _held_out_outputs(run, val, competition, device, c, pool)) if len(val) else None,
     )
     return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept)
 
 
-def _held_out_outputs(run: Path, val: Split, competition: Competition, device: torch.device, cfg: Config) -> None:
-    """After training: val_probs.csv of best.pt, and for log loss the temperature fitted on it."""
-    write_val_probs(run, val, competition, device, cfg, pool=merged_labelled(competition).paths)
+def _held_out_outputs(run: Path, val: Split, competition: Competition, device: torch.device, cfg: Config, pool: list[Path]) -> None:
+    """After training: val_probs.csv of best.pt (its images from `pool`'s cache), and for log loss the temperature fitted on it."""
+    write_val_probs(run, val, competition, device, cfg, pool=pool)
     if cfg.metric == "log_loss":
         calibrate_run(run)
 

@@ -18,11 +18,11 @@ from torch.utils.data import DataLoader
 
 from comp.config import Config, DataConfig, config_from_dict
 from comp.data.competition import Competition, Split
-from comp.data.cache import choose_cache, eval_crops, load_or_build
+from comp.data.cache import cache_rows, choose_cache, eval_crops, load_or_build
 from comp.data.images import ImageFileDataset, collate_skip_bad, unreadable_image
 from comp.data.transforms import EvalPreset, eval_resize
 from comp.engine.checkpoint import load_checkpoint
-from comp.engine.rundir import require_finished
+from comp.engine.rundir import WEIGHTS_FILE, require_finished
 from comp.errors import UserError
 from comp.models.factory import build_model
 from comp.probs import write_probs
@@ -45,10 +45,6 @@ class Member:
     @property
     def crop_pct(self) -> float:
         return float(self.cfg.data.crop_pct)
-
-
-# A packaged model (comp package): weights as safetensors, classes and config in its metadata.
-WEIGHTS_FILE = "model.safetensors"
 
 
 def has_model(d: Path) -> bool:
@@ -123,11 +119,10 @@ def decoded_batches(
     if disk_cache and choose_cache(data_cfg.cache, cached, size, crop_pct, data_cfg.cache_max_gb).use:
         squares, ok = load_or_build(cached, size, crop_pct, data_cfg.cache_dir, threads=max(1, workers))
         images = eval_crops(squares, size, crop_pct)
-        where = {Path(p): i for i, p in enumerate(cached)}
-        rows = torch.tensor([where[Path(p)] for p in paths], dtype=torch.long)
+        rows = cache_rows(cached, paths)
         for start in range(0, len(paths), batch_size):
             pos = torch.arange(start, min(start + batch_size, len(paths)))
-            good = ok[rows[pos]] if len(pos) else torch.zeros(0, dtype=torch.bool)
+            good = ok[rows[pos]]
             yield images[rows[pos[good]]], pos[good], [str(paths[i]) for i in pos[~good].tolist()]
     else:
         yield from decode_loader(paths, size, crop_pct, batch_size, workers)

@@ -27,6 +27,9 @@ RUN_FILES = frozenset({
     "skipped_files.txt", "oof.csv", "cv.json", ".best.pt.tmp", ".last.pt.tmp", "lr_find.png", "calibration.json",
 })
 
+# A packaged model (comp package): weights as safetensors, classes and config in its metadata.
+WEIGHTS_FILE = "model.safetensors"
+
 # Keys that describe the machine, not the recipe: they may differ between folds and on resume
 # (`data.dir`: where the same competition lies on this machine; folds can train on several).
 ENVIRONMENT_KEYS = ("data.dir", "data.workers", "data.cache", "data.cache_dir", "data.cache_max_gb", "train.threads", "train.device", "train.checkpoint_minutes")
@@ -199,7 +202,7 @@ def require_finished(run: Path) -> None:
     folds' directories explicitly.
     """
     run = Path(run)
-    if (run / "best.pt").is_file() or (run / "last.pt").is_file() or (run / "model.safetensors").is_file():  # a run or one fold
+    if (run / "best.pt").is_file() or (run / "last.pt").is_file() or (run / WEIGHTS_FILE).is_file():  # a run or one fold
         ok, words = run_state(run)
         if not ok:
             raise UserError(f"{run} is an unfinished run ({words}); finish it with comp train CONFIG --resume --out {run}")
