@@ -76,10 +76,10 @@ def test_predict_writes_names_in_sample_format(kfold_run, tmp_path):
 def test_each_test_image_is_decoded_once_whatever_the_views(kfold_run, tmp_path, monkeypatch):
     run, data, _, _ = kfold_run
     calls = []
-    real = images.load_rgb
+    real = images.decode_rgb
     counting = lambda p, *a, **k: calls.append(p) or real(p, *a, **k)  # noqa: E731
-    monkeypatch.setattr(images, "load_rgb", counting)  # file path
-    monkeypatch.setattr(cache, "load_rgb", counting)  # tensor cache
+    monkeypatch.setattr(images, "decode_rgb", counting)  # file path
+    monkeypatch.setattr(cache, "decode_rgb", counting)  # tensor cache
     monkeypatch.setenv("COMP_CACHE_DIR", str(tmp_path / "fresh-cache"))
     predict([run], out=tmp_path / "p.csv", views=["identity", "hflip", "vflip", "rot10", "crop0.9", "scale1.25"], workers=0, **quiet)
     assert len(calls) == 9 and len(set(calls)) == 9  # 9 test images, 3 folds x 6 views

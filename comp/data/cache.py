@@ -23,20 +23,21 @@ streams from the files; `choose_cache` says which and why in one line.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from comp.data.images import DECODE_ERRORS, load_rgb
+from comp.data.images import DECODE_ERRORS, decode_rgb
 from comp.data.transforms import eval_resize, square_margin, working_square
 
-CACHE_VERSION = "3"
+CACHE_VERSION = "4"  # 4: torch's resize in eval_resize_crop
 
 
 def default_cache_dir() -> Path:
@@ -89,25 +90,37 @@ def cache_key(paths: Sequence[Path], size: int, crop_pct: float) -> str:
 
 def _decode(path: Path, size: int, crop_pct: float) -> Optional[np.ndarray]:
     try:
-        im = load_rgb(path, draft_size=eval_resize(size, crop_pct))
+        img = decode_rgb(path, draft_size=eval_resize(size, crop_pct))
     except DECODE_ERRORS:
         return None
-    return working_square(im, size, crop_pct)
+    return working_square(img, size, crop_pct)
 
 
 def decode_all(
-    paths: Sequence[Path], size: int, crop_pct: float, out: np.ndarray, threads: int = 2, progress=None
+    paths: Sequence[Path], size: int, crop_pct: float, out: Union[np.ndarray, int], threads: int = 2, progress=None
 ) -> np.ndarray:
-    """Decode `paths` into `out` (N, R, R, 3) uint8 (bad files stay zeros); returns the ok mask (N,) bool."""
+    """Decode `paths` into `out`; returns the ok mask (N,) bool (a bad file's square stays zeros).
+
+    `out` is an (N, R, R, 3) uint8 array, or the descriptor of a file of that size, written with
+    `pwrite`: into the page cache in one copy, where assigning into a fresh memory map takes a page
+    fault per 4 KB (measured 0.13 s against 0.2-0.9 s for 2,000 squares of 256 px). Raises OSError
+    when the file cannot be written (a full disk).
+    """
     ok = np.zeros(len(paths), dtype=bool)
     if progress is not None:
         progress.begin(f"decode {eval_resize(size, crop_pct)}px", len(paths))
 
     def one(i: int) -> None:
         arr = _decode(paths[i], size, crop_pct)
-        if arr is not None:
+        if arr is None:
+            return
+        if isinstance(out, np.ndarray):
             out[i] = arr
-            ok[i] = True
+        else:
+            arr = np.ascontiguousarray(arr)
+            if os.pwrite(out, arr, i * arr.nbytes) != arr.nbytes:
+                raise OSError(errno.ENOSPC, "short write to the image cache")
+        ok[i] = True
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         for done, _ in enumerate(pool.map(one, range(len(paths))), 1):
@@ -123,7 +136,7 @@ def load_or_build(
 
     Returns:
         (uint8 (N, 3, R, R) channels_last, memory-mapped from disk; ok mask (N,) bool). A cache folder that
-        cannot be written costs the next run a decode: the squares are then kept in memory.
+        cannot be written (or a disk that fills up) costs the next run a decode: the squares are then kept in memory.
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     key = cache_key(paths, size, crop_pct)
@@ -139,22 +152,31 @@ def load_or_build(
                 return _mapped(data, shape), torch.from_numpy(ok)
         except (OSError, ValueError):  # a damaged mask: rebuild, never trust it
             pass
+    tmp = data.with_name(f"{data.name}.{os.getpid()}.tmp")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = data.with_name(f"{data.name}.{os.getpid()}.tmp")
-        out = np.memmap(tmp, np.uint8, "w+", shape=shape)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     except OSError:
-        out = np.zeros(shape, dtype=np.uint8)
-        ok = decode_all(paths, size, crop_pct, out, threads, progress)
-        return _nchw(torch.from_numpy(out)), torch.from_numpy(ok)
-    ok = decode_all(paths, size, crop_pct, out, threads, progress)
-    out.flush()
-    del out
+        return _in_memory(paths, size, crop_pct, shape, threads, progress)
+    try:
+        os.ftruncate(fd, int(np.prod(shape)))  # bad files' squares read as zeros
+        ok = decode_all(paths, size, crop_pct, fd, threads, progress)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return _in_memory(paths, size, crop_pct, shape, threads, progress)
+    finally:
+        os.close(fd)
     os.replace(tmp, data)
     tmp_mask = mask.with_name(f"{key}.{os.getpid()}.tmp.npy")
     np.save(tmp_mask, ok)
     os.replace(tmp_mask, mask)  # last: the cache is complete
     return _mapped(data, shape), torch.from_numpy(ok)
+
+
+def _in_memory(paths, size, crop_pct, shape, threads, progress) -> tuple[torch.Tensor, torch.Tensor]:
+    out = np.zeros(shape, dtype=np.uint8)
+    ok = decode_all(paths, size, crop_pct, out, threads, progress)
+    return _nchw(torch.from_numpy(out)), torch.from_numpy(ok)
 
 
 def _mapped(path: Path, shape: tuple[int, ...]) -> torch.Tensor:

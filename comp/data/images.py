@@ -8,12 +8,18 @@ collate function carries its path back to the training process, so this works wi
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+try:  # libjpeg-turbo without PIL's overheads; optional: PIL decodes the same pixels without it
+    import simplejpeg
+except ImportError:  # pragma: no cover - e.g. a packaged bundle on a Kaggle image without it
+    simplejpeg = None
 
 from comp.data.sampling import epoch_seed
 from comp.errors import UserError
@@ -65,13 +71,65 @@ def load_rgb(path: Path, draft_size: Optional[int] = None) -> Image.Image:
         OSError, UnidentifiedImageError, ValueError, SyntaxError, DecompressionBombError on bad files.
     """
     with Image.open(path) as im:
-        if draft_size and im.format == "JPEG":
-            w, h = im.size
-            scale = draft_size / max(1, min(w, h))
-            im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+        if draft_size:
+            _draft(im, draft_size)
         im.load()
         im = ImageOps.exif_transpose(im)
         return _to_rgb(im)
+
+
+def decode_rgb(path: Path, draft_size: Optional[int] = None) -> np.ndarray:
+    """`load_rgb`'s pixels as a writable uint8 array (H, W, 3); faster for the common JPEGs.
+
+    RGB and grayscale JPEGs are decoded by simplejpeg when it is installed: the same libjpeg-turbo
+    as PIL's at the DCT scale PIL's draft chooses, so the pixels are PIL's, value for value
+    (tested), without PIL's chunked reading and 4-byte pixel copies (about 1.4 against 1.9 ms for a
+    600 px photo) and with the GIL released while it decodes. Every other image, and any JPEG
+    simplejpeg refuses, goes through `load_rgb`. A bundle that runs where simplejpeg is not
+    installed therefore predicts the same numbers, only slower.
+    """
+    if simplejpeg is not None:
+        arr = _jpeg_rgb(path, draft_size)
+        if arr is not None:
+            return arr
+    return np.array(load_rgb(path, draft_size))
+
+
+def _draft(im: Image.Image, draft_size: int) -> None:
+    """Ask a JPEG for PIL's draft decoding: the largest DCT reduction (1/2, 1/4, 1/8) keeping the short side >= draft_size."""
+    if im.format == "JPEG":
+        w, h = im.size
+        scale = draft_size / max(1, min(w, h))
+        im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}  # ImageOps.exif_transpose's table
+
+
+def _jpeg_rgb(path: Path, draft_size: Optional[int]) -> Optional[np.ndarray]:
+    """An RGB or grayscale JPEG through simplejpeg as `load_rgb` would decode it; None for anything else."""
+    data = Path(path).read_bytes()
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # the header only: mode, EXIF, PIL's own draft size
+            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+                return None
+            if draft_size:
+                _draft(im, draft_size)
+            w, h = im.size
+            orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+        arr = simplejpeg.decode_jpeg(data, "RGB", min_height=h, min_width=w)
+    except DECODE_ERRORS:  # PIL decides what a damaged file is, as on every other path
+        return None
+    if arr.shape != (h, w, 3):  # a scale PIL would not pick: never return other pixels
+        return None
+    if orientation in _TRANSPOSE:
+        arr = np.array(Image.fromarray(arr).transpose(_TRANSPOSE[orientation]))
+    return arr
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -104,7 +162,7 @@ def unreadable_image(path: Path | str) -> UserError:
 class ImageFileDataset(torch.utils.data.Dataset):
     """Images from files, decoded with `load_rgb` and transformed by an albumentations pipeline.
 
-    Items are `(image, label)` with image a float tensor (3, H, W); an unreadable file yields
+    Items are `(image, label)` with image a float tensor (3, H, W), decoded by `decode_rgb`; an unreadable file yields
     `(None, path)` instead, which `collate_skip_bad` removes and reports. After
     `set_epoch(seed, epoch)` each item's augmentation is seeded from (seed, epoch, index), so it
     does not depend on which worker decodes it or on where a resumed epoch restarts (reseeding
@@ -132,7 +190,7 @@ class ImageFileDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         try:
-            img = np.asarray(load_rgb(self.paths[i], self.draft_size))
+            img = decode_rgb(self.paths[i], self.draft_size)
         except DECODE_ERRORS:
             return None, str(self.paths[i])
         if self.seed_epoch is not None:

@@ -17,8 +17,8 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
-from PIL import Image
 
 
 def train_preset(
@@ -61,29 +61,32 @@ def eval_resize(size: int, crop_pct: float) -> int:
     return max(size, int(round(size / crop_pct)))
 
 
-def eval_resize_crop(im: Image.Image, size: int, crop_pct: float) -> np.ndarray:
+def eval_resize_crop(img: np.ndarray, size: int, crop_pct: float) -> np.ndarray:
     """The eval preprocessing: short side to `eval_resize(size, crop_pct)`, center crop size x size.
 
     Args:
-        im: an RGB PIL image (JPEGs may already be draft-decoded to no less than the resize).
+        img: uint8 RGB (H, W, 3), as `images.decode_rgb` returns it (JPEGs may already be
+            draft-decoded to no less than the resize).
 
     Returns:
-        uint8 array (size, size, 3). Downscaling by more than 2x uses a box filter (area
-        averaging, no aliasing), other resizes bilinear, upscaling bicubic.
+        uint8 array (size, size, 3), writable. Resizing is torch's antialiased uint8 kernel:
+        bilinear down (its support widens with the factor, as PIL's does, so large reductions do not
+        alias), bicubic up; within 1-2 levels of PIL's filters and 3-4x faster than PIL on photos.
     """
-    im, left, top = _resized_with_eval_box(im, size, crop_pct)
-    return np.array(im.crop((left, top, left + size, top + size)))  # a writable copy for torch
+    x, left, top = _resized_with_eval_box(img, size, crop_pct)
+    return x[:, top : top + size, left : left + size].permute(1, 2, 0).numpy().copy()  # never a view of `img`
 
 
-def _resized_with_eval_box(im: Image.Image, size: int, crop_pct: float) -> tuple[Image.Image, int, int]:
-    """`im` with its short side resized to `eval_resize(size, crop_pct)`, and the eval crop's (left, top)."""
+def _resized_with_eval_box(img: np.ndarray, size: int, crop_pct: float) -> tuple[torch.Tensor, int, int]:
+    """`img` as uint8 (3, H', W') with its short side resized to `eval_resize(size, crop_pct)`, and the eval crop's (left, top)."""
     resize = eval_resize(size, crop_pct)
-    w, h = im.size
+    h, w = img.shape[:2]
     scale = resize / min(w, h)
     nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
+    x = torch.from_numpy(np.require(img, np.uint8, "W")).permute(2, 0, 1)  # a channels_last view: the fast uint8 kernels
     if (nw, nh) != (w, h):
-        im = im.resize((nw, nh), Image.BICUBIC if scale > 1 else Image.BOX if scale < 0.5 else Image.BILINEAR)
-    return im, (nw - size) // 2, (nh - size) // 2
+        x = F.interpolate(x[None], (nh, nw), mode="bicubic" if scale > 1 else "bilinear", antialias=True)[0]
+    return x, (nw - size) // 2, (nh - size) // 2
 
 
 def square_margin(size: int, crop_pct: float) -> int:
@@ -91,22 +94,23 @@ def square_margin(size: int, crop_pct: float) -> int:
     return (eval_resize(size, crop_pct) - size) // 2
 
 
-def working_square(im: Image.Image, size: int, crop_pct: float) -> np.ndarray:
+def working_square(img: np.ndarray, size: int, crop_pct: float) -> np.ndarray:
     """What the decode-once cache stores per image: a square of side R = `eval_resize(size, crop_pct)`.
 
-    The image is resized exactly as for evaluation (short side R, nothing stretched) and the
-    R x R square is cut around the eval crop, so that `square[m:m+size, m:m+size]` (m =
-    `square_margin`) is `eval_resize_crop`'s output pixel for pixel: validation and prediction from
-    the cache see the pixels of the file path. Training crops (RandomResizedCrop and TTA views) come
-    from the whole square; the strips of the long side beyond it (1/8 of a 4:3 photo's width on
-    each side) are not used. Returns uint8 (R, R, 3).
+    The image (uint8 (H, W, 3)) is resized exactly as for evaluation (short side R, nothing
+    stretched) and the R x R square is cut around the eval crop, so that `square[m:m+size,
+    m:m+size]` (m = `square_margin`) is `eval_resize_crop`'s output pixel for pixel: validation and
+    prediction from the cache see the pixels of the file path. Training crops (RandomResizedCrop and
+    TTA views) come from the whole square; the strips of the long side beyond it (1/8 of a 4:3
+    photo's width on each side) are not used. Returns uint8 (R, R, 3), C-contiguous.
     """
     resize = eval_resize(size, crop_pct)
-    im, left, top = _resized_with_eval_box(im, size, crop_pct)
+    x, left, top = _resized_with_eval_box(img, size, crop_pct)
     m = (resize - size) // 2
-    x0 = min(max(left - m, 0), im.size[0] - resize)
-    y0 = min(max(top - m, 0), im.size[1] - resize)
-    return np.array(im.crop((x0, y0, x0 + resize, y0 + resize)))
+    x0 = min(max(left - m, 0), x.shape[2] - resize)
+    y0 = min(max(top - m, 0), x.shape[1] - resize)
+    # torch's copy: rows of R x 3 bytes at once (numpy's took twice as long on these strides)
+    return x[:, y0 : y0 + resize, x0 : x0 + resize].permute(1, 2, 0).contiguous().numpy()
 
 
 class EvalPreset:
@@ -122,7 +126,7 @@ class EvalPreset:
         self.inv_std = None if std is None else 1.0 / torch.tensor(std).view(3, 1, 1)
 
     def __call__(self, *, image: np.ndarray) -> dict[str, torch.Tensor]:
-        x = torch.from_numpy(eval_resize_crop(Image.fromarray(image), self.size, self.crop_pct)).permute(2, 0, 1)
+        x = torch.from_numpy(eval_resize_crop(image, self.size, self.crop_pct)).permute(2, 0, 1)
         if self.mean is not None:
             x = x.float().mul_(1 / 255.0).sub_(self.mean).mul_(self.inv_std)
         return {"image": x}

@@ -96,3 +96,61 @@ def test_jpeg_draft_decodes_small_but_not_below_request(tmp_path):
     path = _save(Image.new("RGB", (800, 600), (0, 128, 0)), tmp_path / "big.jpg")
     im = load_rgb(path, draft_size=64)
     assert min(im.size) >= 64 and im.size[0] < 800
+
+
+def _noisy_photo(w: int, h: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 200, w)[None, :, None] + rng.normal(0, 20, (h, w, 3))
+    return Image.fromarray(x.clip(0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("draft_size,short_side", [(None, 480), (300, 480), (150, 240), (70, 120), (40, 60), (20, 60)])
+def test_decode_rgb_is_load_rgb_pixel_for_pixel_at_every_draft_scale(tmp_path, monkeypatch, draft_size, short_side):
+    """The fast JPEG decoder is an accelerator only: the pixels (and so every prediction) are PIL's,
+    whether or not simplejpeg is installed. A 640 x 480 photo decodes at DCT scale 1, 1/2, 1/4 and
+    1/8 (at most: 1/8 is the smallest scale) with its short side never below the draft size."""
+    import comp.data.images as images
+
+    base = _noisy_photo(640, 480)
+    files = {
+        "rgb.jpg": dict(quality=90),
+        "progressive.jpg": dict(quality=85, progressive=True),
+        "subsampling444.jpg": dict(quality=95, subsampling=0),
+    }
+    paths = [_save(base, tmp_path / name, **kw) for name, kw in files.items()]
+    paths.append(_save(base.convert("L"), tmp_path / "gray.jpg", quality=90))
+    for orientation in range(2, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        paths.append(_save(base, tmp_path / f"exif{orientation}.jpg", quality=90, exif=exif))
+    real_load = images.load_rgb
+    fallbacks = []
+    monkeypatch.setattr(images, "load_rgb", lambda p, *a: fallbacks.append(p) or real_load(p, *a))
+    for path in paths:
+        fast = images.decode_rgb(path, draft_size)
+        expected = np.asarray(real_load(path, draft_size))
+        assert fast.dtype == np.uint8 and fast.flags.writeable
+        assert fast.shape == expected.shape and np.array_equal(fast, expected), path.name
+    assert fallbacks == []  # every one of them took the fast path, so the equality above tested it
+    monkeypatch.setattr(images, "simplejpeg", None)  # where it is not installed (a bundle on Kaggle)
+    for path in paths:
+        assert np.array_equal(images.decode_rgb(path, draft_size), np.asarray(real_load(path, draft_size))), path.name
+    assert len(fallbacks) == len(paths)
+    assert images.decode_rgb(paths[0], draft_size).shape == (short_side, short_side * 4 // 3, 3)
+
+
+def test_decode_rgb_leaves_other_images_and_bad_jpegs_to_pil(tmp_path):
+    import comp.data.images as images
+
+    base = _noisy_photo(64, 48)
+    cmyk = _save(base.convert("CMYK"), tmp_path / "cmyk.jpg", quality=90)
+    png = _save(base.convert("RGBA"), tmp_path / "a.png")
+    named_jpg = _save(base, tmp_path / "really-a-png.jpg", format="PNG")
+    for path in (cmyk, png, named_jpg):
+        assert np.array_equal(images.decode_rgb(path, 32), np.asarray(load_rgb(path, 32))), path.name
+    buf = io.BytesIO()
+    base.save(buf, "JPEG")
+    truncated = tmp_path / "trunc.jpg"
+    truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(DECODE_ERRORS):  # PIL's verdict, as for load_rgb (strict simplejpeg never returns half an image)
+        images.decode_rgb(truncated)

@@ -12,7 +12,7 @@ import comp.data.cache as cache
 import comp.data.images as images
 from comp.config import load_config
 from comp.data.cache import eval_crops, load_or_build
-from comp.data.images import load_rgb
+from comp.data.images import decode_rgb
 from comp.data.transforms import eval_resize, eval_resize_crop, working_square
 from comp.engine.fit import fit
 from comp.predict import predict
@@ -46,7 +46,7 @@ def _photo_competition(root: Path, per_class: int = 12, seed: int = 0) -> Path:
 
 
 def _expected_square(path: Path) -> torch.Tensor:
-    return torch.from_numpy(working_square(load_rgb(path, eval_resize(SIZE, CROP)), SIZE, CROP)).permute(2, 0, 1)
+    return torch.from_numpy(working_square(decode_rgb(path, eval_resize(SIZE, CROP)), SIZE, CROP)).permute(2, 0, 1)
 
 
 def test_exif_cmyk_grayscale_and_rgba_photos_go_through_the_cache_as_decoded_from_the_files(tmp_path):
@@ -66,12 +66,12 @@ def test_exif_cmyk_grayscale_and_rgba_photos_go_through_the_cache_as_decoded_fro
     assert ok.all() and squares.shape == (4, 3, 37, 37) and squares.dtype == torch.uint8
     for i, p in enumerate(paths):
         assert torch.equal(squares[i], _expected_square(p)), p.name
-        crop = torch.from_numpy(eval_resize_crop(load_rgb(p, eval_resize(SIZE, CROP)), SIZE, CROP)).permute(2, 0, 1)
+        crop = torch.from_numpy(eval_resize_crop(decode_rgb(p, eval_resize(SIZE, CROP)), SIZE, CROP)).permute(2, 0, 1)
         assert torch.equal(eval_crops(squares, SIZE, CROP)[i], crop), p.name  # the eval pixels of comp predict
     # The EXIF orientation was applied: the stored square is the upright (portrait) image's, not the raw one's.
     with Image.open(rotated) as raw:
-        unrotated = torch.from_numpy(working_square(raw.convert("RGB"), SIZE, CROP)).permute(2, 0, 1)
-        upright = torch.from_numpy(working_square(ImageOps.exif_transpose(raw).convert("RGB"), SIZE, CROP)).permute(2, 0, 1)
+        unrotated = torch.from_numpy(working_square(np.asarray(raw.convert("RGB")), SIZE, CROP)).permute(2, 0, 1)
+        upright = torch.from_numpy(working_square(np.asarray(ImageOps.exif_transpose(raw).convert("RGB")), SIZE, CROP)).permute(2, 0, 1)
     def gap(a: torch.Tensor, b: torch.Tensor) -> float:  # mean difference (draft decoding shifts edges a little)
         return float((a.int() - b.int()).abs().float().mean())
 
@@ -147,10 +147,10 @@ def test_predict_on_photos_decodes_nothing_the_second_time(tmp_path, monkeypatch
 
     assert CliRunner().invoke(app, ["train", str(cfg), "--data", str(data), "--out", str(tmp_path / "run")]).exit_code == 0
     calls = []
-    real = images.load_rgb
+    real = images.decode_rgb
     counting = lambda p, *a, **k: calls.append(p) or real(p, *a, **k)  # noqa: E731
-    monkeypatch.setattr(images, "load_rgb", counting)
-    monkeypatch.setattr(cache, "load_rgb", counting)
+    monkeypatch.setattr(images, "decode_rgb", counting)
+    monkeypatch.setattr(cache, "decode_rgb", counting)
     predict([tmp_path / "run"], out=tmp_path / "a.csv", workers=0, log=lambda s: None)
     assert len(calls) == 4  # 4 test photos, decoded once for both TTA views
     predict([tmp_path / "run"], out=tmp_path / "b.csv", workers=0, log=lambda s: None)

@@ -20,7 +20,7 @@ def test_presets_give_normalized_square_tensors(hw):
         pixels = x * s + m  # back to [0, 1] only if normalized with this mean and std
         assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5 and pixels.max() - pixels.min() > 0.5
     # eval = the one eval preprocessing, then (x / 255 - mean) / std
-    expected = torch.from_numpy(eval_resize_crop(Image.fromarray(img), 48, 0.875)).permute(2, 0, 1).float() / 255
+    expected = torch.from_numpy(eval_resize_crop(img, 48, 0.875)).permute(2, 0, 1).float() / 255
     assert torch.allclose(x, (expected - m) / s, atol=1e-5)
 
 
