@@ -56,7 +56,7 @@ class BatchAugment:
 
     def __call__(
         self, x: torch.Tensor, g: torch.Generator, out_size: Optional[int] = None,
-        normalize: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        normalize: Optional[tuple[torch.Tensor, torch.Tensor]] = None, rows: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """uint8 or float (B, 3, R, R) in 0..255 -> float (B, 3, S, S), augmented (S = out_size or R).
 
@@ -66,9 +66,16 @@ class BatchAugment:
         otherwise one `grid_sample` warps the whole batch. The random draws are the same either way.
         The result is in 0..1, or with `normalize` = (mean, inv_std), each (1, 3, 1, 1), normalised
         ((x - mean) * inv_std, folded into the conversion from uint8 where nothing comes between).
+
+        With `rows` (B,), x is a whole store of images (M, 3, R, R) (the memory-mapped cache) and the
+        batch is `x[rows]`: the crop path then reads only the crops from it, not whole images.
         """
-        b, dev = x.shape[0], x.device
+        b = x.shape[0] if rows is None else len(rows)
+        dev = x.device
         s = out_size or x.shape[-1]
+        crop_path = dev.type == "cpu" and s >= CROP_PATH_MIN_SIZE and not self.rotate and not self.translate and x.dtype == torch.uint8
+        if rows is not None and (self.trivial_augment or not crop_path or not x.is_contiguous(memory_format=torch.channels_last)):
+            x, rows = x[rows], None
 
         def u(lo: float, hi: float) -> torch.Tensor:
             return (torch.rand(b, generator=g) * (hi - lo) + lo).to(dev)
@@ -88,11 +95,11 @@ class BatchAugment:
         bri, con, sat = self.jitter
         # Cutting each crop out costs a Python loop over the batch; batched grid_sample wins below
         # CROP_PATH_MIN_SIZE (measured on 2 CPU cores: 2.0 ms vs 0.6 at 32 px, 16 ms vs 23 at 224).
-        if dev.type == "cpu" and s >= CROP_PATH_MIN_SIZE and not self.rotate and not self.translate and x.dtype == torch.uint8:
-            crops = _crop_resize(x, sx, sy, tx, ty, flip_x < 0, flip_y < 0, s)
+        if crop_path:
+            crops = _crop_resize(x, sx, sy, tx, ty, flip_x < 0, flip_y < 0, s, rows)
             if normalize is not None and not (bri or con or sat or self.erase):
-                mean, inv_std = normalize
-                return per_channel_(per_channel_(crops.float(), "mul", inv_std * (1 / 255.0)), "sub", mean * inv_std)
+                mean, inv_std = normalize  # (x / 255 - mean) * inv_std as one multiply-add
+                return scale_shift_(crops.float(), inv_std * (1 / 255.0), -mean * inv_std)
             out = crops.float().mul_(1 / 255.0)
         else:
             cos, sin = angle.cos(), angle.sin()
@@ -156,6 +163,22 @@ def per_channel_(x: torch.Tensor, op: str, v: torch.Tensor) -> torch.Tensor:
     return getattr(x, op + "_")(v)
 
 
+def scale_shift_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """`x * scale + shift` for per-channel values (1, C, 1, 1), in place, as one fused multiply-add.
+
+    One pass over the batch instead of two (`per_channel_` "mul" then "sub"), on the image-sized
+    pattern for channels_last batches: 3.9 ms against 6.6 for a (64, 3, 224, 224) batch on 2 CPU
+    cores. Within a rounding of the two-step result (the multiply-add rounds once).
+    """
+    b, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        rows = x.permute(0, 2, 3, 1).reshape(b, -1)  # a view: (B, H*W*C)
+        pattern = lambda v: v.reshape(c).to(x.dtype).repeat(h * w)  # noqa: E731
+        torch.addcmul(pattern(shift), rows, pattern(scale), out=rows)
+        return x
+    return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype), out=x)
+
+
 def _trivial_augment(x: torch.Tensor, g: torch.Generator, group: int = 8) -> torch.Tensor:
     """TrivialAugmentWide on uint8 (B, C, S, S), one random op per group of `group` images."""
     from torchvision.transforms import v2
@@ -186,16 +209,21 @@ def _axis_aligned_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def _crop_resize(
     x: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor,
-    flip_x: torch.Tensor, flip_y: torch.Tensor, size: int,
+    flip_x: torch.Tensor, flip_y: torch.Tensor, size: int, rows: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The axis-aligned crops of the affines (half-widths sx, sy and centres tx, ty in [-1, 1]
     coordinates) of uint8 (B, 3, R, R), flipped where asked, each resized to (size, size) with
-    antialiasing; -> uint8 (B, 3, size, size) channels_last.
+    antialiasing; -> uint8 (B, 3, size, size) channels_last. With `rows` (B,), x is a channels_last
+    store (M, 3, R, R) and crop i comes from image rows[i] (nothing else of it is read).
 
     Measured on 2 CPU cores, (64, 3, 256, 256) -> 224: 10 ms against 55 ms for `grid_sample`.
     """
-    b, _, h, w = x.shape
-    x = x.contiguous(memory_format=torch.channels_last)  # uint8 channels_last has the vectorised resize
+    b, _, h, w = sx.shape[0], *x.shape[1:]
+    if rows is None:
+        x = x.contiguous(memory_format=torch.channels_last)  # uint8 channels_last has the vectorised resize
+        rows = range(b)
+    else:
+        rows = rows.tolist()
     cw = (sx * w).round().clamp(1, w).long()
     ch = (sy * h).round().clamp(1, h).long()
     x0 = ((tx - sx + 1) / 2 * w).round().long().clamp(min=0)
@@ -203,9 +231,9 @@ def _crop_resize(
     x0 = torch.minimum(x0, w - cw)
     y0 = torch.minimum(y0, h - ch)
     out = torch.empty(b, x.shape[1], size, size, dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
-    boxes = zip(x0.tolist(), y0.tolist(), cw.tolist(), ch.tolist(), flip_x.tolist(), flip_y.tolist())
-    for i, (a, c, wi, hi, fx, fy) in enumerate(boxes):
-        crop = x[i : i + 1, :, c : c + hi, a : a + wi]
+    boxes = zip(rows, x0.tolist(), y0.tolist(), cw.tolist(), ch.tolist(), flip_x.tolist(), flip_y.tolist())
+    for i, (r, a, c, wi, hi, fx, fy) in enumerate(boxes):
+        crop = x[r : r + 1, :, c : c + hi, a : a + wi]
         if fx or fy:
             crop = crop.flip([d for d, f in ((3, fx), (2, fy)) if f])
         out[i : i + 1] = crop if (hi, wi) == (size, size) else F.interpolate(

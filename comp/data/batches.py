@@ -72,6 +72,13 @@ class TensorBatches:
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
+    def _gathered(self, rows: torch.Tensor) -> torch.Tensor:
+        """The images of `rows` on this batches' device: (B, 3, R, R) uint8."""
+        x = self.images[rows.to(self.images.device)]
+        if x.device != self.device:
+            x = x.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else x.to(self.device)
+        return x
+
     def __len__(self) -> int:
         return num_batches(len(self.rows), self.batch_size * self.world, self.drop_last)
 
@@ -81,14 +88,15 @@ class TensorBatches:
         batches = rank_batches(order, self.batch_size, self.drop_last, self.rank, self.world, self.start_batch, pad=self.shuffle)
         for k, idx in batches:
             rows = self.rows[idx]
-            x = self.images[rows.to(self.images.device)]
-            if x.device != self.device:
-                x = x.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else x.to(self.device)
             if self.augment:
                 # Each rank draws its own augmentations (rank 0's equal a single process's).
                 g.manual_seed(epoch_seed(self.seed, self.epoch, k, *([self.rank] if self.rank else [])))
-                x = self.augment(x, g, self.out_size, normalize=(self.mean, self.inv_std))
+                if self.images.device == self.device:  # the augmentation gathers what it needs: on the CPU only the crops
+                    x = self.augment(self.images, g, self.out_size, normalize=(self.mean, self.inv_std), rows=rows.to(self.device))
+                else:
+                    x = self.augment(self._gathered(rows), g, self.out_size, normalize=(self.mean, self.inv_std))
             else:
+                x = self._gathered(rows)
                 x = x.float().mul_(1 / 255.0)  # EvalPreset's arithmetic, in its order: the same floats
                 x = per_channel_(per_channel_(x, "sub", self.mean), "mul", self.inv_std)
             x = x.contiguous(memory_format=torch.channels_last)

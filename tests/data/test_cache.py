@@ -95,3 +95,25 @@ def test_axis_aligned_grid_equals_affine_grid():
     theta[:, 0, 2] = torch.tensor([0.1, 0.0, -0.2])
     theta[:, 1, 2] = torch.tensor([-0.3, 0.05, 0.0])
     assert torch.allclose(_axis_aligned_grid(theta, 5, 7), F.affine_grid(theta, [3, 3, 5, 7], align_corners=False), atol=1e-6)
+
+
+def test_the_cpu_crop_path_reads_crops_from_the_store_as_from_the_gathered_batch():
+    """TensorBatches hands the whole (memory-mapped) store and the batch's rows to the augmentation,
+    which on the CPU crop path cuts each crop straight out of it: the same floats as augmenting the
+    gathered batch, from a channels_last store or any other, normalised or not."""
+    from comp.data.augment import CROP_PATH_MIN_SIZE
+
+    side = CROP_PATH_MIN_SIZE + 16
+    store = torch.randint(0, 256, (7, 3, side, side), dtype=torch.uint8)
+    rows = torch.tensor([5, 0, 5, 3])
+    aug = BatchAugment(scale=(0.1, 1), hflip=0.5, vflip=0.5)
+    mean, inv_std = torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1), torch.tensor([4.0, 5.0, 3.0]).view(1, 3, 1, 1)
+    for layout in (torch.channels_last, torch.contiguous_format):
+        x = store.contiguous(memory_format=layout)
+        for normalize in (None, (mean, inv_std)):
+            gathered = aug(x[rows], torch.Generator().manual_seed(3), CROP_PATH_MIN_SIZE, normalize)
+            direct = aug(x, torch.Generator().manual_seed(3), CROP_PATH_MIN_SIZE, normalize, rows=rows)
+            assert direct.shape == (4, 3, CROP_PATH_MIN_SIZE, CROP_PATH_MIN_SIZE) and torch.equal(direct, gathered)
+        plain = aug(x, torch.Generator().manual_seed(3), CROP_PATH_MIN_SIZE, rows=rows)
+        assert torch.allclose(direct, (plain - mean) * inv_std, atol=1e-5)  # the fused multiply-add normalises
+        assert not torch.equal(plain[0], plain[2])  # row 5 twice, cropped differently
