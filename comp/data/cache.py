@@ -2,9 +2,10 @@
 
 Decoding is most of a CPU epoch: PNGs of small images, and for photo-sized JPEGs (400-1000 px)
 the decode plus a resize in Python workers, every epoch again. Here each image is decoded once
-(threads; PIL releases the GIL; JPEGs in draft mode, libjpeg's DCT-domain downscale to no less
-than the needed size) to a `working_square` of side R = `eval_resize(size, crop_pct)` (the eval
-resize: 256 px for 224 px at crop_pct 0.875; the training size itself at crop_pct 1):
+(threads, the GIL released while decoding and resizing; JPEGs in draft mode, libjpeg's DCT-domain
+downscale to no less than the needed size, by `images.decode_rgb`) to a `working_square` of side
+R = `eval_resize(size, crop_pct)` (the eval resize: 256 px for 224 px at crop_pct 0.875; the
+training size itself at crop_pct 1):
 
 - the image is resized as for evaluation (short side R, nothing stretched) and the R x R square
   around the eval crop is kept, so the centre (size x size) of a square is, pixel for pixel, what
