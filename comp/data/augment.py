@@ -230,7 +230,7 @@ def _crop_resize(
     y0 = ((ty - sy + 1) / 2 * h).round().long().clamp(min=0)
     x0 = torch.minimum(x0, w - cw)
     y0 = torch.minimum(y0, h - ch)
-    out = torch.empty(b, x.shape[1], size, size, dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    out = torch.empty(b, x.shape[1], size, size, dtype=torch.uint8, memory_format=torch.channels_last)  # not .contiguous(): a copy
     boxes = zip(rows, x0.tolist(), y0.tolist(), cw.tolist(), ch.tolist(), flip_x.tolist(), flip_y.tolist())
     for i, (r, a, c, wi, hi, fx, fy) in enumerate(boxes):
         crop = x[r : r + 1, :, c : c + hi, a : a + wi]

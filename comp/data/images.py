@@ -83,8 +83,8 @@ def decode_rgb(path: Path, draft_size: Optional[int] = None) -> np.ndarray:
 
     RGB and grayscale JPEGs are decoded by simplejpeg when it is installed: the same libjpeg-turbo
     as PIL's at the DCT scale PIL's draft chooses, so the pixels are PIL's, value for value
-    (tested), without PIL's chunked reading and 4-byte pixel copies (about 1.4 against 1.9 ms for a
-    600 px photo) and with the GIL released while it decodes. Every other image, and any JPEG
+    (tested), without PIL's chunked reading and 4-byte pixel copies (1.5-1.8 against 2.1-2.3 ms
+    for a 400-800 px photo) and with the GIL released while it decodes. Every other image, and any JPEG
     simplejpeg refuses, goes through `load_rgb`. A bundle that runs where simplejpeg is not
     installed therefore predicts the same numbers, only slower.
     """
@@ -160,9 +160,9 @@ def unreadable_image(path: Path | str) -> UserError:
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
-    """Images from files, decoded with `load_rgb` and transformed by an albumentations pipeline.
+    """Images from files, decoded with `decode_rgb` and transformed by an albumentations pipeline.
 
-    Items are `(image, label)` with image a float tensor (3, H, W), decoded by `decode_rgb`; an unreadable file yields
+    Items are `(image, label)` with image a float tensor (3, H, W); an unreadable file yields
     `(None, path)` instead, which `collate_skip_bad` removes and reports. After
     `set_epoch(seed, epoch)` each item's augmentation is seeded from (seed, epoch, index), so it
     does not depend on which worker decodes it or on where a resumed epoch restarts (reseeding
