@@ -117,10 +117,8 @@ def decode_all(
             return
         if isinstance(out, np.ndarray):
             out[i] = arr
-        else:
-            arr = np.ascontiguousarray(arr)
-            if os.pwrite(out, arr, i * arr.nbytes) != arr.nbytes:
-                raise OSError(errno.ENOSPC, "short write to the image cache")
+        elif os.pwrite(out, arr, i * arr.nbytes) != arr.nbytes:  # arr is C-contiguous (`working_square`)
+            raise OSError(errno.ENOSPC, "short write to the image cache")
         ok[i] = True
 
     with ThreadPoolExecutor(max(1, threads)) as pool:

@@ -155,3 +155,22 @@ def test_predict_on_photos_decodes_nothing_the_second_time(tmp_path, monkeypatch
     assert len(calls) == 4  # 4 test photos, decoded once for both TTA views
     predict([tmp_path / "run"], out=tmp_path / "b.csv", workers=0, log=lambda s: None)
     assert len(calls) == 4 and (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def test_a_disk_that_fills_up_during_the_build_leaves_no_cache_and_the_squares_in_memory(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.jpg")
+        _scene(100 + 10 * i, 80, rng).save(paths[-1], quality=90)
+    expected, _ = load_or_build(paths, SIZE, CROP, tmp_path / "good")
+    writes = []
+
+    def full_disk(fd, data, offset):  # the third square no longer fits: a short write
+        writes.append(offset)
+        return memoryview(data).nbytes if len(writes) < 3 else 0
+
+    monkeypatch.setattr(cache.os, "pwrite", full_disk)
+    squares, ok = load_or_build(paths, SIZE, CROP, tmp_path / "full")
+    assert len(writes) >= 3 and ok.all() and torch.equal(squares, expected)  # decoded again into memory
+    assert list((tmp_path / "full").iterdir()) == []  # no half-written cache, no mask that would vouch for one
