@@ -71,7 +71,8 @@ def eval_resize_crop(img: np.ndarray, size: int, crop_pct: float) -> np.ndarray:
     Returns:
         uint8 array (size, size, 3), writable. Resizing is torch's antialiased uint8 kernel:
         bilinear down (its support widens with the factor, as PIL's does, so large reductions do not
-        alias), bicubic up; within 1-2 levels of PIL's filters and 3-4x faster than PIL on photos.
+        alias), bicubic up; within 1-2 levels of PIL's filters, and 0.8 against PIL's 1.2 ms per
+        400-800 px photo to its cache square (copies included).
     """
     x, left, top = _resized_with_eval_box(img, size, crop_pct)
     return x[:, top : top + size, left : left + size].permute(1, 2, 0).numpy().copy()  # never a view of `img`
