@@ -155,12 +155,12 @@ def per_channel_(x: torch.Tensor, op: str, v: torch.Tensor) -> torch.Tensor:
     as a pattern the size of one image over the batch's rows instead, it takes 1 ms. The same
     elementwise operations in the same order, so the floats are identical.
     """
-    b, c, h, w = x.shape
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        rows = x.permute(0, 2, 3, 1).reshape(b, -1)  # a view: (B, H*W*C)
-        getattr(rows, op + "_")(v.reshape(c).to(x.dtype).repeat(h * w))
-        return x
-    return getattr(x, op + "_")(v)
+    flat = _as_image_rows(x)
+    if flat is None:
+        return getattr(x, op + "_")(v)
+    rows, pattern = flat
+    getattr(rows, op + "_")(pattern(v))
+    return x
 
 
 def scale_shift_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -170,13 +170,21 @@ def scale_shift_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> t
     pattern for channels_last batches: 3.9 ms against 6.6 for a (64, 3, 224, 224) batch on 2 CPU
     cores. Within a rounding of the two-step result (the multiply-add rounds once).
     """
+    flat = _as_image_rows(x)
+    if flat is None:
+        return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype), out=x)
+    rows, pattern = flat
+    torch.addcmul(pattern(shift), rows, pattern(scale), out=rows)
+    return x
+
+
+def _as_image_rows(x: torch.Tensor):
+    """For a channels_last batch (B, C, H, W): its (B, H*W*C) view and the function that turns
+    per-channel values (1, C, 1, 1) into the matching (H*W*C,) pattern; None for other layouts."""
+    if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+        return None
     b, c, h, w = x.shape
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        rows = x.permute(0, 2, 3, 1).reshape(b, -1)  # a view: (B, H*W*C)
-        pattern = lambda v: v.reshape(c).to(x.dtype).repeat(h * w)  # noqa: E731
-        torch.addcmul(pattern(shift), rows, pattern(scale), out=rows)
-        return x
-    return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype), out=x)
+    return x.permute(0, 2, 3, 1).reshape(b, -1), lambda v: v.reshape(c).to(x.dtype).repeat(h * w)
 
 
 def _trivial_augment(x: torch.Tensor, g: torch.Generator, group: int = 8) -> torch.Tensor:
