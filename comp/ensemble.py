@@ -62,44 +62,65 @@ def log_loss(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return -probs.double().gather(1, labels.view(-1, 1)).clamp_min(EPS).log().mean().item()
 
 
+def _orderable(value: float) -> float:
+    """A score that sorts: NaN (a metric that cannot score these predictions) ranks below every number."""
+    return -math.inf if math.isnan(value) else value
+
+
+def forward_selection(
+    candidates: int, score: Callable[[list[int]], tuple[float, ...]], *, repeats: bool = True, max_steps: int = 50,
+) -> list[int]:
+    """Caruana-style forward selection: how often each candidate is picked.
+
+    The first step always picks the best single candidate, whatever its score (a log loss of 2.3
+    is a fine start); each later step adds the candidate (again, with `repeats`) whose inclusion
+    gives the best score and stops when none improves it. So the selection scores no worse than
+    the best single candidate. `score(counts)` is higher-is-better and may be a tuple (ties broken
+    by the later entries); NaN entries rank below every number.
+
+    Returns:
+        `candidates` counts, at least one of them positive.
+    """
+    counts = [0] * candidates
+    best: Optional[tuple[float, ...]] = None
+    for _ in range(max_steps):
+        trials = []
+        for i in range(candidates):
+            if counts[i] and not repeats:
+                continue
+            c = list(counts)
+            c[i] += 1
+            trials.append((tuple(_orderable(v) for v in score(c)), i))
+        if not trials:
+            break
+        s, i = max(trials, key=lambda t: t[0])  # the first of equals: the earlier candidate
+        if best is not None and s <= best:
+            break
+        counts[i] += 1
+        best = s
+    return counts
+
+
 def greedy_weights(
     probs: torch.Tensor, labels: torch.Tensor, rule: str = "mean", max_steps: int = 50,
     objective: Optional[Callable[[torch.Tensor], float]] = None,
 ) -> list[float]:
-    """Caruana-style forward selection with replacement on out-of-fold predictions.
-
-    Starting from the best single member, repeatedly add the member (repeats allowed) whose
-    inclusion gives the best objective of the merged prediction; stop when nothing improves.
-    Weights are how often each member was picked.
+    """Ensemble weights by forward selection with replacement on held-out predictions (`forward_selection`).
 
     Args:
-        probs: (M, N, C) out-of-fold probabilities of M members on the same N labelled images.
+        probs: (M, N, C) held-out probabilities of M members on the same N labelled images.
         labels: (N,) class indices.
+        rule: how members are merged (`merge`): the rule the ensemble will be predicted with.
         objective: higher-is-better score of (N, C) merged probabilities (e.g. the competition
-            metric, negated for log loss); default accuracy, ties broken by lower log loss.
+            metric, negated for log loss); default accuracy. Ties go to the lower log loss.
 
     Returns:
-        M weights summing to 1 (zero for members never picked).
+        M finite weights summing to 1 (zero for members never picked); the merged prediction
+        scores no worse than the best single member.
     """
-    m = probs.shape[0]
+    def score(counts: list[int]) -> tuple[float, float]:
+        p = merge(probs, counts, rule)
+        return (objective(p) if objective is not None else accuracy(p, labels)), -log_loss(p, labels)
 
-    def score(counts: torch.Tensor) -> tuple[float, float]:
-        p = merge(probs, counts.tolist(), rule)
-        if objective is not None:
-            return objective(p), -log_loss(p, labels)
-        return accuracy(p, labels), -log_loss(p, labels)
-
-    counts = torch.zeros(m)
-    best_score = (-1.0, -float("inf"))
-    for _ in range(max_steps):
-        trials = []
-        for i in range(m):
-            c = counts.clone()
-            c[i] += 1
-            trials.append((score(c), i))
-        (s, i) = max(trials, key=lambda t: t[0])
-        if s <= best_score:
-            break
-        counts[i] += 1
-        best_score = s
-    return (counts / counts.sum()).tolist()
+    counts = forward_selection(probs.shape[0], score, max_steps=max_steps)
+    return [c / sum(counts) for c in counts]

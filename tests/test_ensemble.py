@@ -71,3 +71,37 @@ def test_greedy_weights_combine_complementary_members():
     w = greedy_weights(torch.stack([m0, m1]), y)
     assert accuracy(merge(torch.stack([m0, m1]), w), y) == 1.0
     assert all(x > 0 for x in w)
+
+
+def _members(quality: float, n: int = 300, c: int = 10, m: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m, n, c) probabilities whose logits carry `quality` x the true class, and (n,) labels."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, c, (n,), generator=g)
+    logits = torch.randn(m, n, c, generator=g) + quality * torch.nn.functional.one_hot(y, c)
+    return logits.softmax(-1), y
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balanced_accuracy", "macro_f1", "log_loss", "roc_auc", "qwk", "map@3"])
+@pytest.mark.parametrize("quality", [0.0, 0.3, 3.0])  # chance level (every log loss above 2), poor, good
+@pytest.mark.parametrize("rule", ["mean", "geometric"])
+def test_greedy_weights_are_finite_and_no_worse_than_the_best_member_for_every_metric(metric, quality, rule):
+    from comp.metrics import get_metric, score
+
+    m = get_metric(metric)
+    probs, y = _members(quality)
+    classes = [str(i) for i in range(probs.shape[2])]
+    value = lambda p: score(metric, p, y, classes)  # noqa: E731
+    sign = 1.0 if m.higher_is_better else -1.0
+    # Used to start from a best score of -1.0: a negated log loss below -1 never beat it and the weights were 0/0 = NaN.
+    w = greedy_weights(probs, y, rule=rule, objective=lambda p: sign * value(p))
+    assert all(math.isfinite(x) and x >= 0 for x in w) and sum(w) == pytest.approx(1.0)
+    best_single = max(sign * value(probs[i]) for i in range(len(probs)))
+    assert sign * value(merge(probs, w, rule)) >= best_single - 1e-12
+
+
+def test_greedy_weights_rank_nan_scores_last():
+    probs, y = _members(3.0, m=2)
+    # The first member cannot be scored (e.g. AUC with a class missing from the held-out images): a
+    # NaN used to win the comparison against a number and be picked first.
+    w = greedy_weights(probs, y, max_steps=1, objective=lambda p: float("nan") if torch.equal(p, probs[0]) else 0.5)
+    assert w == [0.0, 1.0]
