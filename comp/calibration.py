@@ -2,12 +2,26 @@
 
 A run trained with label smoothing (on by default) or for few epochs gives probabilities that are
 too soft or too sharp; one temperature T, fitted to minimise the log loss of the run's held-out
-predictions (val, or each fold's out-of-fold part), rescales them: p' = softmax(log p / T). T > 1
-softens, T < 1 sharpens; the ranking of the classes (and so accuracy, AUC, MAP@k) is unchanged.
+predictions, rescales them: p' = softmax(log p / T). T > 1 softens, T < 1 sharpens.
 
-The temperature is stored in the run directory as `calibration.json` and applied by
-`comp predict` to every view of that run before views, folds and runs are merged
-(`--no-calibrate` skips it). Training writes it when the metric is `log_loss`.
+One temperature per run, applied to what the run predicts: `comp predict` merges a run's TTA
+views and folds first (by `tta.merge`) and then applies the run's T to that one row of
+probabilities per image. Rescaling one row never changes its order, so calibration never changes
+which class a run predicts, its accuracy, AUC or MAP@k. (An ensemble of several runs merges the
+calibrated runs; with the arithmetic mean that can move a close call between runs, as any
+per-run rescaling would.)
+
+Where T is fitted (training writes `calibration.json` when the metric is `log_loss`):
+- a single run: on its validation predictions, `val_probs.csv`;
+- a k-fold run: on its out-of-fold predictions, `oof.csv` (every labelled image, each predicted by
+  the fold that did not train on it), written at the k-fold run's top; each `fold_i/` also has the
+  T of its own validation images, used when that fold is predicted alone.
+Earlier comp versions gave each fold its own T and applied it before the folds were merged, which
+moved the merged argmax (test accuracy 0.29 calibrated against 0.25 raw on one run); such a run is
+refused until `comp train CONFIG --resume --out RUN` (which skips the finished folds) has fitted
+the run's T. The held-out predictions are of the identity view; T fitted on merged TTA views
+would be more exact for a TTA submission (not done: views are chosen at predict time).
+`--no-calibrate` skips it everywhere.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ from typing import Optional
 import torch
 
 from comp.ensemble import log_loss as nll
+from comp.errors import UserError
 from comp.files import read_json
 
 FILE = "calibration.json"
@@ -49,20 +64,25 @@ def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return float(math.exp(result.x))
 
 
-def calibrate_run(run_dir: Path) -> Optional[dict]:
-    """Fit the temperature of a run on its val_probs.csv and write calibration.json; None without one."""
+def calibrate_run(run_dir: Path, table: str = "val_probs.csv") -> Optional[dict]:
+    """Fit the temperature of a run on its held-out `table` (val_probs.csv, or oof.csv of a k-fold run)
+    and write calibration.json; None when the table is missing.
+
+    Returns:
+        {"temperature", "fitted_on", "images", "val_log_loss" (before), "val_log_loss_calibrated"}.
+    """
     from comp.files import write_json
     from comp.probs import label_indices, read_probs
 
-    table = Path(run_dir) / "val_probs.csv"
-    if not table.is_file():
+    path = Path(run_dir) / table
+    if not path.is_file():
         return None
-    _, probs, classes, meta = read_probs(table)
-    labels = label_indices(meta["label"], classes, table)
+    _, probs, classes, meta = read_probs(path)
+    labels = label_indices(meta["label"], classes, path)
     t = fit_temperature(probs, labels)
     info = {
         "temperature": t,
-        "fitted_on": "val_probs.csv",
+        "fitted_on": table,
         "images": len(labels),
         "val_log_loss": nll(probs, labels),
         "val_log_loss_calibrated": nll(apply_temperature(probs, t), labels),
@@ -71,9 +91,22 @@ def calibrate_run(run_dir: Path) -> Optional[dict]:
     return info
 
 
-def run_temperature(run_dir: Path) -> float:
-    """The temperature stored with a run (1.0 when it has none)."""
-    saved = read_json(Path(run_dir) / FILE) or {}
+def run_temperature(run: Path) -> float:
+    """The temperature of what `run` predicts (1.0 when it has none): a run's or a k-fold run's calibration.json.
+
+    Raises:
+        UserError: a k-fold run whose folds carry temperatures of an older comp but which has no
+            temperature of its own (its folds were calibrated one by one; see the module docstring).
+    """
+    run = Path(run)
+    saved = read_json(run / FILE)
+    if saved is None:
+        if any((fold / FILE).is_file() for fold in run.glob("fold_*")):
+            raise UserError(
+                f"{run}: its folds were calibrated one by one (an older comp), which moves the merged prediction; fit the run's "
+                f"temperature on oof.csv with comp train CONFIG --resume --out {run} (finished folds are skipped), or pass --no-calibrate"
+            )
+        return 1.0
     try:
         return float(saved.get("temperature", 1.0))
     except (TypeError, ValueError):

@@ -87,6 +87,8 @@ def train(
     metric = summary.get("metric", "accuracy")
     if "cv_acc" in summary:
         extra = f" (acc {summary['cv_acc']:.4f})" if metric != "accuracy" else ""
+        if "cv_score_calibrated" in summary:
+            extra += f", calibrated {summary['cv_score_calibrated']:.4f}"
         typer.echo(f"cv {metric} {summary['cv_score']:.4f}{extra} over {summary['folds_done']} folds; run: {summary['run_dir']}")
     elif summary["best_val_acc"] is None:
         typer.echo(f"trained {summary['epochs_run']} epochs without a validation split; run: {summary['run_dir']}")
@@ -94,6 +96,8 @@ def train(
         typer.echo(f"best val acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
     else:
         value = "n/a" if summary["best_val_score"] is None else f"{summary['best_val_score']:.4f}"
+        if "best_val_score_calibrated" in summary:
+            value += f" (calibrated {summary['best_val_score_calibrated']:.4f})"
         typer.echo(f"best val {metric} {value} (acc {summary['best_val_acc']:.4f}) at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
 
 
@@ -152,6 +156,7 @@ def evaluate(
     tta_views: Annotated[Optional[str], typer.Option("--tta-views", help="Views to score, e.g. identity,hflip,rot10.")] = None,
     fit: Annotated[bool, typer.Option("--fit", help="Fit run weights and choose views by hill-climbing on the metric over held-out predictions.")] = False,
     calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Score log-loss runs with their fitted temperature, as predict does.")] = True,
+    merge: Annotated[Optional[str], typer.Option("--merge", help="How views and runs are merged, as comp predict --merge [default: the first run's tta.merge].")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the error analysis here: per_class.csv, confusion_matrix.png, top_losses.png/.csv, calibration.png, report.md.")] = None,
     top_losses: Annotated[int, typer.Option("--top-losses", min=0, help="Images in top_losses.png/.csv.")] = 16,
 ) -> None:
@@ -159,8 +164,8 @@ def evaluate(
     from comp.evaluate import evaluate as evaluate_runs
 
     with user_errors():
-        evaluate_runs(runs, data=data, tta=tta, views=tta_views, fit=fit, calibrate=calibrate, report=report, top_losses=top_losses,
-                      log=typer.echo)
+        evaluate_runs(runs, data=data, tta=tta, views=tta_views, fit=fit, calibrate=calibrate, merge_rule=merge, report=report,
+                      top_losses=top_losses, log=typer.echo)
 
 
 @app.command(

@@ -3,8 +3,8 @@
 The exported graph takes images (N, 3, S, S) uint8 RGB at the run's size S, already resized and
 cropped as comp's eval preprocessing does (resize the short side to S / crop_pct, centre crop S),
 normalises them inside the graph, runs the model, or every fold of a k-fold run merged by the
-run's `tta.merge` rule, applies the log-loss temperature (with `calibrate`), and returns
-probabilities (N, C). No TTA: one view, the identity.
+run's `tta.merge` rule, applies the run's log-loss temperature to the merged prediction (with
+`calibrate`), and returns probabilities (N, C). No TTA: one view, the identity.
 
 - ONNX (torch's dynamo exporter; needs the `export` extra: onnx, onnxruntime, onnxscript): input
   `images`, output `probs`, a dynamic batch dimension; the model's metadata holds `classes` (one
@@ -35,24 +35,32 @@ MAX_DIFF = 1e-4  # an export that disagrees more than this with PyTorch is an er
 
 
 class ExportedModel(nn.Module):
-    """uint8 images (N, 3, S, S) -> probabilities (N, C): normalise, each model, temperature, merge."""
+    """uint8 images (N, 3, S, S) -> probabilities (N, C): normalise, each model, merge, the run's temperature.
 
-    def __init__(self, members: Sequence[Member], temperatures: Sequence[float], rule: str = "mean"):
+    As `comp.predict.run_probabilities` with one view: the folds merged by `rule`, then the run's
+    temperature T on the merged row: softmax(log p / T).
+    """
+
+    def __init__(self, members: Sequence[Member], temperature: float = 1.0, rule: str = "mean"):
         super().__init__()
         cfg = members[0].cfg.data
         self.models = nn.ModuleList(m.model for m in members)
         self.register_buffer("mean", torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
         self.register_buffer("inv_std", 1 / (torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1) * 255))
-        self.register_buffer("inv_t", 1 / torch.tensor(list(temperatures), dtype=torch.float32))
+        self.register_buffer("inv_t", torch.tensor(1 / temperature, dtype=torch.float32))
         self.geometric = rule in ("geometric", "logit")
+        self.single = len(members) == 1
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.float() - self.mean) * self.inv_std
-        # softmax(logits / T) is comp's temperature (softmax of log p / T) without the log of a softmax.
-        logp = torch.stack([torch.log_softmax(m(x) * self.inv_t[i], dim=1) for i, m in enumerate(self.models)])
-        if self.geometric:
-            return torch.softmax(logp.mean(0), dim=1)
-        return logp.exp().mean(0)
+        if self.single:  # softmax(log softmax(z) / T) = softmax(z / T): no log of a softmax
+            return torch.softmax(self.models[0](x) * self.inv_t, dim=1)
+        logp = torch.stack([torch.log_softmax(m(x), dim=1) for m in self.models])
+        if self.geometric:  # log of the renormalised geometric mean, up to a per-row constant the softmax removes
+            merged = logp.mean(0)
+        else:
+            merged = torch.log(logp.exp().mean(0).clamp_min(1e-12))
+        return torch.softmax(merged * self.inv_t, dim=1)
 
 
 def export(run: Path, *, format: str, out: Path, calibrate: bool = True, log: Log = print) -> dict[str, Any]:
@@ -80,8 +88,7 @@ def export(run: Path, *, format: str, out: Path, calibrate: bool = True, log: Lo
     for m in members[1:]:
         if (m.size, m.crop_pct, m.cfg.data.mean, m.cfg.data.std) != (first.size, first.crop_pct, first.cfg.data.mean, first.cfg.data.std):
             raise UserError(f"{m.run_dir} has another image size or normalisation than {first.run_dir}; export one run at a time")
-    temps = [run_temperature(m.run_dir) if calibrate else 1.0 for m in members]
-    model = ExportedModel(members, temps, first.cfg.tta.merge).eval()
+    model = ExportedModel(members, run_temperature(Path(run)) if calibrate else 1.0, first.cfg.tta.merge).eval()
     for m in model.models:
         m.to(memory_format=torch.contiguous_format)
     images, source = _check_batch(first)

@@ -10,7 +10,9 @@ The folder holds:
 
 - `models/<run>/[fold_i/]model.safetensors`: each model's weights (fp16 with `half`), with its
   classes and resolved config in the file's metadata; beside it `config.yaml`, `summary.json` and
-  `calibration.json` (the log-loss temperature) as the run had them;
+  `calibration.json` as the run had them, and a k-fold run's own `config.yaml`, `cv.json` and
+  `calibration.json` (the log-loss temperature of the run, applied to its merged folds) in
+  `models/<run>/`;
 - `bundle.json`: the ensemble settings (runs and their weights, TTA views, merge rule, submission
   shape, calibration, train.csv columns) that `comp predict` was given;
 - `comp/`: comp's own source, which `inference.py` imports in place of any installed comp;
@@ -30,6 +32,8 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+import torch
 
 import comp
 from comp.config import config_from_dict
@@ -97,7 +101,7 @@ def package(
         kfold = dirs != [run]
         if kfold:
             dest.mkdir(parents=True, exist_ok=True)
-            for f in ("config.yaml", "cv.json"):
+            for f in ("config.yaml", "cv.json", "calibration.json"):  # the run's own temperature, fitted on oof.csv
                 if (run / f).is_file():
                     shutil.copy2(run / f, dest / f)
         for d in dirs:
@@ -194,28 +198,41 @@ def predict_bundle(
 
 
 def _half_agreement(runs: list[Path], bundle: Path, settings: dict, data: Optional[str], log: Log) -> Optional[dict[str, float]]:
-    """Each model with fp16 weights against itself in fp32, on up to 256 test images (identity view).
+    """The bundle's merged prediction with fp16 weights against the same ensemble in fp32, on up to 256 test images.
 
-    Returns the lowest label agreement and the largest probability difference over the models.
+    Both are combined as `comp predict` combines them with the bundle's settings (views, folds,
+    temperatures, merge rule, weights), so the agreement is that of the labels the bundle writes.
+    Returns the share of images whose label is unchanged and the largest probability change.
     """
+    from comp.calibration import run_temperature
     from comp.data.competition import open_competition
     from comp.device import resolve_device
     from comp.engine.infer import load_member, predict_views
+    from comp.ensemble import merge
+    from comp.predict import combine_members, member_views
 
     if not data or not Path(data).is_dir():
         log("fp16: no competition folder to measure the agreement on; pass --data DIR")
         return None
     paths = open_competition(Path(data), settings["id_column"], settings["label_column"]).test_paths[:256]
     device = resolve_device("auto")
-    full = [load_member(d, device) for r in runs for d in find_model_dirs(r)]
-    halved = [load_member(d, device) for r in bundle_runs(bundle)[0] for d in find_model_dirs(r)]
-    views = [["identity"]] * len(full)
-    p_full, ok = predict_views(full, views, paths, device=device, on_bad="skip")
-    p_half, _ = predict_views(halved, views, paths, device=device, on_bad="skip")
-    agree = min(float((a[0, ok].argmax(1) == b[0, ok].argmax(1)).double().mean()) for a, b in zip(p_full, p_half))
-    diff = max(float((a[0, ok] - b[0, ok]).abs().max()) for a, b in zip(p_full, p_half))
+
+    def final(run_dirs: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+        members = {r: [load_member(d, device) for d in find_model_dirs(r)] for r in run_dirs}
+        flat = [m for ms in members.values() for m in ms]
+        probs, ok = predict_views(flat, [member_views(m, settings["tta"], settings["views"]) for m in flat], paths,
+                                  device=device, on_bad="skip")
+        rule = settings["merge"] or flat[0].cfg.tta.merge
+        temperatures = {r: run_temperature(r) if settings["calibrate"] else 1.0 for r in run_dirs}
+        per_run = combine_members(members, probs, temperatures, rule)
+        return merge(torch.stack([per_run[r] for r in run_dirs]), settings["weights"], rule), ok
+
+    p_full, ok = final(runs)
+    p_half, _ = final(bundle_runs(bundle)[0])
+    agree = float((p_full[ok].argmax(1) == p_half[ok].argmax(1)).double().mean())
+    diff = float((p_full[ok] - p_half[ok]).abs().max())
     n = int(ok.sum())
-    log(f"fp16 weights: on {n} test images each model's labels agree with fp32 on >= {100 * agree:.2f}% of them, "
+    log(f"fp16 weights: on {n} test images the bundle's merged prediction keeps the fp32 label on {100 * agree:.2f}% of them, "
         f"max |probability difference| {diff:.2e}")
     return {"images": n, "label_agreement": agree, "max_abs_prob_diff": diff}
 

@@ -7,12 +7,12 @@ merged with equal weight; across runs, with `weights` (default equal). Outputs, 
 
 - `prediction.csv`: the sample submission's columns and id style, class *names* as labels;
 - `prediction_probs.csv`: `id` + one probability column per class, in the model's class order;
-- `prediction_meta.json`: runs, views, weights, merge rule and the runs' validation scores.
+- `prediction_meta.json`: runs, views, weights, merge rule, temperatures and the runs' held-out
+  scores (`cv_score` of what is written, i.e. calibrated for log loss; `cv_score_raw` before).
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -46,18 +46,47 @@ def member_views(member: Member, tta: bool, views: Optional[Sequence[str]]) -> l
     return parse_views(views if views else member.cfg.tta.views)
 
 
-def run_score(run: Path) -> Optional[float]:
-    """A run's validation score in its metric: cv_score of a k-fold run, best_val_score of a single run.
+def run_score(run: Path, calibrated: bool = True) -> Optional[float]:
+    """A run's held-out score in its metric: the k-fold run's out-of-fold `cv_score`, or a single run's `best_val_score`.
 
-    Runs of older versions without a metric score give their accuracy.
+    With `calibrated` (what `comp predict` writes by default), a log-loss run's score after its
+    temperature (`cv_score_calibrated` / `best_val_score_calibrated`) where it has one. Runs of
+    older versions without a metric score give their accuracy.
     """
-    for name, keys in (("cv.json", ("cv_score", "cv_acc")), ("summary.json", ("best_val_score", "best_val_acc"))):
-        f = Path(run) / name
-        if f.is_file():
-            saved = json.loads(f.read_text())
+    for name, key in (("cv.json", "cv_score"), ("summary.json", "best_val_score")):
+        saved = read_json(Path(run) / name)
+        if saved is not None:
+            keys = ([f"{key}_calibrated"] if calibrated else []) + [key, "cv_acc" if name == "cv.json" else "best_val_acc"]
             value = next((saved[k] for k in keys if k in saved), None)
             return float(value) if value is not None else None
     return None
+
+
+def run_probabilities(member_probs: Sequence[torch.Tensor], rule: str, temperature: float = 1.0) -> torch.Tensor:
+    """What one run predicts: each member's (fold's) views merged, then the members, then the run's temperature.
+
+    Args:
+        member_probs: per member (fold) of the run, its (V, N, C) probabilities under its views.
+        rule: the merge rule ("mean" or "geometric") for views and folds alike.
+        temperature: the run's temperature (`comp.calibration.run_temperature`; 1 = none), applied
+            last, so it never changes the class the run ranks first.
+
+    Returns:
+        (N, C) probabilities.
+    """
+    merged = merge(torch.stack([merge(p, rule=rule) for p in member_probs]), rule=rule)
+    return apply_temperature(merged, temperature)
+
+
+def combine_members(
+    members: dict[Path, list[Member]], probs: Sequence[torch.Tensor], temperatures: dict[Path, float], rule: str,
+) -> dict[Path, torch.Tensor]:
+    """Each run's (N, C) prediction (`run_probabilities`) from `probs`, its members' (V, N, C) in `members` order."""
+    out, k = {}, 0
+    for run, ms in members.items():
+        out[run] = run_probabilities(probs[k : k + len(ms)], rule, temperatures.get(run, 1.0))
+        k += len(ms)
+    return out
 
 
 def check_options(
@@ -112,7 +141,8 @@ def predict(
         shape: the prediction CSV's shape (`comp.data.competition.resolve_shape`): auto (from the
             sample submission and the runs' metric), label, probs, positive or topk; default the
             first run's `data.submission`.
-        calibrate: apply each run's (or fold's) temperature from its calibration.json, if any.
+        calibrate: apply each run's temperature (its calibration.json, if any) to the run's merged
+            views and folds (`run_probabilities`).
         sidecars: also write `<out stem>_probs.csv` and `_meta.json`; False writes `out` alone.
         disk_cache: allow the decode-once cache on disk (`data.cache`); False decodes in memory.
 
@@ -153,6 +183,7 @@ def predict(
     if shape == "auto" and first_cfg is not None:
         shape = first_cfg.data.submission
     out_shape = resolve_shape(competition.submission, classes, metric, positive_class, shape)  # before any model runs
+    run_temperatures = {r: run_temperature(r) if calibrate else 1.0 for r in run_dirs}
 
     per_run: dict[Path, torch.Tensor] = {}
     used_views: dict[str, list[str]] = {}
@@ -168,16 +199,11 @@ def predict(
             )
         if world > 1:
             probs = _gathered(probs, len(competition.test_paths))
+        per_run.update(combine_members(members, probs, run_temperatures, rule))
         k = 0
         for run, ms in members.items():
-            if calibrate:  # each fold its own temperature, on each view, before anything is merged
-                for j, m in enumerate(ms):
-                    t = run_temperature(m.run_dir)
-                    if t != 1.0:
-                        probs[k + j] = apply_temperature(probs[k + j], t)
-                        temperatures[str(m.run_dir)] = t
-            merged = [merge(probs[k + j], rule=rule) for j in range(len(ms))]
-            per_run[run] = merge(torch.stack(merged), rule=rule)
+            if run_temperatures[run] != 1.0:
+                temperatures[str(run)] = run_temperatures[run]
             used_views[str(run)] = views_per_member[k]
             k += len(ms)
     for table in tables:
@@ -190,7 +216,8 @@ def predict(
     csv_path, probs_path, meta_path = output_paths(out)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     write_prediction_csv(csv_path, competition.test_ids, final, classes, out_shape, clip=metric == "log_loss")
-    scores = [s for s in (run_score(r) for r in run_dirs) if s is not None]
+    scores = [s for s in (run_score(r, calibrated=calibrate) for r in run_dirs) if s is not None]
+    raw_scores = [s for s in (run_score(r, calibrated=False) for r in run_dirs) if s is not None]
     meta = {
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": [str(r) for r in runs],
@@ -198,7 +225,8 @@ def predict(
         "views": used_views,
         "weights": list(weights) if weights is not None else [1.0] * len(runs),
         "merge": rule,
-        "cv_score": sum(scores) / len(scores) if scores else None,
+        "cv_score": sum(scores) / len(scores) if scores else None,  # of what is written: calibrated when it is
+        "cv_score_raw": sum(raw_scores) / len(raw_scores) if raw_scores else None,
         "images": len(competition.test_ids),
         "data": str(Path(data).resolve()),
         "id_column": competition.id_column,  # the train.csv columns (CSV layout), for comp submit

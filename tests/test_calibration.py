@@ -51,3 +51,103 @@ def test_a_log_loss_run_is_calibrated_and_predict_applies_it(tmp_path):
 def test_an_accuracy_run_has_no_temperature(tmp_path, shapes):
     train(write_config(tmp_path / "c.yaml", data={"dir": str(shapes)}), out=tmp_path / "run", **QUIET)
     assert not (tmp_path / "run" / "calibration.json").exists()
+
+
+@pytest.fixture(scope="module")
+def kfold_log_loss(tmp_path_factory):
+    """(competition, 2-fold log-loss run with probability columns in its sample)."""
+    root = tmp_path_factory.mktemp("kfold-ll")
+    data = make_competition(root / "c", classes=3, per_class=14, test_per_class=6, size=32)
+    config = write_config(root / "c.yaml", data={"dir": str(data)}, train={"epochs": 3})  # 1 epoch predicts one class everywhere
+    train(config, out=root / "run", folds=2, overrides=["metric=log_loss", "data.submission=probs"], **QUIET)
+    return data, root / "run"
+
+
+def _labels(probs_csv) -> list[int]:
+    import pandas as pd
+
+    return pd.read_csv(probs_csv).iloc[:, 1:].to_numpy().argmax(1).tolist()
+
+
+def test_a_kfold_run_has_one_temperature_fitted_on_oof_and_it_never_changes_its_labels(kfold_log_loss, tmp_path):
+    from comp.ensemble import merge
+    from comp.probs import read_probs
+
+    data, run = kfold_log_loss
+    info = json.loads((run / "calibration.json").read_text())
+    assert info["fitted_on"] == "oof.csv" and info["images"] == 42
+    # Folds calibrated one by one (the old design): give them very different temperatures, as real folds had (0.58, 0.24, 0.53).
+    raw = {}
+    for i in (0, 1):
+        predict([run / f"fold_{i}"], out=tmp_path / f"f{i}.csv", workers=0, tta=False, calibrate=False, **QUIET)
+        raw[i] = read_probs(tmp_path / f"f{i}_probs.csv")[1]
+    plain = merge(torch.stack([raw[0], raw[1]])).argmax(1)
+    for sharp, soft in ((0, 1), (1, 0)):
+        per_fold = merge(torch.stack([apply_temperature(raw[sharp], 0.05), apply_temperature(raw[soft], 20.0)])).argmax(1)
+        if not torch.equal(per_fold, plain):
+            break
+    assert not torch.equal(per_fold, plain), "these temperatures per fold must move a label, or the test cannot tell"
+    for i, t in ((sharp, 0.05), (soft, 20.0)):
+        (run / f"fold_{i}" / "calibration.json").write_text(json.dumps({"temperature": t}))
+
+    meta = predict([run], out=tmp_path / "cal.csv", workers=0, tta=False, **QUIET)
+    predict([run], out=tmp_path / "raw.csv", workers=0, tta=False, calibrate=False, **QUIET)
+    assert meta["temperatures"] == {str(run): pytest.approx(info["temperature"])}
+    assert _labels(tmp_path / "cal_probs.csv") == _labels(tmp_path / "raw_probs.csv")  # calibration changes no label
+
+
+def test_the_calibrated_score_is_recorded_and_is_what_meta_and_ledger_carry(kfold_log_loss, tmp_path):
+    from sklearn.metrics import log_loss
+
+    from comp.probs import label_indices, read_probs
+    from comp.submit import submit
+
+    data, run = kfold_log_loss
+    cv = json.loads((run / "cv.json").read_text())
+    t = json.loads((run / "calibration.json").read_text())["temperature"]
+    _, oof, classes, rows = read_probs(run / "oof.csv")
+    y = label_indices(rows["label"], classes).numpy()
+    assert cv["cv_score"] == pytest.approx(log_loss(y, oof.double().numpy(), labels=[0, 1, 2]), abs=1e-6)
+    assert cv["cv_score_calibrated"] == pytest.approx(log_loss(y, apply_temperature(oof.double(), t).numpy(), labels=[0, 1, 2]), abs=1e-6)
+    assert cv["cv_score_calibrated"] < cv["cv_score"] and cv["temperature"] == pytest.approx(t)
+    meta = predict([run], out=tmp_path / "p.csv", workers=0, tta=False, **QUIET)
+    # Used to carry the uncalibrated score while the file holds calibrated probabilities.
+    assert meta["cv_score"] == pytest.approx(cv["cv_score_calibrated"]) and meta["cv_score_raw"] == pytest.approx(cv["cv_score"])
+    row = submit(tmp_path / "p.csv", directory=tmp_path / "subs")
+    assert row["cv_score"] == f"{cv['cv_score_calibrated']:.4f}"
+    raw = predict([run], out=tmp_path / "r.csv", workers=0, tta=False, calibrate=False, **QUIET)
+    assert raw["cv_score"] == pytest.approx(cv["cv_score"])  # --no-calibrate writes raw probabilities: their score
+
+
+def test_a_single_runs_summary_records_its_calibrated_score(tmp_path):
+    from sklearn.metrics import log_loss
+
+    from comp.probs import label_indices, read_probs
+
+    data = make_competition(tmp_path / "c", classes=3, per_class=12, test_per_class=3, size=32)
+    config = write_config(tmp_path / "c.yaml", data={"dir": str(data)}, train={"epochs": 1})
+    summary = train(config, out=tmp_path / "run", overrides=["metric=log_loss", "data.submission=probs"], **QUIET)
+    t = json.loads((tmp_path / "run" / "calibration.json").read_text())["temperature"]
+    _, probs, classes, rows = read_probs(tmp_path / "run" / "val_probs.csv")
+    y = label_indices(rows["label"], classes).numpy()
+    expected = log_loss(y, apply_temperature(probs.double(), t).numpy(), labels=[0, 1, 2])
+    assert summary["best_val_score_calibrated"] == pytest.approx(expected, abs=1e-6) and summary["temperature"] == pytest.approx(t)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["best_val_score_calibrated"] == summary["best_val_score_calibrated"]
+
+
+def test_an_older_kfold_run_calibrated_per_fold_is_refused_until_resume_fits_its_temperature(kfold_log_loss, tmp_path):
+    import shutil
+
+    from comp.errors import UserError
+
+    data, run = kfold_log_loss
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    (old / "calibration.json").unlink()  # what an earlier comp left: fold_i/calibration.json only
+    with pytest.raises(UserError, match=r"--resume --out .*old.*--no-calibrate"):
+        predict([old], out=tmp_path / "p.csv", workers=0, tta=False, **QUIET)
+    assert not (tmp_path / "p.csv").exists()
+    predict([old], out=tmp_path / "p.csv", workers=0, tta=False, calibrate=False, **QUIET)
+    train(old / "config.yaml", out=old, resume=True, **QUIET)  # every fold is finished: only oof.csv, cv.json, calibration.json
+    assert json.loads((old / "calibration.json").read_text())["fitted_on"] == "oof.csv"
+    predict([old], out=tmp_path / "q.csv", workers=0, tta=False, **QUIET)

@@ -27,7 +27,7 @@ def kfold(tmp_path_factory) -> tuple[Path, Path]:
     result = runner.invoke(app, ["train", str(config), "--data", str(data), "--out", str(root / "run"), "--folds", "2",
                                  "--set", "metric=log_loss"])
     assert result.exit_code == 0, result.output
-    assert (root / "run" / "fold_0" / "calibration.json").is_file()
+    assert (root / "run" / "fold_0" / "calibration.json").is_file() and (root / "run" / "calibration.json").is_file()
     return data, root / "run"
 
 
@@ -92,7 +92,7 @@ def test_half_bundle_reports_its_agreement(kfold, tmp_path):
     assert runner.invoke(app, ["package", str(run), "--out", str(full), "--shape", "probs"]).exit_code == 0
     result = runner.invoke(app, ["package", str(run), "--out", str(half), "--half", "--shape", "probs"])
     assert result.exit_code == 0, result.output
-    assert "labels agree" in result.output and "max |probability difference|" in result.output
+    assert "keeps the fp32 label" in result.output and "max |probability difference|" in result.output
     weights = half / "models" / "run" / "fold_0" / "model.safetensors"
     with safe_open(str(weights), framework="pt") as f:
         assert all(f.get_tensor(k).dtype in (__import__("torch").float16, __import__("torch").int64) for k in f.keys())
@@ -125,3 +125,26 @@ def test_offline_bundle_error_is_one_line(kfold, tmp_path):
     done = _run_offline(bundle, tmp_path / "missing", tmp_path / "sub.csv", tmp_path, tmp_path / "h")
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
     assert not (tmp_path / "sub.csv").exists()
+
+
+def test_half_agreement_is_that_of_the_merged_prediction_the_bundle_writes(kfold, tmp_path, monkeypatch):
+    """fp16 leaves each model's first view alone but flips the merge of its two views: the labels written change."""
+    import torch
+
+    import comp.engine.infer as infer
+    from comp.package import package
+
+    data, run = kfold
+    bundle = tmp_path / "bundle"
+
+    def fake_views(members, views, paths, **kwargs):
+        n = len(paths)
+        same = torch.tensor([0.6, 0.4, 0.0]).expand(n, 3)
+        second = torch.tensor([0.1, 0.9, 0.0]).expand(n, 3) if bundle in Path(members[0].run_dir).parents else same
+        return [torch.stack([same, second]) for _ in members], torch.ones(n, dtype=torch.bool)
+
+    monkeypatch.setattr(infer, "predict_views", fake_views)
+    result = package([run], out=bundle, half=True, views=["identity", "hflip"], calibrate=False, shape="probs", log=lambda s: None)
+    # Used to compare each model's first view (100% agreement) while every label of the bundle's file changed.
+    assert result["half_agreement"]["label_agreement"] == 0.0
+    assert result["half_agreement"]["max_abs_prob_diff"] == pytest.approx(0.25)

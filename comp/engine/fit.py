@@ -21,7 +21,7 @@ import torch.nn as nn
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
 
-from comp.calibration import calibrate_run
+from comp.calibration import apply_temperature, calibrate_run
 from comp.config import Config, TrainConfig, save_config
 from comp.data.competition import Competition, Split, open_configured
 from comp.data.folds import merged_labelled, train_val_split
@@ -42,6 +42,7 @@ from comp.files import read_json, save_atomic, write_json
 from comp.engine.optim import create_optimizer, create_scheduler
 from comp.errors import Interrupted, Log, UserError
 from comp.metrics import Metric, check_metric, score
+from comp.probs import label_indices, read_probs
 from comp.models.factory import build_model, data_config
 from comp.models.heads import count_params
 
@@ -77,7 +78,8 @@ class TrainingData:
 
     `make_loaders(cfg, dcfg, device, progress)` returns (train batches, val batches, unreadable paths); the
     batches follow `TensorBatches`' interface (`set_epoch`, `len`, `(x, y, bad_paths)` items).
-    `after(out_dir, device, cfg)` runs once training is done (e.g. write val_probs.csv).
+    `after(out_dir, device, cfg)` runs once training is done (e.g. write val_probs.csv) and returns
+    entries for summary.json (or None).
     """
 
     classes: list[str]
@@ -87,7 +89,7 @@ class TrainingData:
     train_labels: list[int] = field(default_factory=list)  # class indices of the training images (class weights)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = "data"
-    after: Optional[Callable[[Path, torch.device, Config], None]] = None
+    after: Optional[Callable[[Path, torch.device, Config], Optional[dict]]] = None
 
 
 def fit_split(
@@ -124,11 +126,31 @@ def fit_split(
     return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept)
 
 
-def _held_out_outputs(run: Path, val: Split, competition: Competition, device: torch.device, cfg: Config, pool: list[Path]) -> None:
-    """After training: val_probs.csv of best.pt (its images from `pool`'s cache), and for log loss the temperature fitted on it."""
+def _held_out_outputs(
+    run: Path, val: Split, competition: Competition, device: torch.device, cfg: Config, pool: list[Path],
+) -> dict[str, Any]:
+    """After training: val_probs.csv of best.pt (its images from `pool`'s cache), and for log loss the
+    temperature fitted on it; returns the summary's calibrated score (`best_val_score_calibrated`)."""
     write_val_probs(run, val, competition, device, cfg, pool=pool)
-    if cfg.metric == "log_loss":
-        calibrate_run(run)
+    return calibrated_score(run, "val_probs.csv", cfg, "best_val_score_calibrated")
+
+
+def calibrated_score(run: Path, table: str, cfg: Config, key: str) -> dict[str, Any]:
+    """For a log-loss run: fit the temperature on the held-out `table` (calibration.json) and return
+    {key: the metric of the calibrated table, "temperature": T}; {} for other metrics.
+
+    This is the score of what `comp predict` writes (it applies T), recorded beside the raw score
+    that chose the best epoch.
+    """
+    if cfg.metric != "log_loss":
+        return {}
+    info = calibrate_run(run, table)
+    if info is None:
+        return {}
+    _, probs, classes, meta = read_probs(run / table)
+    labels = label_indices(meta["label"], classes, run / table)
+    calibrated = apply_temperature(probs, info["temperature"])
+    return {key: score(cfg.metric, calibrated, labels, classes, cfg.data.positive_class), "temperature": info["temperature"]}
 
 
 def train_run(
@@ -293,12 +315,16 @@ def _train_run(
 
     # Every rank must end with the same weights; a mismatch means the processes drifted apart.
     digests = dist.gather_objects(weights_digest(model)) if distributed else ["single process"]
+    held_out: dict[str, Any] = {}
     if main:
         _write_skipped(bad_files, out_dir / "skipped_files.txt", log)
         if data.after is not None:
-            data.after(out_dir, device, cfg)
+            held_out = data.after(out_dir, device, cfg) or {}
     summary = _summary(state, metric, cfg, data, dcfg, n_params, stopped_early, len(set(digests)) == 1, time.time() - started, device,
                        weight)
+    if "best_val_score_calibrated" in held_out and summary["best_val_score"] is not None:
+        summary["best_val_score_calibrated"] = held_out["best_val_score_calibrated"]
+        summary["temperature"] = held_out["temperature"]
     if main:
         write_json(summary, out_dir / "summary.json")
     dist.barrier()

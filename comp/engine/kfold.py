@@ -1,9 +1,13 @@
 """K-fold training: one `fit_split` run per stratified fold, then out-of-fold scores.
 
 A k-fold run directory holds `fold_0/ ... fold_{K-1}/` (each a complete run directory),
-`config.yaml`, `oof.csv` (every labelled image predicted by the fold that did not train on it)
-and `cv.json` (`cv_acc`, per-fold accuracy). `--fold I` trains one fold into the same folder, so
-folds can run on different machines; oof.csv and cv.json cover the folds finished so far.
+`config.yaml`, `oof.csv` (every labelled image predicted by the fold that did not train on it),
+`cv.json` (`metric`, `cv_score`, `cv_acc`, per-fold scores; for log loss also `cv_score_calibrated`
+and `temperature`) and, for log loss, `calibration.json`: the run's one temperature, fitted on
+oof.csv (`comp.calibration`). `--fold I` trains one fold into the same folder, so folds can run on
+different machines; oof.csv, cv.json and calibration.json cover the folds finished so far, and
+`--resume` of a finished run (every fold skipped) writes them again, e.g. after copying in folds
+trained elsewhere.
 """
 
 from __future__ import annotations
@@ -128,6 +132,11 @@ def collect_oof(
         "folds_done": len(fold_acc),
         "images": len(ids),
     }
+    if metric == "log_loss":  # one temperature for the run, fitted on what its folds hold out (comp.calibration)
+        from comp.calibration import apply_temperature, calibrate_run
+
+        t = calibrate_run(out_dir, "oof.csv")["temperature"]
+        cv.update(cv_score_calibrated=score(metric, apply_temperature(p, t), y, classes, positive_class), temperature=t)
     write_json(cv, out_dir / "cv.json")
     return cv
 
@@ -138,3 +147,5 @@ def _print_table(cv: dict[str, Any], log: Log) -> None:
         log(f"{int(i):>4}  {a:.4f}   {cv['fold_score'][i]:.4f}")
     done = f" ({cv['folds_done']}/{cv['folds']} folds)" if cv["folds_done"] < cv["folds"] else ""
     log(f"  cv  {cv['cv_acc']:.4f}   {cv['cv_score']:.4f}  out-of-fold over {cv['images']} images{done}")
+    if "cv_score_calibrated" in cv:
+        log(f"  calibrated (temperature {cv['temperature']:.3f} on oof.csv): {cv['metric']} {cv['cv_score_calibrated']:.4f}, what comp predict writes")
