@@ -29,7 +29,7 @@ from comp.engine.logbook import LiveProgress
 from comp.files import read_json, write_json
 from comp.ensemble import check_weights, merge
 from comp.errors import Log, UserError
-from comp.probs import read_probs, write_probs
+from comp.probs import FLOAT_FORMAT, read_probs, unit_rows, write_probs
 from comp.tta import parse_views
 
 
@@ -279,21 +279,21 @@ def write_prediction_csv(path: Path, ids: Sequence[str], probs: torch.Tensor, cl
         clip: floor probabilities at `LOG_LOSS_FLOOR` (rows renormalized), for log-loss metrics.
     """
     if clip:
-        probs = probs.clamp_min(LOG_LOSS_FLOOR)
-        probs = probs / probs.sum(1, keepdim=True)
+        probs = probs.double().clamp_min(LOG_LOSS_FLOOR)
+    rows = unit_rows(probs)  # float64, summing to 1 as written (comp.probs.FLOAT_FORMAT)
     cols = shape.columns
     table = {cols[0]: list(ids)}
     if shape.kind == "label":
         table[cols[1]] = [classes[i] for i in probs.argmax(1).tolist()]
     elif shape.kind == "probs":
         for col, c in zip(cols[1:], shape.class_index):
-            table[col] = probs[:, c].tolist()
+            table[col] = rows[:, c]
     elif shape.kind == "positive":
-        table[cols[1]] = probs[:, shape.positive].tolist()
+        table[cols[1]] = rows[:, shape.positive]
     else:  # topk
         top = probs.topk(min(shape.k, probs.shape[1]), dim=1).indices.tolist()
         table[cols[1]] = [" ".join(classes[i] for i in row) for row in top]
-    pd.DataFrame(table).to_csv(path, index=False, float_format="%.6g")
+    pd.DataFrame(table).to_csv(path, index=False, float_format=FLOAT_FORMAT)
 
 
 def _aligned_table(path: Path, competition: Competition, classes: list[str]) -> torch.Tensor:

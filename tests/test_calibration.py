@@ -99,7 +99,7 @@ def test_a_kfold_run_has_one_temperature_fitted_on_oof_and_it_never_changes_its_
 def test_the_calibrated_score_is_recorded_and_is_what_meta_and_ledger_carry(kfold_log_loss, tmp_path):
     from sklearn.metrics import log_loss
 
-    from comp.probs import label_indices, read_probs
+    from comp.probs import label_indices, read_probs, unit_rows
     from comp.submit import submit
 
     data, run = kfold_log_loss
@@ -107,8 +107,8 @@ def test_the_calibrated_score_is_recorded_and_is_what_meta_and_ledger_carry(kfol
     t = json.loads((run / "calibration.json").read_text())["temperature"]
     _, oof, classes, rows = read_probs(run / "oof.csv")
     y = label_indices(rows["label"], classes).numpy()
-    assert cv["cv_score"] == pytest.approx(log_loss(y, oof.double().numpy(), labels=[0, 1, 2]), abs=1e-6)
-    assert cv["cv_score_calibrated"] == pytest.approx(log_loss(y, apply_temperature(oof.double(), t).numpy(), labels=[0, 1, 2]), abs=1e-6)
+    assert cv["cv_score"] == pytest.approx(log_loss(y, unit_rows(oof), labels=[0, 1, 2]), abs=1e-6)
+    assert cv["cv_score_calibrated"] == pytest.approx(log_loss(y, unit_rows(apply_temperature(oof, t)), labels=[0, 1, 2]), abs=1e-6)
     assert cv["cv_score_calibrated"] < cv["cv_score"] and cv["temperature"] == pytest.approx(t)
     meta = predict([run], out=tmp_path / "p.csv", workers=0, tta=False, **QUIET)
     # Used to carry the uncalibrated score while the file holds calibrated probabilities.
@@ -122,7 +122,7 @@ def test_the_calibrated_score_is_recorded_and_is_what_meta_and_ledger_carry(kfol
 def test_a_single_runs_summary_records_its_calibrated_score(tmp_path):
     from sklearn.metrics import log_loss
 
-    from comp.probs import label_indices, read_probs
+    from comp.probs import label_indices, read_probs, unit_rows
 
     data = make_competition(tmp_path / "c", classes=3, per_class=12, test_per_class=3, size=32)
     config = write_config(tmp_path / "c.yaml", data={"dir": str(data)}, train={"epochs": 1})
@@ -130,7 +130,7 @@ def test_a_single_runs_summary_records_its_calibrated_score(tmp_path):
     t = json.loads((tmp_path / "run" / "calibration.json").read_text())["temperature"]
     _, probs, classes, rows = read_probs(tmp_path / "run" / "val_probs.csv")
     y = label_indices(rows["label"], classes).numpy()
-    expected = log_loss(y, apply_temperature(probs.double(), t).numpy(), labels=[0, 1, 2])
+    expected = log_loss(y, unit_rows(apply_temperature(probs, t)), labels=[0, 1, 2])
     assert summary["best_val_score_calibrated"] == pytest.approx(expected, abs=1e-6) and summary["temperature"] == pytest.approx(t)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["best_val_score_calibrated"] == summary["best_val_score_calibrated"]
 
@@ -151,3 +151,23 @@ def test_an_older_kfold_run_calibrated_per_fold_is_refused_until_resume_fits_its
     train(old / "config.yaml", out=old, resume=True, **QUIET)  # every fold is finished: only oof.csv, cv.json, calibration.json
     assert json.loads((old / "calibration.json").read_text())["fitted_on"] == "oof.csv"
     predict([old], out=tmp_path / "q.csv", workers=0, tta=False, **QUIET)
+
+
+def test_written_probability_rows_sum_to_one_and_sklearn_reads_them_without_a_warning(kfold_log_loss, tmp_path):
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import log_loss
+
+    data, run = kfold_log_loss
+    predict([run], out=tmp_path / "p.csv", workers=0, **QUIET)
+    for path in (tmp_path / "p.csv", tmp_path / "p_probs.csv", run / "oof.csv", run / "fold_0" / "val_probs.csv"):
+        table = pd.read_csv(path)
+        values = table[[c for c in table.columns if c in ("circle", "square", "triangle")]].to_numpy(dtype=np.float64)
+        assert values.shape[1] == 3
+        # Written with 6 significant digits, rows summed to 1 +- 2e-6 and sklearn's log_loss warned on comp's own files.
+        assert np.abs(values.sum(1) - 1).max() < 1e-9, path
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            log_loss(np.arange(len(values)) % 3, values, labels=[0, 1, 2])
