@@ -105,13 +105,21 @@ class CheckpointPolicy:
         self.last = time.monotonic()
 
     def after_batch(self, epoch: int, p: EpochProgress) -> bool:
-        """Called after every update of `epoch`; saves when due or asked; returns True to stop there."""
+        """Called after every update of `epoch`; saves when due or asked; returns True to stop there.
+
+        A stop asked for during the epoch's last batch does not stop there: the epoch is finished
+        (validated, saved whole at its end) and the loop stops after it (`stop.requested` stays set).
+        A mid-epoch last.pt is never written at the last batch, so stopping there would claim a
+        checkpoint that does not exist and lose the epoch.
+        """
         due = bool(self.minutes) and time.monotonic() - self.last > 60 * self.minutes
         requested = self.stop.requested
         if dist.is_distributed():
             requested, due = (v > 0 for v in dist.sum_across([float(requested), float(due and dist.is_main())]))
             self.stop.requested = requested
-        if (requested or due) and p.batches < self.batches_per_epoch:
+        if p.batches >= self.batches_per_epoch:
+            return False
+        if requested or due:
             self.state.partial = {"epoch": epoch, **asdict(p)}
             self.save()
             self.state.partial = None

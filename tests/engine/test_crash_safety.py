@@ -167,3 +167,22 @@ def test_disk_full_on_save_is_an_error_and_leaves_no_partial_file(tmp_path, monk
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(target)["x"], torch.ones(3))  # the old checkpoint is intact
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_ctrl_c_in_the_last_batch_of_an_epoch_finishes_it_and_says_only_what_was_saved(tmp_path, shapes, monkeypatch):
+    cfg = load_config(write_config(
+        tmp_path / "c.yaml", data={"dir": str(shapes), "batch_size": 8}, train={**DETERMINISTIC, "epochs": 2, "checkpoint_minutes": 0},
+    ))
+    fit(cfg, tmp_path / "straight", log=lambda s: None)
+    _interrupt_at_forward(monkeypatch, 5)  # 5 batches per epoch: the last batch of epoch 1
+    # Used to raise "last.pt holds epoch 1 up to batch 5" without writing any last.pt: the epoch was lost.
+    with pytest.raises(Interrupted) as stopped:
+        fit(cfg, tmp_path / "run", log=lambda s: None)
+    assert "holds epoch 1;" in str(stopped.value) and "up to batch" not in str(stopped.value)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
+    assert state["epoch"] == 0 and "partial" not in state
+    assert len(_metrics(tmp_path / "run")) == 1  # epoch 1 was validated and recorded
+    monkeypatch.undo()
+    fit(cfg, tmp_path / "run", resume=True, log=lambda s: None)
+    assert _metrics(tmp_path / "run") == _metrics(tmp_path / "straight")
+    assert _same_weights(tmp_path / "run", tmp_path / "straight")
