@@ -198,8 +198,9 @@ def _apply_finders(
     return cfg, write_plot
 
 
-def run_row(name: str, cfg: Config, finds: dict, data: InMemoryData, out: Path, log: Log) -> dict[str, Any]:
-    """Train one row (or resume it) and score its best checkpoint on the test split."""
+def run_row(name: str, cfg: Config, finds: dict, data: InMemoryData, out: Path, log: Log, again: Optional[str] = None) -> dict[str, Any]:
+    """Train one row (or resume it) and score its best checkpoint on the test split; `again` is the
+    command that continues the suite after a Ctrl-C (running the suite again resumes the row)."""
     done = out / "factor.json"
     if done.is_file():
         log(f"{name}: finished earlier, skipped")
@@ -217,7 +218,7 @@ def run_row(name: str, cfg: Config, finds: dict, data: InMemoryData, out: Path, 
         make_loaders=lambda c, dcfg, dev, progress: (_batches(c, data, data.train, True, dev), _batches(c, data, data.val, False, dev), []),
         source=name,
     )
-    summary = train_run(cfg, training, out, resume=resume, overwrite=not resume, log=log, on_accept=write_plot)
+    summary = train_run(cfg, training, out, resume=resume, overwrite=not resume, log=log, on_accept=write_plot, resume_command=again)
     model = build_model(cfg.model, len(data.classes), pretrained=False)
     model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
     model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format)
@@ -272,7 +273,8 @@ def run_suite(
     configs = {name: row_config(raw, dataset, epochs, name, suite["path"]) for name, raw in rows.items()}  # all errors first
     for name in wanted:
         cfg, finds = configs[name]
-        run_row(name, cfg, finds, dataset, out / name, log)
+        again = f"comp factors {suite_path} --out {out}" + (f" --data {data}" if data else "") + (f" --epochs {epochs}" if epochs else "")
+        run_row(name, cfg, finds, dataset, out / name, log, again=again + f" --only {name}")
     table = collect_results(out, list(rows))
     write_report(table, out, Path(suite_path).stem)
     log("\n" + markdown_table(table))

@@ -10,7 +10,7 @@ from comp.engine import distributed as dist
 from comp.device import resolve_device
 from comp.engine.fit import fit
 from comp.engine.kfold import fit_folds
-from comp.engine.rundir import check_resume_changes, claim_default_run_dir, remove_if_empty, saved_config
+from comp.engine.rundir import check_not_a_fold, check_resume_changes, claim_default_run_dir, remove_if_empty, saved_config
 from comp.errors import Log, UserError
 from comp.models.factory import PRETRAINED_WORDS
 
@@ -49,6 +49,8 @@ def train(
         overrides.append(("train.epochs", epochs))
     if folds is not None:
         overrides.append(("train.folds", folds))
+    if out is not None:
+        check_not_a_fold(Path(out), str(config_path))
     if resume:
         if out is None:
             raise UserError("--resume needs --out RUN, the run directory to continue")
@@ -68,11 +70,12 @@ def train(
     if claimed:
         out = dist.broadcast_object(claim_default_run_dir(config_path) if dist.is_main() else None)
     out = Path(out)
+    again = f"comp train {config_path} --resume --out {out}" + (f" --fold {fold}" if fold is not None else "")  # after a Ctrl-C
     try:
         if cfg.train.folds > 1:
-            summary = fit_folds(cfg, out, fold=fold, resume=resume, overwrite=overwrite, log=log)
+            summary = fit_folds(cfg, out, fold=fold, resume=resume, overwrite=overwrite, log=log, resume_command=again)
         else:
-            summary = fit(cfg, out, resume=resume, overwrite=overwrite, log=log)
+            summary = fit(cfg, out, resume=resume, overwrite=overwrite, log=log, resume_command=again)
     except BaseException:
         if claimed and dist.is_main():
             remove_if_empty(out, out.parent)  # a command that failed before its first write leaves no folder

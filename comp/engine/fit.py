@@ -51,7 +51,9 @@ from comp.models.heads import count_params
 # -- the run ---------------------------------------------------------------------------------
 
 
-def fit(cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
+def fit(
+    cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = False, log: Log = print, resume_command: Optional[str] = None,
+) -> dict[str, Any]:
     """Train `cfg` on the competition in `cfg.data.dir`, writing the run directory `out_dir`.
 
     Args:
@@ -60,6 +62,7 @@ def fit(cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = F
         resume: continue from `out_dir/last.pt`; a finished run is left as it is.
         overwrite: replace the run in `out_dir`: every file of it is removed first.
         log: where progress lines go.
+        resume_command: the command a Ctrl-C prints to continue (default `comp train CONFIG --resume --out OUT`).
 
     Returns:
         The summary dict also written to summary.json.
@@ -69,7 +72,8 @@ def fit(cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = F
         train, val = merged_labelled(competition), Split([], [])
     else:
         train, val = train_val_split(competition, cfg.data.val_fraction, cfg.train.seed)
-    return fit_split(cfg, competition, train, val, Path(out_dir), resume=resume, overwrite=overwrite, log=log)
+    return fit_split(cfg, competition, train, val, Path(out_dir), resume=resume, overwrite=overwrite, log=log,
+                     resume_command=resume_command)
 
 
 @dataclass
@@ -103,6 +107,7 @@ def fit_split(
     overwrite: bool = False,
     log: Log = print,
     on_accept: Optional[Callable[[], None]] = None,
+    resume_command: Optional[str] = None,
 ) -> dict[str, Any]:
     """Train on `train`, select on `val` (splits of `competition`), write the run directory. See `fit`.
 
@@ -123,7 +128,7 @@ def fit_split(
         source=str(competition.root),
         after=(lambda run, device, c: _held_out_outputs(run, val, competition, device, c, pool)) if len(val) else None,
     )
-    return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept)
+    return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept, resume_command=resume_command)
 
 
 def _held_out_outputs(
@@ -155,7 +160,7 @@ def calibrated_score(run: Path, table: str, cfg: Config, key: str) -> dict[str, 
 
 def train_run(
     cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool = False, overwrite: bool = False, log: Log = print,
-    on_accept: Optional[Callable[[], None]] = None,
+    on_accept: Optional[Callable[[], None]] = None, resume_command: Optional[str] = None,
 ) -> dict[str, Any]:
     """The training loop over `data`, writing the run directory `out_dir`; returns the summary.
 
@@ -166,13 +171,15 @@ def train_run(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        return _train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept)
+        return _train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept,
+                          resume_command=resume_command or f"comp train CONFIG --resume --out {out_dir}")
     finally:
         torch.set_num_threads(previous)
 
 
 def _train_run(
     cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, overwrite: bool, log: Log, on_accept: Optional[Callable[[], None]],
+    resume_command: str,
 ) -> dict[str, Any]:
     classes = data.classes
     if len(classes) < 2:
@@ -258,7 +265,7 @@ def _train_run(
             save_atomic(training_payload(model, optimizer, scheduler, scaler, ema, cfg, classes, state.to_dict()), out_dir / "last.pt")
 
     def interrupted(where: str) -> Interrupted:
-        return Interrupted(f"interrupted: {out_dir}/last.pt holds {where}; continue with: comp train CONFIG --resume --out {out_dir}")
+        return Interrupted(f"interrupted: {out_dir}/last.pt holds {where}; continue with: {resume_command}")
 
     with LiveProgress(enabled=None if main else False) as progress, stop_on_sigint() as stop:
         log = progress.wrap(log)

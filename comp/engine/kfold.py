@@ -33,9 +33,13 @@ from comp.probs import label_indices, read_probs, write_probs
 
 
 def fit_folds(
-    cfg: Config, out_dir: Path, *, fold: Optional[int] = None, resume: bool = False, overwrite: bool = False, log: Log = print
+    cfg: Config, out_dir: Path, *, fold: Optional[int] = None, resume: bool = False, overwrite: bool = False, log: Log = print,
+    resume_command: Optional[str] = None,
 ) -> dict[str, Any]:
     """Train `cfg.train.folds` folds (or only `fold`) and write oof.csv and cv.json.
+
+    `resume_command` is what a Ctrl-C tells the user to run: the k-fold run's folder (with
+    `--fold I` when only one fold was asked for), never a fold's own folder.
 
     Returns:
         The cv.json content: {"cv_acc", "fold_acc", "folds", "folds_done", "images"}.
@@ -50,6 +54,7 @@ def fit_folds(
         log(f"note: {len(small)} classes have fewer images than {k} folds and are validated in fewer folds: {', '.join(small[:5])}")
     splits = kfold_indices(data.labels, k, cfg.train.seed)
     out_dir = Path(out_dir)
+    resume_command = resume_command or f"comp train CONFIG --resume --out {out_dir}" + (f" --fold {fold}" if fold is not None else "")
     whole = fold is None and not resume  # a new k-fold run over the whole folder
     if dist.is_main():
         if whole:
@@ -80,7 +85,7 @@ def fit_folds(
         fit_split(  # a fold killed before its first checkpoint has nothing to lose: start it again
             cfg, competition, data.subset(train_idx), data.subset(val_idx), fold_dir,
             resume=resume and started, overwrite=overwrite or (resume and not started),
-            log=log, on_accept=accepted,
+            log=log, on_accept=accepted, resume_command=resume_command,
         )
     if not dist.is_main():
         return {}

@@ -13,6 +13,7 @@ Rules, so that every file a run leaves describes that run:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -178,6 +179,41 @@ def check_fold_folder(out_dir: Path, cfg: Config) -> None:
         )
 
 
+def fold_of(run_dir: Path) -> Optional[tuple[Path, int]]:
+    """(the k-fold run, i) when `run_dir` is its `fold_i/`, else None.
+
+    A fold is known by its name and by the k-fold config saved in it or above it (a fold's own
+    config.yaml is the k-fold run's, with `train.folds` > 1).
+    """
+    run_dir = Path(run_dir)
+    m = re.fullmatch(r"fold_(\d+)", run_dir.name)
+    if m is None:
+        return None
+    for cfg in (saved_config(run_dir.parent), saved_config(run_dir)):
+        if cfg is not None and cfg.train.folds > 1:
+            return run_dir.parent, int(m.group(1))
+    return None
+
+
+def resume_command(run_dir: Path, config: str = "CONFIG") -> str:
+    """The command that continues `run_dir`: for a fold, its k-fold run with `--fold I` (never the fold folder itself)."""
+    fold = fold_of(run_dir)
+    if fold is not None:
+        return f"comp train {config} --resume --out {fold[0]} --fold {fold[1]}"
+    return f"comp train {config} --resume --out {run_dir}"
+
+
+def check_not_a_fold(out_dir: Path, config: str = "CONFIG") -> None:
+    """Refuse `--out RUN/fold_i` for a command of its own: it would train a new run (or k folds) inside a fold."""
+    fold = fold_of(out_dir)
+    if fold is not None:
+        run, i = fold
+        raise UserError(
+            f"{out_dir} is fold {i} of the k-fold run {run}; continue that run with comp train {config} --resume --out {run} "
+            f"(add --fold {i} for this fold alone), or give a new --out"
+        )
+
+
 def run_state(run_dir: Path) -> tuple[bool, str]:
     """(finished, words) for a single run directory: finished once summary.json is written.
 
@@ -205,7 +241,7 @@ def require_finished(run: Path) -> None:
     if (run / "best.pt").is_file() or (run / "last.pt").is_file() or (run / WEIGHTS_FILE).is_file():  # a run or one fold
         ok, words = run_state(run)
         if not ok:
-            raise UserError(f"{run} is an unfinished run ({words}); finish it with comp train CONFIG --resume --out {run}")
+            raise UserError(f"{run} is an unfinished run ({words}); finish it with {resume_command(run)}")
         return
     cfg = saved_config(run)
     if cfg is None or cfg.train.folds <= 1:

@@ -178,6 +178,39 @@ def test_predict_and_evaluate_refuse_an_unfinished_k_fold_run(tmp_path, config):
     assert meta["runs"]
 
 
+def test_ctrl_c_in_a_fold_points_at_the_k_fold_run_and_a_fold_folder_is_refused(tmp_path, shapes, monkeypatch):
+    from comp.errors import Interrupted
+    from tests.engine.test_crash_safety import _interrupt_at_forward
+
+    config = write_config(tmp_path / "c.yaml", data={"dir": str(shapes), "batch_size": 8}, train={"checkpoint_minutes": 0})
+    run = tmp_path / "run"
+    _interrupt_at_forward(monkeypatch, 3 + 2)  # 24 images per fold / batch 8: the 2nd batch of fold 1
+    with pytest.raises(Interrupted) as stopped:
+        train(config, out=run, folds=2, **QUIET)
+    # Used to print --out RUN/fold_1, which then trained a whole new 2-fold run inside fold_1/.
+    assert stopped.value.args[0].endswith(f"continue with: comp train {config} --resume --out {run}")
+    monkeypatch.undo()
+    before = _files(run)
+    for extra in (["--resume"], ["--overwrite"]):
+        result = runner.invoke(app, ["train", str(config), "--out", str(run / "fold_1"), *extra])
+        assert result.exit_code == 2 and f"fold 1 of the k-fold run {run}" in result.stderr and "--fold 1" in result.stderr, result.output
+    assert _files(run) == before
+    with pytest.raises(UserError, match=rf"comp train CONFIG --resume --out {run} --fold 1$"):
+        predict([run / "fold_1"], out=tmp_path / "p.csv", workers=0, **QUIET)
+    train(config, out=run, resume=True, **QUIET)  # the printed command finishes the run itself
+    assert json.loads((run / "cv.json").read_text())["folds_done"] == 2 and not (run / "fold_1" / "fold_0").exists()
+
+
+def test_ctrl_c_in_one_fold_of_fold_i_points_at_that_fold(tmp_path, shapes, monkeypatch):
+    from comp.errors import Interrupted
+    from tests.engine.test_crash_safety import _interrupt_at_forward
+
+    config = write_config(tmp_path / "c.yaml", data={"dir": str(shapes), "batch_size": 8}, train={"checkpoint_minutes": 0})
+    _interrupt_at_forward(monkeypatch, 2)
+    with pytest.raises(Interrupted, match=rf"--resume --out {tmp_path / 'run'} --fold 1$"):
+        train(config, out=tmp_path / "run", folds=2, fold=1, **QUIET)
+
+
 # -- 7. resuming a finished or early-stopped run changes nothing ---------------------------
 
 
