@@ -53,9 +53,10 @@ def build_photos(root: Path, n: int = 2000, classes: int = 10, seed: int = 0, te
         x, y = fashion_mnist("train")
         names = FASHION_CLASSES[:classes]
         items = {c: x[y == c] for c in range(classes)}
-    except Exception:  # no Fashion-MNIST: coloured shapes
+    except Exception:  # no Fashion-MNIST: coloured shapes (there are only len(SHAPES) of them)
         from comp.data.synthetic import SHAPES, draw_shape
 
+        classes = min(classes, len(SHAPES))
         names = list(SHAPES[:classes])
         items = {c: np.stack([np.asarray(draw_shape(SHAPES[c], 28, rng).convert("L")) for _ in range(200)]) for c in range(classes)}
     answers = []

@@ -15,8 +15,9 @@ training size itself at crop_pct 1):
   channels_last (N, 3, R, R): a gathered batch is already in the layout the fast resize and
   the model want), so memory
   stays bounded by what the OS caches, not the data set; `<key>.ok.npy` (written last) marks the
-  cache complete and lists which files decoded. The key hashes the file list, each file's size and
-  mtime, R, size and crop_pct: a changed file is decoded again, a damaged cache is rebuilt.
+  cache complete and lists which files decoded. The key hashes the file list, each file's size,
+  mtime, ctime and inode, R, size and crop_pct: a changed file is decoded again (even one rewritten
+  with its old size and mtime; see `cache_key`), a damaged cache is rebuilt.
 
 `data.cache: auto` uses it when the file fits `data.cache_max_gb` on disk (default 10 GB), else
 streams from the files; `choose_cache` says which and why in one line.
@@ -78,12 +79,21 @@ def choose_cache(mode: str, paths: Sequence[Path], size: int, crop_pct: float, m
 
 
 def cache_key(paths: Sequence[Path], size: int, crop_pct: float) -> str:
-    """Hash of the file list (path, byte size, mtime) and the preprocessing."""
+    """Hash of the file list (path, byte size, mtime, ctime, inode) and the preprocessing.
+
+    Size and mtime alone miss a file rewritten with its old timestamp (archives unpacked with
+    their times, `cp -p`, `rsync -t`, and formats such as BMP, TIFF or PPM keep their size). Any
+    write to a file sets its ctime to now, which no tool can set back, and a file replaced by
+    another has another inode, so the key changes with every change of content; it costs nothing
+    over the `stat` already made (a content hash would read every file at every run: seconds for
+    a few GB of photos). It also changes on metadata-only events (chmod, a move, a copy of the
+    folder to another disk): one decode again, never stale pixels.
+    """
     h = hashlib.sha1(f"v{CACHE_VERSION}|{size}|{crop_pct:.6f}|{len(paths)}".encode())
     for p in paths:
         try:
             st = os.stat(p)
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}\n".encode())
         except OSError:
             h.update(f"{p}|missing\n".encode())
     return h.hexdigest()[:24]

@@ -117,3 +117,20 @@ def test_the_cpu_crop_path_reads_crops_from_the_store_as_from_the_gathered_batch
         plain = aug(x, torch.Generator().manual_seed(3), CROP_PATH_MIN_SIZE, rows=rows)
         assert torch.allclose(direct, (plain - mean) * inv_std, atol=1e-5)  # the fused multiply-add normalises
         assert not torch.equal(plain[0], plain[2])  # row 5 twice, cropped differently
+
+
+def test_a_file_rewritten_with_its_old_size_and_mtime_is_decoded_again(tmp_path):
+    import os
+    import time
+
+    p = tmp_path / "0.bmp"  # BMP keeps its byte size whatever the pixels
+    Image.new("RGB", (12, 12), (10, 20, 30)).save(p)
+    before, _ = load_or_build([p], 8, 1.0, tmp_path / "c")
+    st = os.stat(p)
+    time.sleep(0.05)  # the kernel's file clock is coarse (a few ms): let it tick, as it has between two real runs
+    Image.new("RGB", (12, 12), (200, 100, 50)).save(p)  # as an archive unpacked with its timestamps, cp -p or rsync -t
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(p).st_size == st.st_size and os.stat(p).st_mtime_ns == st.st_mtime_ns
+    after, _ = load_or_build([p], 8, 1.0, tmp_path / "c")
+    # The key used to be (path, size, mtime): the old pixels were served.
+    assert after[0, :, 0, 0].tolist() == [200, 100, 50] and before[0, :, 0, 0].tolist() == [10, 20, 30]
