@@ -96,3 +96,20 @@ def test_shapes_that_cannot_hold_the_metric_or_the_classes_are_refused(tmp_path)
     result = CliRunner().invoke(app, ["data", "check", str(bad)])
     assert result.exit_code == 2 and "'hexagon'] match no class" in result.output
     one_line_error(CliRunner().invoke(app, ["predict", str(tmp_path / "x"), "--shape", "pie"]), "--shape 'pie'")
+
+
+@pytest.mark.parametrize("metric, names, columns, message", [
+    ("map@3", ["Ankle boot", "Bag", "Coat"], None, "'Ankle boot' contains a space"),
+    ("log_loss", None, ["id", "label"], "log_loss scores probabilities, but .* one column 'label'"),
+])
+def test_a_metric_the_sample_cannot_hold_stops_training_before_it_starts(tmp_path, metric, names, columns, message):
+    data = _comp(tmp_path, 3, names=names, sample_columns=columns)
+    config = write_config(tmp_path / "c.yaml", data={"dir": str(data)})
+    # Used to train to the end and be refused by comp predict and comp package afterwards.
+    with pytest.raises(UserError, match=message):
+        train(config, out=tmp_path / "run", overrides=[f"metric={metric}"], **QUIET)
+    with pytest.raises(UserError, match=message):
+        train(config, out=tmp_path / "kf", folds=2, overrides=[f"metric={metric}"], **QUIET)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "kf").exists()
+    if metric == "log_loss":  # the fix the message names works
+        train(config, out=tmp_path / "run", overrides=[f"metric={metric}", "data.submission=probs"], **QUIET)

@@ -23,7 +23,7 @@ from timm.utils import ModelEmaV3
 
 from comp.calibration import apply_temperature, calibrate_run
 from comp.config import Config, TrainConfig, save_config
-from comp.data.competition import Competition, Split, open_configured
+from comp.data.competition import Competition, Split, open_configured, resolve_shape
 from comp.data.folds import merged_labelled, train_val_split
 from comp.data.loaders import make_loaders
 from comp.data.sampling import epoch_seed
@@ -114,6 +114,7 @@ def fit_split(
     `on_accept()` runs once every check has passed, just before the run writes its first file
     (k-fold training writes the folder's config.yaml there).
     """
+    check_submission(cfg, competition)
     pool = merged_labelled(competition).paths  # every labelled image: the cache training and val_probs.csv share
     data = TrainingData(
         classes=competition.classes,
@@ -129,6 +130,18 @@ def fit_split(
         after=(lambda run, device, c: _held_out_outputs(run, val, competition, device, c, pool)) if len(val) else None,
     )
     return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept, resume_command=resume_command)
+
+
+def check_submission(cfg: Config, competition: Competition) -> None:
+    """Refuse now, before training, a metric the competition's sample submission cannot hold.
+
+    `comp predict` resolves the prediction's shape from the sample and the metric; a metric that
+    cannot fill it (log loss with one label column on ten classes, map@3 with a class named
+    `Ankle boot`) would otherwise be found only after the last epoch. Without a sample (or with
+    a broken one, which predict reports) there is nothing to check yet.
+    """
+    if competition.submission.sample is not None:
+        resolve_shape(competition.submission, competition.classes, cfg.metric, cfg.data.positive_class, cfg.data.submission)
 
 
 def _held_out_outputs(

@@ -40,6 +40,7 @@ ENVIRONMENT_KEYS = ("data.dir", "data.workers", "data.cache", "data.cache_dir", 
 # (model, data split, batch size, seed, optimizer type, EMA on/off, ...) would make the run a
 # different run and is refused.
 RESUME_MAY_CHANGE = ENVIRONMENT_KEYS + (
+    "data.submission",  # the prediction CSV's shape: nothing of training (training checks it fits the sample)
     "train.epochs", "train.patience", "train.label_smoothing", "train.mixup", "train.cutmix",
     "train.mix_prob", "train.grad_clip", "train.ema_decay", "train.amp", "train.channels_last", "train.compile",
     "optim.lr", "optim.weight_decay", "optim.momentum", "sched.", "aug.", "tta.",
