@@ -20,12 +20,13 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def kfold(tmp_path_factory) -> tuple[Path, Path]:
-    """(competition, 2-fold log-loss run): calibration.json per fold and a probability submission."""
+    """(competition, 2-fold log-loss run): calibration.json for the run and per fold, a probability submission
+    (the sample has one label column, so training is told data.submission=probs)."""
     root = tmp_path_factory.mktemp("package")
     data = make_competition(root / "data", classes=3, per_class=12, test_per_class=5, size=32, layout="csv")
     config = write_config(root / "c.yaml", train={"epochs": 1, "seed": 0})
     result = runner.invoke(app, ["train", str(config), "--data", str(data), "--out", str(root / "run"), "--folds", "2",
-                                 "--set", "metric=log_loss"])
+                                 "--set", "metric=log_loss", "--set", "data.submission=probs"])
     assert result.exit_code == 0, result.output
     assert (root / "run" / "fold_0" / "calibration.json").is_file() and (root / "run" / "calibration.json").is_file()
     return data, root / "run"
@@ -46,8 +47,8 @@ def _run_offline(bundle: Path, data: Path, out: Path, cwd: Path, home: Path) -> 
 def test_bundle_reproduces_comp_predict_without_comp_installed(kfold, tmp_path):
     data, run = kfold
     bundle = tmp_path / "bundle"
-    # The sample has a label column: the log-loss probabilities need --shape probs, refused up front without it.
-    one_line_error(runner.invoke(app, ["package", str(run), "--out", str(bundle)]), "scores probabilities", "data.submission=probs")
+    # A shape the competition cannot take is refused before anything is written.
+    one_line_error(runner.invoke(app, ["package", str(run), "--out", str(bundle), "--shape", "positive"]), "positive is for binary")
     assert not bundle.exists()
     result = runner.invoke(app, ["package", str(run), "--out", str(bundle), "--tta-views", "identity,hflip,rot10", "--shape", "probs"])
     assert result.exit_code == 0, result.output
@@ -68,7 +69,7 @@ def test_bundle_reproduces_comp_predict_without_comp_installed(kfold, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (work / "submission.csv").read_bytes() == expected.read_bytes()
     header = expected.read_text().splitlines()[0].split(",")
-    assert len(header) == 4  # id + 3 class probabilities: the log-loss shape, calibrated per fold
+    assert len(header) == 4  # id + 3 class probabilities: the log-loss shape (the run's data.submission), calibrated
     # Nothing else was written: not beside --out, not in HOME, not in the bundle (no __pycache__).
     assert [p.name for p in work.iterdir()] == ["submission.csv"]
     assert list(home.iterdir()) == []

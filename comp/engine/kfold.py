@@ -23,7 +23,7 @@ from comp.config import Config, save_config
 from comp.data.competition import open_configured
 from comp.data.folds import kfold_indices, merged_labelled
 from comp.engine import distributed as dist
-from comp.engine.fit import fit_split
+from comp.engine.fit import check_submission, fit_split
 from comp.engine.rundir import check_fold_folder, check_new_run_dir, clear_run_dir, saved_config
 from comp.files import write_json
 from comp.ensemble import accuracy
@@ -48,6 +48,7 @@ def fit_folds(
     if fold is not None and not 0 <= fold < k:
         raise UserError(f"--fold {fold} is outside 0..{k - 1} for --folds {k}")
     competition = open_configured(cfg.data)
+    check_submission(cfg, competition)
     data = merged_labelled(competition)
     small = [f"{competition.classes[c]} ({n})" for c, n in sorted(Counter(data.labels).items()) if n < k]
     if small:
