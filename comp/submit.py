@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from comp.data.competition import Competition, Shape, open_competition, resolve_shape
+from comp.metrics import positive_index
 from comp.errors import UserError
 from comp.probs import read_probs
 
@@ -77,23 +78,54 @@ def validate_prediction(path: Path, competition: Competition, shape: Optional[Sh
 
 
 def _guess_shape(df: pd.DataFrame, competition: Competition) -> Shape:
-    """The shape of a prediction without a `_meta.json`: from the sample's columns and the values."""
+    """The shape of a prediction without a `_meta.json`: from the sample's columns and the file's values.
+
+    Class columns are probabilities; a single column named after a class of a binary competition
+    is that class's probability (`resolve_shape`). A single other column holds, by its values:
+    class names (label); numbers, in a binary competition (the positive class's probability,
+    e.g. `id,target`); or space-separated names (top-k, with k from the sample's values when they
+    are names, else the count most rows hold, so the line that differs is the one named).
+    """
     fmt = competition.submission
-    shape = resolve_shape(fmt, competition.classes)  # probs (class columns), positive (column named after a class) or label
-    if shape.kind == "label":
-        values = df[fmt.label_column]
-        if not values.isin(competition.classes).all() and values.str.contains(" ").any():
-            return Shape("topk", list(fmt.columns), k=len(values.iloc[0].split()))
-    return shape
+    classes = competition.classes
+    shape = resolve_shape(fmt, classes)
+    if shape.kind != "label":
+        return shape
+    values = df[fmt.label_column]
+    if values.isin(classes).all():
+        return shape
+    if len(classes) == 2 and pd.to_numeric(values, errors="coerce").notna().all():
+        return Shape("positive", list(fmt.columns), positive=positive_index(classes, None))
+    k = _sample_k(fmt) or int(values.str.split().str.len().mode().iloc[0])
+    if k > 1:
+        return Shape("topk", list(fmt.columns), k=k)
+    return shape  # names, one per row: the label check names the first line that is not a class
+
+
+def _sample_k(fmt) -> Optional[int]:
+    """K of a top-k sample submission whose value column holds space-separated names, else None."""
+    if fmt.sample is None:
+        return None
+    from comp.data.competition import read_table
+
+    counts = read_table(fmt.sample).iloc[:, 1].astype(str).str.split().str.len()
+    return int(counts.mode().iloc[0]) if len(counts) and (counts > 1).any() else None
+
+
+def _line(mask: "pd.Series | np.ndarray") -> int:
+    """The file line (header = 1) of the first True row of `mask`."""
+    return int(np.asarray(mask).nonzero()[0][0]) + 2
 
 
 def _check_values(path: Path, df: pd.DataFrame, shape: Shape, classes: list[str]) -> None:
+    """Each row's values fit `shape`; a failure names the first bad line and its value as written."""
     cols = shape.columns[1:]
     if shape.kind == "label":
         labels = df[cols[0]]
-        bad = labels[~labels.isin(classes)]
-        if len(bad):
-            raise UserError(f"{path}: label {bad.iloc[0]!r} is not a class of the competition ({len(bad)} rows); write class names")
+        bad = ~labels.isin(classes)
+        if bad.any():
+            raise UserError(f"{path}: line {_line(bad)}: label {labels[bad].iloc[0]!r} is not a class of the competition "
+                            f"({int(bad.sum())} rows); write class names")
         return
     if shape.kind == "topk":
         for line, value in enumerate(df[cols[0]], start=2):
@@ -101,18 +133,17 @@ def _check_values(path: Path, df: pd.DataFrame, shape: Shape, classes: list[str]
             if len(names) != shape.k or len(set(names)) != len(names) or not set(names) <= set(classes):
                 raise UserError(f"{path}: line {line} holds {value!r}; each row needs {shape.k} different class names, best first")
         return
-    try:
-        values = df[cols].astype(float)
-    except ValueError as e:
-        raise UserError(f"{path}: a probability is not a number ({e}); write numbers in [0, 1]") from e
-    arr = values.to_numpy()
-    if not np.isfinite(arr).all() or (arr < 0).any() or (arr > 1).any():
-        raise UserError(f"{path}: probabilities must be numbers in [0, 1]; found {arr[~(np.isfinite(arr) & (arr >= 0) & (arr <= 1))][0]!r}")
+    arr = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~(np.isfinite(arr) & (arr >= 0) & (arr <= 1))
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise UserError(f"{path}: line {row + 2}, column {cols[col]!r}: {df[cols[col]].iloc[row]!r} is not a probability; "
+                        "write numbers in [0, 1]")
     if shape.kind == "probs":
         sums = arr.sum(1)
         off = np.abs(sums - 1) > 1e-3
         if off.any():
-            raise UserError(f"{path}: the class probabilities on line {int(off.nonzero()[0][0]) + 2} sum to {sums[off][0]:.4f}, not 1")
+            raise UserError(f"{path}: the class probabilities on line {_line(off)} sum to {float(sums[off][0]):.4f}, not 1")
 
 
 def check_probabilities(prediction: Path, meta: dict[str, Any]) -> None:
@@ -150,6 +181,8 @@ def submit(
         The history row that was appended.
     """
     prediction, directory = Path(prediction), Path(directory)
+    if not prediction.is_file():  # before anything else: the data folder comes from its _meta.json
+        raise UserError(f"prediction file not found: {prediction}; write one with comp predict")
     if directory.exists() and not directory.is_dir():
         raise UserError(f"--dir {directory} is a file; pass a folder for the archive")
     meta = _read_meta(prediction)
@@ -213,7 +246,8 @@ def _unique(path: Path) -> Path:
 def _agreement(history: Path, directory: Path, df: pd.DataFrame, competition: Competition, shape: Shape) -> str:
     """Share of ids with the same (first) label as the previous archived submission.
 
-    '' for the first submission and for probability shapes, which have no label to compare.
+    '' for the first submission, for probability shapes, which have no label to compare, and when
+    the previous file holds no class names in that column (another shape with the same header).
     """
     if not history.is_file():
         return ""
@@ -229,8 +263,10 @@ def _agreement(history: Path, directory: Path, df: pd.DataFrame, competition: Co
     if shape.kind not in ("label", "topk"):
         return ""
     a = df.set_index(fmt.id_column)[fmt.label_column].str.split().str[0]
-    b = prev.set_index(fmt.id_column)[fmt.label_column].str.split().str[0].reindex(a.index)
-    return f"{float((a == b).mean()):.4f}"
+    b = prev.set_index(fmt.id_column)[fmt.label_column].str.split().str[0]
+    if not b.isin(competition.classes).all():  # e.g. probabilities under the same header: nothing to compare
+        return ""
+    return f"{float((a == b.reindex(a.index)).mean()):.4f}"
 
 
 def _kaggle_submit(competition: str, file: Path, message: str) -> None:

@@ -87,3 +87,53 @@ def test_demo_score_with_the_same_column_names_and_missing_rows(tmp_path):
     (tmp_path / "p.csv").write_text("ID,Category\na,x\nb,y\n")
     (tmp_path / "answers.csv").write_text("ID,Category\na,x\nb,z\nc,x\n")
     assert score(tmp_path / "p.csv", tmp_path / "answers.csv") == pytest.approx(1 / 3)
+
+
+def _binary(tmp_path):
+    from comp.data.synthetic import make_competition
+
+    data = make_competition(tmp_path / "bin", classes=2, per_class=6, test_per_class=4, size=16, layout="csv")
+    ids = pd.read_csv(data / "sample_submission.csv", dtype=str)["id"]
+    pd.DataFrame({"id": ids, "target": "0.5"}).to_csv(data / "sample_submission.csv", index=False)
+    return data, list(ids)
+
+
+def test_without_meta_a_binary_probability_file_is_read_as_probabilities(tmp_path):
+    data, ids = _binary(tmp_path)
+    path = _write(tmp_path / "p.csv", [(i, f"{0.1 + 0.1 * k:.4f}") for k, i in enumerate(ids)], ("id", "target"))
+    # Used to be guessed as class names: "label '0.1000' is not a class".
+    row = submit(path, data=data, directory=tmp_path / "subs")
+    assert row["agreement_with_previous"] == ""
+    bad = _write(tmp_path / "bad.csv", [(i, "-0.01" if k == 3 else "0.5") for k, i in enumerate(ids)], ("id", "target"))
+    with pytest.raises(UserError) as e:
+        validate_prediction(bad, open_competition(data))
+    assert "line 5" in str(e.value) and "'-0.01' is not a probability" in str(e.value) and "np." not in str(e.value)
+
+
+def test_without_meta_top_k_blames_the_line_that_differs(good, tmp_path):
+    path, comp = good
+    rows = [(i, "circle square triangle") for i in comp.test_ids]
+    rows[0] = (rows[0][0], "circle square")  # the first row is the bad one: k used to come from it
+    bad = _write(tmp_path / "top.csv", rows)
+    with pytest.raises(UserError, match=r"line 2 holds 'circle square'; each row needs 3 different class names"):
+        validate_prediction(bad, comp)
+    rows = [(i, "circle hexagon") if k == 2 else (i, "circle") for k, i in enumerate(comp.test_ids)]
+    with pytest.raises(UserError, match=r"line 4: label 'circle hexagon' is not a class"):
+        validate_prediction(_write(tmp_path / "lab.csv", rows), comp)
+
+
+def test_a_missing_prediction_without_data_says_the_file_is_missing(tmp_path):
+    # Used to say "no data folder: pass --data DIR", blaming an option for a typo in the file name.
+    with pytest.raises(UserError, match="prediction file not found: .*nope.csv"):
+        submit(tmp_path / "nope.csv", directory=tmp_path / "subs")
+
+
+def test_agreement_is_blank_when_the_previous_file_held_another_shape(tmp_path):
+    data, ids = _binary(tmp_path)
+    probs = _write(tmp_path / "p.csv", [(i, "0.7") for i in ids], ("id", "target"))
+    labels = _write(tmp_path / "l.csv", [(i, "square") for i in ids], ("id", "target"))
+    submit(probs, data=data, directory=tmp_path / "subs")
+    row = submit(labels, data=data, directory=tmp_path / "subs")  # class names after probabilities, same header
+    assert row["agreement_with_previous"] == ""  # used to be "0.0000": names compared with numbers
+    again = submit(labels, data=data, directory=tmp_path / "subs")
+    assert again["agreement_with_previous"] == "1.0000"
