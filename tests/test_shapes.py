@@ -113,3 +113,20 @@ def test_a_metric_the_sample_cannot_hold_stops_training_before_it_starts(tmp_pat
     assert not (tmp_path / "run").exists() and not (tmp_path / "kf").exists()
     if metric == "log_loss":  # the fix the message names works
         train(config, out=tmp_path / "run", overrides=[f"metric={metric}", "data.submission=probs"], **QUIET)
+
+
+def test_class_folders_with_surrounding_spaces_are_the_same_class_everywhere(tmp_path):
+    import shutil
+
+    data = _comp(tmp_path, 3, names=["  spaced", "plain ", "mid dle"], sample_columns=["image_name", "spaced", "plain", "mid dle"])
+    competition = open_competition(data)
+    assert competition.classes == ["mid dle", "plain", "spaced"]  # what a CSV label and a header read as
+    check = CliRunner().invoke(app, ["data", "check", str(data)])
+    # Used to say the header 'spaced' matched no class while listing the class '  spaced'.
+    assert check.exit_code == 0 and "match no class" not in check.output, check.output
+    meta, written, _ = _run(tmp_path, data, "metric=log_loss")
+    assert list(written.columns) == ["image_name", "spaced", "plain", "mid dle"] and meta["shape"] == "probs"
+    submit(tmp_path / "p.csv", directory=tmp_path / "subs")
+    shutil.copytree(data / "train" / "plain ", data / "train" / "plain")
+    with pytest.raises(UserError, match=r"folders 'plain' and 'plain ' differ only by surrounding spaces"):
+        open_competition(data)

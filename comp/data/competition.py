@@ -263,7 +263,14 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def _class_folders(split_dir: Path, skipped: list[tuple[str, str]]) -> dict[str, list[Path]]:
-    found = {}
+    """{class name: its images} of `split_dir`'s class folders.
+
+    A class is the folder's name without surrounding spaces, as a CSV label or a sample
+    submission's header is read (`train/  spaced/` is the class `spaced`), so the three always
+    compare equal; two folders that differ only by such spaces are an error, not one class.
+    """
+    found: dict[str, list[Path]] = {}
+    folder_of: dict[str, str] = {}
     for d in sorted(split_dir.iterdir()):
         if d.name.startswith("."):
             continue
@@ -276,7 +283,16 @@ def _class_folders(split_dir: Path, skipped: list[tuple[str, str]]) -> dict[str,
         if not images:
             skipped.append((str(d), "class folder without images (class ignored)"))
             continue
-        found[d.name] = images
+        name = d.name.strip()
+        if not name:
+            raise UserError(f"{split_dir}: the folder {d.name!r} has no name but spaces; give the class a name")
+        if name in folder_of:
+            raise UserError(
+                f"{split_dir}: folders {folder_of[name]!r} and {d.name!r} differ only by surrounding spaces, which are not part of "
+                f"a class name; merge or rename one"
+            )
+        folder_of[name] = d.name
+        found[name] = images
     return found
 
 
