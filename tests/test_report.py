@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from comp.cli import app
 from comp.data.synthetic import make_competition
 from comp.probs import read_probs
-from comp.report import REPORT_FILES
+from comp.report import REPORT_FILES, write_report
 from comp.report.figures import plot_confusion, shown_classes
 from comp.report.tables import per_class_table, reliability, top_losses
 from tests.conftest import one_line_error, write_config
@@ -131,3 +131,33 @@ def test_a_100_class_matrix_shows_the_most_confused_classes(tmp_path):
     plot_confusion(cm, [f"class number {i}" for i in range(100)], tmp_path / "cm.png")
     with Image.open(tmp_path / "cm.png") as im:
         assert im.size[0] > 1000  # sized for its 30 rows, not squeezed into the 10-class size
+
+
+@pytest.mark.parametrize("names", [
+    [f"Acer_pseudoplatanus_variety_{i:02d}" for i in range(45)],
+    ["Tomato___Bacterial_spot", "Tomato___Early_blight", "Tomato___Late_blight", "Tomato___Leaf_Mold", "Tomato___Septoria_leaf_spot",
+     "Tomato___Spider_mites Two-spotted_spider_mite", "Tomato___Target_Spot", "Tomato___Tomato_Yellow_Leaf_Curl_Virus",
+     "Tomato___Tomato_mosaic_virus", "Tomato___healthy"],
+    [f"{'x' * 12}{i}{'y' * 12}" for i in range(12)],  # differ only in the middle: numbered
+])
+def test_short_class_names_stay_distinct(names):
+    from comp.report.figures import short_names
+
+    short = short_names(names)
+    # Cutting the end made every Acer_pseudoplatanus_variety_NN read 'Acer_pseudoplatan…'.
+    assert len(set(short)) == len(names) and all(len(s) <= 18 for s in short)
+    assert short_names(["cat", "dog"]) == ["cat", "dog"]
+
+
+def test_the_printed_table_tells_long_class_names_apart(tmp_path):
+    names = [f"Acer_pseudoplatanus_variety_{i:02d}" for i in range(6)]
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(60, 6, generator=g).softmax(1)
+    labels = torch.arange(60) % 6
+    lines: list[str] = []
+    paths = [tmp_path / f"{i}.png" for i in range(60)]
+    for p in paths:
+        Image.new("RGB", (8, 8)).save(p)
+    write_report(tmp_path / "r", probs, labels, names, [p.name for p in paths], paths, title={}, top=4, log=lines.append)
+    shown = [line.split()[0] for line in lines[1:7]]
+    assert len(set(shown)) == 6, shown

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from comp.errors import Log, UserError
-from comp.report.figures import plot_confusion, plot_reliability, plot_top_losses, shown_classes
+from comp.report.figures import plot_confusion, plot_reliability, plot_top_losses, short_names, shown_classes
 from comp.report.tables import confused_pairs, confusion, per_class_table, reliability, top_losses, worst_first
 
 REPORT_FILES = ("per_class.csv", "confusion_matrix.png", "top_losses.png", "top_losses.csv", "calibration.png", "report.md")
@@ -68,7 +68,7 @@ def write_report(
     plot_confusion(cm, classes, out / "confusion_matrix.png")
     losses = top_losses(probs, labels, classes, ids, paths, top)
     losses.to_csv(out / "top_losses.csv", index=False)
-    plot_top_losses(losses, out / "top_losses.png")
+    plot_top_losses(losses, out / "top_losses.png", classes)
     bins, ece = reliability(probs, labels)
     plot_reliability(bins, ece, out / "calibration.png")
     pairs = confused_pairs(cm, classes)
@@ -83,10 +83,11 @@ def write_report(
 def _print_worst(table: pd.DataFrame, log: Log, limit: int = 20) -> None:
     rows = worst_first(table)
     width = min(24, max(len("class"), *(len(c) for c in table["class"])))
+    short = dict(zip(table["class"], short_names(list(table["class"]), width)))
     log(f"{'class':<{width}}  support  precision  recall     f1  most confused with")
     for r in rows.head(limit).itertuples():
         confused = f"{r.most_confused_with} ({r.confused_count})" if r.most_confused_with else ""
-        log(f"{r[1][:width]:<{width}}  {r.support:>7}  {r.precision:>9.4f}  {r.recall:>6.4f}  {r.f1:>5.4f}  {confused}")
+        log(f"{short[r[1]]:<{width}}  {r.support:>7}  {r.precision:>9.4f}  {r.recall:>6.4f}  {r.f1:>5.4f}  {confused}")
     if len(rows) > limit:
         log(f"... {len(rows) - limit} more classes in per_class.csv")
 

@@ -24,8 +24,26 @@ def _pyplot():
     return plt
 
 
-def _short(name: str, width: int = 18) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
+def _cut(name: str, width: int) -> str:
+    """`name` in at most `width` characters: the middle replaced by an ellipsis, keeping more of the end."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) * 2 // 5
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+
+
+def short_names(names: Sequence[str], width: int = 18) -> list[str]:
+    """Labels of at most `width` characters that tell `names` apart.
+
+    Long names are cut in the middle, not at the end: class names often share a long prefix and
+    differ at the end (`Acer_pseudoplatanus_variety_07`, PlantVillage's `Tomato___Leaf_Mold`), and
+    a cut end made 45 such classes read alike. If cut names still collide, every name is
+    numbered by its index in `names` (`7:Acer_p…ety_07`), the row of per_class.csv.
+    """
+    cut = [_cut(n, width) for n in names]
+    if len(set(cut)) == len(cut):
+        return cut
+    return [f"{i}:{_cut(n, max(4, width - len(str(i)) - 1))}" for i, n in enumerate(names)]
 
 
 def shown_classes(cm: np.ndarray, limit: int = MAX_MATRIX_CLASSES) -> list[int]:
@@ -44,7 +62,8 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path) -> None:
     plt = _pyplot()
     keep = shown_classes(cm)
     sub = cm[np.ix_(keep, keep)]
-    names = [_short(classes[i]) for i in keep]
+    short = short_names(classes)
+    names = [short[i] for i in keep]
     rows = cm[keep].sum(1, keepdims=True)  # normalised by all images of the class, also those predicted outside `keep`
     norm = np.divide(sub, rows, out=np.zeros(sub.shape, dtype=float), where=rows > 0)
     k = len(keep)
@@ -73,11 +92,16 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_top_losses(table: pd.DataFrame, path: Path, columns: int = 4) -> None:
-    """A grid of the top-loss images, each captioned true / predicted (probability) / loss."""
+def plot_top_losses(table: pd.DataFrame, path: Path, classes: Sequence[str] = (), columns: int = 4) -> None:
+    """A grid of the top-loss images, each captioned true / predicted (probability) / loss.
+
+    `classes` (all of the competition's) gives the captions the names `short_names` gives them in
+    the confusion matrix.
+    """
     from comp.data.images import DECODE_ERRORS, load_rgb
 
     plt = _pyplot()
+    label = dict(zip(classes, short_names(classes)))
     n = max(1, len(table))
     rows = -(-n // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.6, rows * 3.2 + 0.4), squeeze=False)
@@ -90,7 +114,8 @@ def plot_top_losses(table: pd.DataFrame, path: Path, columns: int = 4) -> None:
             ax.text(0.5, 0.5, "unreadable", ha="center", va="center")
         name = Path(str(r.id)).name
         name = name if len(name) <= 24 else "…" + name[-23:]
-        ax.set_title(f"true: {_short(r.true)}\npred: {_short(r.predicted)} ({r.p_predicted:.2f})\nloss {r.loss:.2f}  {name}", fontsize=8)
+        true, pred = label.get(r.true, _cut(r.true, 18)), label.get(r.predicted, _cut(r.predicted, 18))
+        ax.set_title(f"true: {true}\npred: {pred} ({r.p_predicted:.2f})\nloss {r.loss:.2f}  {name}", fontsize=8)
     fig.suptitle("top losses: held-out images the model gets most wrong (top_losses.csv has their paths)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (rows * 3.2 + 0.4)))
     fig.savefig(path, dpi=100)
