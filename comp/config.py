@@ -141,7 +141,7 @@ class SchedConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int = Field(10, gt=0)
-    patience: Optional[int] = Field(None, gt=0)  # early stop after N epochs without a new best.pt (higher val acc; ties: lower val loss)
+    patience: Optional[int] = Field(None, gt=0)  # early stop after N epochs without a new best.pt (a better val metric; ties: lower val loss)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     mixup: float = Field(0.0, ge=0)  # Beta(alpha) of mixup; 0 = off, try 0.2
     cutmix: float = Field(0.0, ge=0)  # Beta(alpha) of cutmix; 0 = off, try 1.0

@@ -2,8 +2,10 @@
 
 `fit(cfg, out_dir)` opens the competition, splits it and calls `fit_split`, which k-fold training
 reuses per fold. The epoch itself is `comp.engine.epoch`. Per epoch: validation, metrics.csv +
-curves.png, best.pt on a better val accuracy (ties: lower val loss), last.pt always (atomic; also mid-epoch on Ctrl-C
-and every `train.checkpoint_minutes`), early stopping on val accuracy with patience.
+curves.png, best.pt on a better val score in the competition metric (ties: lower val loss;
+`comp.engine.state.update_best`), last.pt always (atomic; also mid-epoch on Ctrl-C and every
+`train.checkpoint_minutes`), early stopping after `train.patience` epochs without a new best.pt.
+After the last epoch: val_probs.csv of best.pt and, for log loss, the run's temperature.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def fit(
 
     Args:
         cfg: validated config; `cfg.data.dir` must be set.
-        out_dir: run directory (config.yaml, best.pt, last.pt, metrics.csv, ...; see README).
+        out_dir: run directory (config.yaml, best.pt, last.pt, metrics.csv, ...; docs/training.md).
         resume: continue from `out_dir/last.pt`; a finished run is left as it is.
         overwrite: replace the run in `out_dir`: every file of it is removed first.
         log: where progress lines go.

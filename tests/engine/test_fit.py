@@ -237,7 +237,7 @@ def test_the_metric_chooses_the_best_epoch_and_its_direction(tmp_path, shapes, m
     # log loss is lower-is-better: epoch 1 wins although accuracy-style "higher" would pick epoch 0.
     _scripted_validation(monkeypatch, [(0.9, 0.9), (0.5, 0.5), (0.6, 0.6)])
     cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(shapes)}, train={"epochs": 3, "patience": 1}),
-                      ["metric=log_loss"])
+                      ["metric=log_loss", "data.submission=probs"])  # the sample has one label column
     lines = []
     summary = fit(cfg, tmp_path / "run", log=lines.append)
     assert summary["metric"] == "log_loss" and summary["best_epoch"] == 1 and summary["best_val_score"] == 0.5
