@@ -200,10 +200,9 @@ def predict(
         if world > 1:
             probs = _gathered(probs, len(competition.test_paths))
         per_run.update(combine_members(members, probs, run_temperatures, rule))
+        temperatures = {str(r): t for r, t in run_temperatures.items() if t != 1.0}
         k = 0
         for run, ms in members.items():
-            if run_temperatures[run] != 1.0:
-                temperatures[str(run)] = run_temperatures[run]
             used_views[str(run)] = views_per_member[k]
             k += len(ms)
     for table in tables:
