@@ -235,6 +235,43 @@ def export(
         export_run(run, format=format, out=out, calibrate=calibrate, log=typer.echo)
 
 
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  comp tune configs/demo.yaml --data data/leaves --trials 20 --set 'tune.space={optim.lr: {log: [1.0e-4, 1.0e-2]}}'\n\n"
+        "  comp tune configs/tune-demo.yaml --data data/leaves --jobs 2\n\n"
+        "  comp tune configs/tune-demo.yaml --data /shared/leaves --storage postgresql+psycopg://comp@db-host/comp --study leaves\n\n"
+        "  comp tune --summary runs/tune-demo-tune"
+    )
+)
+def tune(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config with a tune.space, e.g. configs/tune-demo.yaml.", dir_okay=False)] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Competition folder (sets data.dir).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Study folder: trial_NNNN/ runs, study.db, best.yaml, plots [default: runs/<config>-tune].")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="The study's total of finished trials, over all workers (tune.trials).")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=0.01, help="Minutes this worker searches at most (tune.timeout).")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="SQLAlchemy URL shared by every worker [default: sqlite:///STUDY/study.db].")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name in the storage [default: the study folder's name].")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Trials at once on this machine, each with its share of the cores.")] = 1,
+    summary: Annotated[Optional[str], typer.Option("--summary", help="Only print the trials and write best.yaml and plots for this study folder (or storage URL).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key (repeatable).")] = None,
+) -> None:
+    """Search the config's tune.space with Optuna: each trial a run directory, the study shared through its storage."""
+    from comp.tune import summarize, tune as tune_run
+
+    with user_errors():
+        if summary is not None:
+            is_url = "://" in summary
+            summarize(None if is_url else Path(summary), storage=summary if is_url else storage, study_name=study, log=typer.echo)
+            return
+        if config is None:
+            raise UserError("comp tune needs a CONFIG with a tune.space (or --summary STUDY)")
+        if not config.is_file():
+            raise UserError(f"config file not found: {config} (pass a YAML file, e.g. configs/tune-demo.yaml)")
+        tune_run(config, data=data, out=out, trials=trials, timeout=timeout, storage=storage, study_name=study, jobs=jobs,
+                 overrides=set_ or [], log=typer.echo)
+
+
 @app.command(epilog="Example:\n\n  comp demo --out demo")
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo competition, run and submission.")] = Path("demo"),

@@ -154,13 +154,19 @@ class TrainConfig(_Section):
     seed: int = 42
     folds: int = Field(1, ge=1)  # 1 = one model with a hold-out; K >= 2 = stratified K-fold (`--folds K`)
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
-    threads: Optional[int] = Field(None, gt=0)  # torch intra-op threads; None: torch's default (all cores)
+    # torch intra-op threads; auto: this process's cores divided among the comp trainings running on the machine
+    threads: Union[Literal["auto"], Annotated[int, Field(gt=0)]] = "auto"
     compile: bool = False  # torch.compile the model (worth it on GPUs for long runs; first steps are slow)
     checkpoint_minutes: float = Field(10.0, ge=0)  # also save last.pt mid-epoch this often; 0 = epoch ends only
     # Imbalanced classes: loss weights none | balanced (n / (C * n_c), sklearn) | [w1, ...] in class order | {class: w}
     class_weights: Union[Literal["none", "balanced"], list[Annotated[float, Field(gt=0)]], dict[str, Annotated[float, Field(gt=0)]]] = "none"
     loss: Literal["ce", "focal"] = "ce"  # focal: (1 - p)^gamma down-weights the easy images
     focal_gamma: float = Field(2.0, ge=0)
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_auto(cls, v: Any) -> Any:
+        return "auto" if v is None else v  # configs saved before "auto" wrote null for torch's default
 
     @field_validator("class_weights", mode="before")
     @classmethod
@@ -217,6 +223,19 @@ class TTAConfig(_Section):
             raise ValueError(str(e)) from None
 
 
+class TuneConfig(_Section):
+    """`comp tune`: an Optuna search over config keys (comp/tune.py); no part of a run's recipe."""
+
+    # dotted config key -> {float: [lo, hi]} | {log: [lo, hi]} | {int: [lo, hi]} | {choice: [a, b, ...]}
+    space: dict[str, dict[str, list[Any]]] = {}
+    trials: int = Field(20, gt=0)  # the study's total of finished (complete or pruned) trials, over all its workers
+    timeout: Optional[float] = Field(None, gt=0)  # minutes one worker searches at most; None: until `trials`
+    sampler: Literal["tpe", "random", "grid"] = "tpe"  # grid: every combination of a space of choices and ints
+    pruner: Literal["median", "hyperband", "none"] = "median"  # stops trials whose val score lags at the same epoch
+    seed: int = 0  # the sampler's seed (a worker joining a running study mixes in its host and pid)
+    heartbeat: int = Field(60, ge=1)  # seconds; a worker silent for 2x this is taken for dead and its trial is run again
+
+
 class Config(_Section):
     metric: str = "accuracy"  # accuracy | balanced_accuracy | macro_f1 | log_loss | roc_auc | qwk | map@3 (map@K)
     data: DataConfig = DataConfig()
@@ -226,6 +245,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     aug: AugConfig = AugConfig()
     tta: TTAConfig = TTAConfig()
+    tune: TuneConfig = TuneConfig()
 
     @field_validator("metric")
     @classmethod

@@ -40,6 +40,7 @@ from comp.engine.losses import ClassWeightedLoss, class_weights
 from comp.engine.logbook import LiveProgress, MetricsLog, environment, plot_curves
 from comp.engine.rundir import check_new_run_dir, clear_run_dir
 from comp.engine.state import CheckpointPolicy, LoopState, update_best
+from comp.engine.threads import TrainingRegistry, apply_threads, default_registry, usable_cores
 from comp.files import read_json, save_atomic, write_json
 from comp.engine.optim import create_optimizer, create_scheduler
 from comp.errors import Interrupted, Log, UserError
@@ -53,8 +54,12 @@ from comp.models.heads import count_params
 # -- the run ---------------------------------------------------------------------------------
 
 
+EpochHook = Callable[[int, EpochStats], bool]  # after each epoch's bookkeeping: (epoch, val stats) -> True to stop the run there
+
+
 def fit(
     cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = False, log: Log = print, resume_command: Optional[str] = None,
+    on_epoch: Optional[EpochHook] = None,
 ) -> dict[str, Any]:
     """Train `cfg` on the competition in `cfg.data.dir`, writing the run directory `out_dir`.
 
@@ -65,6 +70,8 @@ def fit(
         overwrite: replace the run in `out_dir`: every file of it is removed first.
         log: where progress lines go.
         resume_command: the command a Ctrl-C prints to continue (default `comp train CONFIG --resume --out OUT`).
+        on_epoch: called after every epoch is recorded (e.g. `comp tune`'s pruner); True ends the run
+            there, as early stopping does (`summary.json` says `stopped_by`).
 
     Returns:
         The summary dict also written to summary.json.
@@ -75,7 +82,7 @@ def fit(
     else:
         train, val = train_val_split(competition, cfg.data.val_fraction, cfg.train.seed)
     return fit_split(cfg, competition, train, val, Path(out_dir), resume=resume, overwrite=overwrite, log=log,
-                     resume_command=resume_command)
+                     resume_command=resume_command, on_epoch=on_epoch)
 
 
 @dataclass
@@ -110,6 +117,7 @@ def fit_split(
     log: Log = print,
     on_accept: Optional[Callable[[], None]] = None,
     resume_command: Optional[str] = None,
+    on_epoch: Optional[EpochHook] = None,
 ) -> dict[str, Any]:
     """Train on `train`, select on `val` (splits of `competition`), write the run directory. See `fit`.
 
@@ -131,7 +139,8 @@ def fit_split(
         source=str(competition.root),
         after=(lambda run, device, c: _held_out_outputs(run, val, competition, device, c, pool)) if len(val) else None,
     )
-    return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept, resume_command=resume_command)
+    return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept, resume_command=resume_command,
+                     on_epoch=on_epoch)
 
 
 def check_submission(cfg: Config, competition: Competition) -> None:
@@ -175,26 +184,29 @@ def calibrated_score(run: Path, table: str, cfg: Config, key: str) -> dict[str, 
 
 def train_run(
     cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool = False, overwrite: bool = False, log: Log = print,
-    on_accept: Optional[Callable[[], None]] = None, resume_command: Optional[str] = None,
+    on_accept: Optional[Callable[[], None]] = None, resume_command: Optional[str] = None, on_epoch: Optional[EpochHook] = None,
 ) -> dict[str, Any]:
     """The training loop over `data`, writing the run directory `out_dir`; returns the summary.
 
-    `train.threads` applies for the duration of the run (torch's thread count is process-wide).
+    `train.threads` applies for the duration of the run (torch's thread count is process-wide); with
+    "auto" the process counts as a live training (`comp.engine.threads`) and takes its share of the
+    cores at every epoch start.
     """
     previous = torch.get_num_threads()
     tune_cpu_allocator()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    registry = default_registry()
     try:
-        return _train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept,
-                          resume_command=resume_command or f"comp train CONFIG --resume --out {out_dir}")
+        with registry.registered():
+            return _train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept,
+                              resume_command=resume_command or f"comp train CONFIG --resume --out {out_dir}", registry=registry,
+                              on_epoch=on_epoch)
     finally:
         torch.set_num_threads(previous)
 
 
 def _train_run(
     cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, overwrite: bool, log: Log, on_accept: Optional[Callable[[], None]],
-    resume_command: str,
+    resume_command: str, registry: TrainingRegistry, on_epoch: Optional[EpochHook],
 ) -> dict[str, Any]:
     classes = data.classes
     if len(classes) < 2:
@@ -286,6 +298,8 @@ def _train_run(
         log = progress.wrap(log)
         policy = CheckpointPolicy(save_last, state, t.checkpoint_minutes, stop, len(train_loader))
         first = t.epochs if state.finished(t) else state.epoch + 1  # finished: only the closing steps are due
+        shown_threads = None
+        stopped_by_hook = False
         stopped_early = first == t.epochs and bool(t.patience) and state.stale_epochs >= t.patience
         for epoch in range(first, t.epochs):
             start = None
@@ -294,6 +308,11 @@ def _train_run(
                 state.partial = None
             else:
                 seed_everything(epoch_seed(t.seed, epoch))  # dropout, mixup: fixed per epoch too
+            threads = apply_threads(t.threads, registry)  # the share changes as other trainings start and end
+            if threads != shown_threads:
+                log(f"threads: {threads}" + (f" (train.threads auto: {usable_cores()} cores, {registry.live()} comp trainings)"
+                                             if t.threads == "auto" else ""))
+                shown_threads = threads
             train_loader.set_epoch(epoch, start.batches if start else 0)
             progress.begin(f"epoch {epoch + 1}/{t.epochs}", len(train_loader))
             try:
@@ -305,7 +324,7 @@ def _train_run(
                 )
             except NonFiniteLoss as e:
                 kept = f"best.pt (epoch {state.best_epoch + 1}) and last.pt are kept" if state.best_epoch >= 0 else "no checkpoint was written"
-                raise UserError(f"{e} (epoch {epoch + 1}; {kept} in {out_dir})") from e
+                raise NonFiniteLoss(f"{e} (epoch {epoch + 1}; {kept} in {out_dir})") from e
             if unfinished is not None:
                 raise interrupted(f"epoch {epoch + 1} up to batch {unfinished.batches}")
             if distributed:
@@ -332,6 +351,10 @@ def _train_run(
                 log(f"early stop: no better best.pt (a better val {metric.name}, or an equal one with lower val loss) for {t.patience} epochs")
                 stopped_early = True
                 break
+            if on_epoch is not None and epoch + 1 < t.epochs and on_epoch(epoch, va):
+                log(f"stopped after epoch {epoch + 1} by comp tune's pruner")
+                stopped_early = stopped_by_hook = True
+                break
             if stop.requested and epoch + 1 < t.epochs:
                 raise interrupted(f"epoch {epoch + 1}")
 
@@ -344,6 +367,8 @@ def _train_run(
             held_out = data.after(out_dir, device, cfg) or {}
     summary = _summary(state, metric, cfg, data, dcfg, n_params, stopped_early, len(set(digests)) == 1, time.time() - started, device,
                        weight)
+    if stopped_by_hook:
+        summary["stopped_by"] = "pruner"  # the only caller that stops runs: comp tune
     if "best_val_score_calibrated" in held_out and summary["best_val_score"] is not None:
         summary["best_val_score_calibrated"] = held_out["best_val_score_calibrated"]
         summary["temperature"] = held_out["temperature"]

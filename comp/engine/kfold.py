@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -34,9 +34,12 @@ from comp.probs import label_indices, read_probs, write_probs
 
 def fit_folds(
     cfg: Config, out_dir: Path, *, fold: Optional[int] = None, resume: bool = False, overwrite: bool = False, log: Log = print,
-    resume_command: Optional[str] = None,
+    resume_command: Optional[str] = None, after_fold: Optional[Callable[[int, dict[str, Any]], bool]] = None,
 ) -> dict[str, Any]:
     """Train `cfg.train.folds` folds (or only `fold`) and write oof.csv and cv.json.
+
+    `after_fold(i, fold summary)` runs after each fold trains; True stops before the next fold
+    (`comp tune`'s pruner: cv.json then covers the folds done, as with `--fold I`).
 
     `resume_command` is what a Ctrl-C tells the user to run: the k-fold run's folder (with
     `--fold I` when only one fold was asked for), never a fold's own folder.
@@ -83,11 +86,13 @@ def fit_folds(
         train_idx, val_idx = splits[i]
         log(f"fold {i + 1}/{k}: {len(train_idx)} train / {len(val_idx)} val images")
         started = (fold_dir / "last.pt").is_file()
-        fit_split(  # a fold killed before its first checkpoint has nothing to lose: start it again
+        summary = fit_split(  # a fold killed before its first checkpoint has nothing to lose: start it again
             cfg, competition, data.subset(train_idx), data.subset(val_idx), fold_dir,
             resume=resume and started, overwrite=overwrite or (resume and not started),
             log=log, on_accept=accepted, resume_command=resume_command,
         )
+        if after_fold is not None and after_fold(i, summary):
+            break
     if not dist.is_main():
         return {}
     cv = collect_oof(out_dir, competition.classes, k, cfg.metric, cfg.data.positive_class)

@@ -33,7 +33,8 @@ WEIGHTS_FILE = "model.safetensors"
 
 # Keys that describe the machine, not the recipe: they may differ between folds and on resume
 # (`data.dir`: where the same competition lies on this machine; folds can train on several).
-ENVIRONMENT_KEYS = ("data.dir", "data.workers", "data.cache", "data.cache_dir", "data.cache_max_gb", "train.threads", "train.device", "train.checkpoint_minutes")
+ENVIRONMENT_KEYS = ("data.dir", "data.workers", "data.cache", "data.cache_dir", "data.cache_max_gb", "train.threads", "train.device",
+                    "train.checkpoint_minutes", "tune.")  # tune.*: how a search is run, no part of the trained recipe
 
 # What `--resume` of a single run may change; each takes effect from the resume point. Extending
 # `train.epochs` re-plans the schedule for the new length (see `comp.engine.fit`). Everything else
