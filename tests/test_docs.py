@@ -17,7 +17,8 @@ DOC = re.compile(r"(?<![\w/.-])((?:\.\./)?[\w/.-]*\w\.md)\b")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 SPAN = re.compile(r"`([^`\n]+)`")
-COMMAND = re.compile(r"(?:^|(?<=[\s(]))(?:python -m |\.venv/bin/|-m )?comp((?:\s+\S+)+)")
+# A command line starts with comp (or python -m comp, .venv/bin/comp), or is launched by another tool with -m comp.
+COMMAND = re.compile(r"(?:^\s*(?:\$\s+)?(?:python -m |\.venv/bin/)?|\s-m )comp((?:\s+\S+)+)")
 
 
 def _files():
@@ -96,7 +97,11 @@ def _shown_commands(doc: Path) -> list[str]:
 
 
 def _check(args: str, cli: dict[str, set[str]]) -> list[str]:
-    words = shlex.split(args.replace("\\|", "|"), posix=True) if args.count("'") % 2 == 0 and args.count('"') % 2 == 0 else args.split()
+    text = args.replace("\\|", "|").rstrip("\\ ")  # a table's escaped |, a shell line continued with \\
+    try:
+        words = shlex.split(text)
+    except ValueError:  # unbalanced quotes in a placeholder
+        words = text.split()
     words = [w.strip("[]()") for w in words]
     while words and words[0].startswith("--"):  # global options: comp --debug train ...
         if words[0] not in cli[""]:

@@ -91,6 +91,17 @@ def test_trials_are_runs_the_study_continues_and_best_yaml_trains(tmp_path, data
     assert by_url["best"]["number"] == again["best"]["number"]
 
 
+def test_a_k_fold_trial_is_a_k_fold_run_valued_by_its_cv_score(tmp_path, data):
+    import json
+
+    config = _config(tmp_path, data, trials=1)
+    result = tune(config, out=tmp_path / "study", overrides=["train.folds=2", "train.epochs=1"], **QUIET)
+    run = tmp_path / "study" / result["trials"][0]["run_dir"]
+    cv = json.loads((run / "cv.json").read_text())
+    assert cv["folds_done"] == 2 and result["trials"][0]["value"] == pytest.approx(cv["cv_score"])
+    assert result["trials"][0]["epochs"] == 2  # one per fold
+
+
 def test_the_pruner_stops_trials_whose_score_lags(tmp_path, data, monkeypatch):
     """A val score per epoch that is plainly bad for one lr drives Optuna's median pruner through fit's epoch hook."""
     import comp.engine.fit as fit_module
