@@ -367,9 +367,7 @@ class _Objective:
             raise optuna.TrialPruned(str(e)) from None
         self.current = None
         value = run_score(run_dir)
-        from comp.engine.rundir import saved_config
-
-        trial.set_user_attr("epochs", _epochs(run_dir, saved_config(run_dir)))
+        trial.set_user_attr("epochs", _epochs(run_dir))
         if pruned["at"] is not None:
             self.log(f"trial {trial.number}: pruned after {'fold' if cfg.train.folds > 1 else 'epoch'} {pruned['at'] + 1}")
             raise optuna.TrialPruned()
@@ -391,7 +389,7 @@ class _Objective:
         return self.study_dir / attrs["run_dir"]
 
 
-def _epochs(run_dir: Path, cfg: Optional[Config]) -> int:
+def _epochs(run_dir: Path) -> int:
     """Epochs a trial trained (summed over the folds of a k-fold trial)."""
     from comp.files import read_json
 
