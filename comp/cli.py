@@ -272,6 +272,22 @@ def tune(
                  overrides=set_ or [], log=typer.echo)
 
 
+@app.command(
+    "runs",
+    epilog="Examples:\n\n  comp runs\n\n  comp runs runs/ other/runs --sort date\n\n  comp runs runs/tune-demo-tune --csv trials.csv",
+)
+def runs_(
+    folders: Annotated[Optional[list[Path]], typer.Argument(help="Folders holding run directories [default: runs].")] = None,
+    sort: Annotated[Optional[str], typer.Option("--sort", help="A column to sort by [default: the score, in the metric's direction]; date: newest first.")] = None,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the table to this CSV file.")] = None,
+) -> None:
+    """A leaderboard of your runs: score, accuracy, epochs, model, time, and the config keys that differ among them."""
+    from comp.runs import runs as list_runs
+
+    with user_errors():
+        list_runs(folders or [Path("runs")], sort=sort, csv=csv, log=typer.echo)
+
+
 @app.command(epilog="Example:\n\n  comp demo --out demo")
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo competition, run and submission.")] = Path("demo"),

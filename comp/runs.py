@@ -1,0 +1,184 @@
+"""`comp runs`: a leaderboard of the user's own runs, and what differs among them.
+
+Every run directory under the given folders is one row: single runs, k-fold runs (their folds are
+not listed again) and `comp tune` trials alike. A row holds the run's name, its state (finished,
+or where an unfinished one stands), the metric and its held-out score (`best_val_score`, or the
+k-fold run's `cv_score`; calibrated for log loss, as `comp predict` scores what it writes), the
+accuracy, the epochs trained, the model, the image size, the training time and the date, and then
+one column per config key whose value differs among the listed runs, so the table shows what
+changed from run to run. Rows are sorted by score in the metric's direction (runs of another
+metric in their own group; runs without a score last); unfinished runs are marked, not hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pandas as pd
+
+from comp.engine.rundir import ENVIRONMENT_KEYS, flat, run_state, saved_config
+from comp.errors import Log, UserError
+from comp.files import read_json
+from comp.metrics import get_metric
+
+COLUMNS = ["run", "state", "metric", "score", "acc", "epochs", "model", "size", "seconds", "date"]
+# Keys that say where or how a run ran, not what it is: never shown as a difference.
+QUIET_KEYS = ENVIRONMENT_KEYS + ("data.mean", "data.std")
+
+
+def find_runs(folders: Sequence[Path]) -> list[Path]:
+    """The run directories under `folders`: single runs and k-fold runs (not their folds), tune trials included."""
+    found: list[Path] = []
+
+    def walk(d: Path) -> None:
+        if (d / "config.yaml").is_file() and _is_run(d):
+            found.append(d)
+            return  # a run's folds are part of it
+        for child in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            walk(child)
+
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: not a folder; pass folders that hold run directories (default: runs)")
+        walk(folder)
+    return found
+
+
+def _is_run(d: Path) -> bool:
+    return any((d / f).exists() for f in ("best.pt", "last.pt", "summary.json", "cv.json")) or any(d.glob("fold_*/config.yaml"))
+
+
+def resolved_config(run: Path):
+    """The config a run trained with: a k-fold run's first fold's (the top one leaves the backbone's
+    image size, mean, std and crop unresolved), else the run's own; None without one."""
+    first = sorted(run.glob("fold_*/config.yaml"))
+    return saved_config(first[0].parent) if first else saved_config(run)
+
+
+def run_row(run: Path) -> dict[str, Any]:
+    """One leaderboard row for the run directory `run` (named as given)."""
+    from comp.predict import run_score
+
+    cfg = resolved_config(run)
+    kfold = cfg is not None and cfg.train.folds > 1
+    summaries = [read_json(f) or {} for f in sorted(run.glob("fold_*/summary.json"))] if kfold else [read_json(run / "summary.json") or {}]
+    summaries = [s for s in summaries if s]
+    if kfold:
+        cv = read_json(run / "cv.json") or {}
+        done = len(summaries)
+        state = "finished" if done == cfg.train.folds and cv.get("folds_done") == cfg.train.folds else f"{done}/{cfg.train.folds} folds"
+        acc = cv.get("cv_acc")
+    else:
+        finished, words = run_state(run)
+        state = "finished" if finished else words
+        acc = summaries[0].get("best_val_acc") if summaries else None
+    score = run_score(run) if summaries else _best_so_far(run, cfg)
+    when = max((s.get("finished_utc", "") for s in summaries), default="") or _modified(run)
+    return {
+        "run": str(run),  # as the folder was given, so that runs of several folders stay apart
+        "state": state,
+        "metric": (summaries[0].get("metric") if summaries else None) or (cfg.metric if cfg else "accuracy"),
+        "score": score,
+        "acc": acc,
+        "epochs": sum(int(s.get("epochs_run", 0)) for s in summaries) if summaries else _epochs_so_far(run),
+        "model": cfg.model.name if cfg else None,
+        "size": cfg.data.image_size if cfg else None,
+        "seconds": round(sum(float(s.get("seconds", 0)) for s in summaries), 1) if summaries else None,
+        "date": when[:16].replace("T", " "),
+    }
+
+
+def _best_so_far(run: Path, cfg) -> Optional[float]:
+    """An unfinished single run's best val score so far, from its metrics.csv."""
+    try:
+        scores = pd.read_csv(run / "metrics.csv")["val_score"].dropna()
+    except (OSError, KeyError, pd.errors.EmptyDataError):
+        return None
+    if scores.empty or cfg is None:
+        return None
+    return float(scores.max() if get_metric(cfg.metric).higher_is_better else scores.min())
+
+
+def _epochs_so_far(run: Path) -> int:
+    try:
+        return len(pd.read_csv(run / "metrics.csv"))
+    except (OSError, pd.errors.EmptyDataError):
+        return 0
+
+
+def _modified(run: Path) -> str:
+    stamp = max((p.stat().st_mtime for p in run.rglob("*") if p.is_file()), default=run.stat().st_mtime)
+    return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="minutes")
+
+
+def leaderboard(folders: Sequence[Path]) -> pd.DataFrame:
+    """The table of `runs` (module docstring), unsorted: the fixed columns, then the config keys that differ."""
+    rows, configs = [], []
+    for folder in folders:
+        for run in find_runs([folder]):
+            rows.append(run_row(run))
+            cfg = resolved_config(run)
+            configs.append({k: v for k, v in flat(cfg).items() if not _quiet(k)} if cfg else {})
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    keys = sorted({k for c in configs for k in c})
+    differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+    for k in differing:
+        table[k] = [_cell(c.get(k)) for c in configs]
+    return table
+
+
+def _quiet(key: str) -> bool:
+    return any(key == q or (q.endswith(".") and key.startswith(q)) for q in QUIET_KEYS)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return str(value)
+    return value
+
+
+def sort_runs(table: pd.DataFrame, key: Optional[str] = None) -> pd.DataFrame:
+    """By score in each metric's direction (default; runs without a score last), or by `key` (date: newest first)."""
+    if table.empty:
+        return table
+    if key in (None, "score"):
+        sign = table["metric"].map(lambda m: -1.0 if get_metric(m).higher_is_better else 1.0)
+        order = table.assign(_missing=table["score"].isna(), _key=table["score"].astype(float) * sign)
+        return order.sort_values(["metric", "_missing", "_key", "run"], kind="stable").drop(columns=["_missing", "_key"])
+    if key not in table.columns:
+        raise UserError(f"--sort {key!r}: sort by one of {', '.join(table.columns)}")
+    return table.sort_values([key, "run"], ascending=[key != "date", True], kind="stable", na_position="last")
+
+
+def runs(folders: Sequence[Path] = (Path("runs"),), *, sort: Optional[str] = None, csv: Optional[Path] = None,
+         log: Log = print) -> pd.DataFrame:
+    """`comp runs`: print the leaderboard of the run directories under `folders`; write it to `csv` when given."""
+    table = sort_runs(leaderboard(folders), sort)
+    if table.empty:
+        log(f"no run directories under {', '.join(str(f) for f in folders)}")
+        return table
+    log(_format(table))
+    if csv is not None:
+        table.to_csv(csv, index=False)
+        log(f"wrote {csv} ({len(table)} runs)")
+    return table
+
+
+def _format(table: pd.DataFrame) -> str:
+    def text(column: str, v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}" if column in ("score", "acc") else f"{v:.4g}"
+        return str(v)
+
+    shown = table.copy()
+    cells = [[text(c, v) for c, v in zip(shown.columns, row)] for row in shown.itertuples(index=False)]
+    widths = [min(40, max(len(str(c)), *(len(r[i]) for r in cells))) for i, c in enumerate(shown.columns)]
+    lines = ["  ".join(str(c)[:w].ljust(w) for c, w in zip(shown.columns, widths))]
+    lines += ["  ".join(v[:w].ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
