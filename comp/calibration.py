@@ -69,9 +69,12 @@ def calibrate_run(run_dir: Path, table: str = "val_probs.csv") -> Optional[dict]
     and write calibration.json; None when the table is missing.
 
     Returns:
-        {"temperature", "fitted_on", "images", "val_log_loss" (before), "val_log_loss_calibrated"}.
+        What calibration.json holds, {"temperature", "fitted_on", "images", "val_log_loss" (before),
+        "val_log_loss_calibrated"}, and "score_calibrated": sklearn's log loss of the calibrated table,
+        as `comp.metrics.score` computes every metric (the run's calibrated score in summary.json and cv.json).
     """
     from comp.files import write_json
+    from comp.metrics import score
     from comp.probs import label_indices, read_probs
 
     path = Path(run_dir) / table
@@ -88,7 +91,7 @@ def calibrate_run(run_dir: Path, table: str = "val_probs.csv") -> Optional[dict]
         "val_log_loss_calibrated": nll(apply_temperature(probs, t), labels),
     }
     write_json(info, Path(run_dir) / FILE)
-    return info
+    return {**info, "score_calibrated": score("log_loss", apply_temperature(probs, t), labels, classes)}
 
 
 def run_temperature(run: Path) -> float:

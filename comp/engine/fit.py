@@ -23,7 +23,7 @@ import torch.nn as nn
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
 
-from comp.calibration import apply_temperature, calibrate_run
+from comp.calibration import calibrate_run
 from comp.config import Config, TrainConfig, save_config
 from comp.data.competition import Competition, Split, open_configured, resolve_shape
 from comp.data.folds import merged_labelled, train_val_split
@@ -45,7 +45,6 @@ from comp.files import read_json, save_atomic, write_json
 from comp.engine.optim import create_optimizer, create_scheduler
 from comp.errors import Interrupted, Log, UserError
 from comp.metrics import Metric, check_metric, score
-from comp.probs import label_indices, read_probs
 from comp.models.factory import build_model, data_config
 from comp.models.heads import count_params
 
@@ -159,27 +158,11 @@ def _held_out_outputs(
     run: Path, val: Split, competition: Competition, device: torch.device, cfg: Config, pool: list[Path],
 ) -> dict[str, Any]:
     """After training: val_probs.csv of best.pt (its images from `pool`'s cache), and for log loss the
-    temperature fitted on it; returns the summary's calibrated score (`best_val_score_calibrated`)."""
+    temperature fitted on it; returns the summary's calibrated score (`best_val_score_calibrated`), the
+    score of what `comp predict` writes, recorded beside the raw one that chose the best epoch."""
     write_val_probs(run, val, competition, device, cfg, pool=pool)
-    return calibrated_score(run, "val_probs.csv", cfg, "best_val_score_calibrated")
-
-
-def calibrated_score(run: Path, table: str, cfg: Config, key: str) -> dict[str, Any]:
-    """For a log-loss run: fit the temperature on the held-out `table` (calibration.json) and return
-    {key: the metric of the calibrated table, "temperature": T}; {} for other metrics.
-
-    This is the score of what `comp predict` writes (it applies T), recorded beside the raw score
-    that chose the best epoch.
-    """
-    if cfg.metric != "log_loss":
-        return {}
-    info = calibrate_run(run, table)
-    if info is None:
-        return {}
-    _, probs, classes, meta = read_probs(run / table)
-    labels = label_indices(meta["label"], classes, run / table)
-    calibrated = apply_temperature(probs, info["temperature"])
-    return {key: score(cfg.metric, calibrated, labels, classes, cfg.data.positive_class), "temperature": info["temperature"]}
+    info = calibrate_run(run) if cfg.metric == "log_loss" else None
+    return {"best_val_score_calibrated": info["score_calibrated"], "temperature": info["temperature"]} if info else {}
 
 
 def train_run(

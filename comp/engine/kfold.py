@@ -144,10 +144,10 @@ def collect_oof(
         "images": len(ids),
     }
     if metric == "log_loss":  # one temperature for the run, fitted on what its folds hold out (comp.calibration)
-        from comp.calibration import apply_temperature, calibrate_run
+        from comp.calibration import calibrate_run
 
-        t = calibrate_run(out_dir, "oof.csv")["temperature"]
-        cv.update(cv_score_calibrated=score(metric, apply_temperature(p, t), y, classes, positive_class), temperature=t)
+        info = calibrate_run(out_dir, "oof.csv")
+        cv.update(cv_score_calibrated=info["score_calibrated"], temperature=info["temperature"])
     write_json(cv, out_dir / "cv.json")
     return cv
 
