@@ -59,11 +59,10 @@ def resolved_config(run: Path):
     return saved_config(first[0].parent) if first else saved_config(run)
 
 
-def run_row(run: Path) -> dict[str, Any]:
-    """One leaderboard row for the run directory `run` (named as given)."""
+def run_row(run: Path, cfg) -> dict[str, Any]:
+    """One leaderboard row for the run directory `run` (named as given), trained with `cfg` (`resolved_config`)."""
     from comp.predict import run_score
 
-    cfg = resolved_config(run)
     kfold = cfg is not None and cfg.train.folds > 1
     summaries = [read_json(f) or {} for f in sorted(run.glob("fold_*/summary.json"))] if kfold else [read_json(run / "summary.json") or {}]
     summaries = [s for s in summaries if s]
@@ -120,8 +119,8 @@ def leaderboard(folders: Sequence[Path]) -> pd.DataFrame:
     rows, configs = [], []
     for folder in folders:
         for run in find_runs([folder]):
-            rows.append(run_row(run))
             cfg = resolved_config(run)
+            rows.append(run_row(run, cfg))
             configs.append({k: v for k, v in flat(cfg).items() if not _quiet(k)} if cfg else {})
     table = pd.DataFrame(rows, columns=COLUMNS)
     keys = sorted({k for c in configs for k in c})

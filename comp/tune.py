@@ -95,18 +95,8 @@ def parse_space(space: dict[str, Any], config: Path, overrides: Sequence) -> lis
         where = f"tune.space {key!r}"
         if key.startswith("tune.") or key == "data.dir":
             raise UserError(f"{where}: not a key a trial can change; search the recipe (optim.lr, model.head, ...)")
-        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in KINDS:
-            raise UserError(f"{where}: give one of {{float: [lo, hi]}}, {{log: [lo, hi]}}, {{int: [lo, hi]}}, {{choice: [a, b, ...]}}")
-        kind, values = next(iter(spec.items()))
-        if kind == "choice":
-            if not values:
-                raise UserError(f"{where}: choice needs at least one value")
-            param = Param(key, kind, choices=tuple(values))
-            candidates = list(values)
-        else:
-            param = _range(where, key, kind, values)
-            candidates = [param.lo, param.hi]
-        for value in candidates:
+        param = _param(key, spec)
+        for value in param.choices if param.kind == "choice" else (param.lo, param.hi):
             try:
                 load_config(config, [*overrides, (key, value)])
             except UserError as e:
@@ -115,7 +105,16 @@ def parse_space(space: dict[str, Any], config: Path, overrides: Sequence) -> lis
     return params
 
 
-def _range(where: str, key: str, kind: str, values: Any) -> Param:
+def _param(key: str, spec: Any) -> Param:
+    """The Param of one `tune.space` entry; a spec of the wrong shape is a UserError naming the key."""
+    where = f"tune.space {key!r}"
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in KINDS:
+        raise UserError(f"{where}: give one of {{float: [lo, hi]}}, {{log: [lo, hi]}}, {{int: [lo, hi]}}, {{choice: [a, b, ...]}}")
+    kind, values = next(iter(spec.items()))
+    if kind == "choice":
+        if not values:
+            raise UserError(f"{where}: choice needs at least one value")
+        return Param(key, kind, choices=tuple(values))
     if not isinstance(values, list) or len(values) != 2:
         raise UserError(f"{where}: {kind} takes [lo, hi]")
     try:
@@ -422,7 +421,7 @@ def summarize(
     out = Path(study_dir) if study_dir is not None else Path("runs") / f"{names[0]}-tune"
     out.mkdir(parents=True, exist_ok=True)
     minimize = study.direction.name == "MINIMIZE"
-    space = {k: Param(k, *_kind(v)) for k, v in (study.user_attrs.get("base_config", {}).get("tune", {}).get("space", {})).items()}
+    space = {k: _param(k, v) for k, v in (study.user_attrs.get("base_config", {}).get("tune", {}).get("space", {})).items()}
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state.name in ("WAITING",):
@@ -451,11 +450,6 @@ def summarize(
             f"(comp train {files[-1]} --out runs/best)")
     files += _plots(optuna, study, out, log)
     return {"study": names[0], "direction": study.direction.name.lower(), "trials": rows, "best": best, "files": files}
-
-
-def _kind(spec: dict) -> tuple:
-    kind, values = next(iter(spec.items()))
-    return (kind, None, None, tuple(values)) if kind == "choice" else (kind, values[0], values[1])
 
 
 def _print_table(rows: list[dict], direction: str, log: Log) -> None:
