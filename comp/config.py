@@ -246,6 +246,15 @@ class Config(_Section):
     aug: AugConfig = AugConfig()
     tta: TTAConfig = TTAConfig()
     tune: TuneConfig = TuneConfig()
+    # experiment trackers that mirror each epoch, the config and the summary (comp.engine.tracking)
+    track: list[Literal["tensorboard", "mlflow", "wandb"]] = []
+
+    @field_validator("track", mode="before")
+    @classmethod
+    def _one_tracker(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        return [v] if isinstance(v, str) else v
 
     @field_validator("metric")
     @classmethod

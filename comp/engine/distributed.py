@@ -63,6 +63,11 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def launched_rank() -> int:
+    """This process's rank as the launcher (torchrun) set it, known before the process group starts."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_main() -> bool:
     """Rank 0 (or the only process): the one that writes checkpoints, logs and progress."""
     return rank() == 0

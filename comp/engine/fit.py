@@ -40,6 +40,7 @@ from comp.engine.losses import ClassWeightedLoss, class_weights
 from comp.engine.logbook import LiveProgress, MetricsLog, environment, plot_curves
 from comp.engine.rundir import check_new_run_dir, clear_run_dir
 from comp.engine.state import CheckpointPolicy, LoopState, update_best
+from comp.engine.tracking import Tracking, experiment_name, tracked_params
 from comp.engine.threads import TrainingRegistry, apply_threads, default_registry, usable_cores
 from comp.files import read_json, save_atomic, write_json
 from comp.engine.optim import create_optimizer, create_scheduler
@@ -117,11 +118,13 @@ def fit_split(
     on_accept: Optional[Callable[[], None]] = None,
     resume_command: Optional[str] = None,
     on_epoch: Optional[EpochHook] = None,
+    tracking_parent: Optional[Tracking] = None,
 ) -> dict[str, Any]:
     """Train on `train`, select on `val` (splits of `competition`), write the run directory. See `fit`.
 
     `on_accept()` runs once every check has passed, just before the run writes its first file
-    (k-fold training writes the folder's config.yaml there).
+    (k-fold training writes the folder's config.yaml there). `tracking_parent`: the k-fold run's
+    tracking, under which a fold's tracked run is nested.
     """
     check_submission(cfg, competition)
     pool = merged_labelled(competition).paths  # every labelled image: the cache training and val_probs.csv share
@@ -139,7 +142,7 @@ def fit_split(
         after=(lambda run, device, c: _held_out_outputs(run, val, competition, device, c, pool)) if len(val) else None,
     )
     return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept, resume_command=resume_command,
-                     on_epoch=on_epoch)
+                     on_epoch=on_epoch, tracking_parent=tracking_parent)
 
 
 def check_submission(cfg: Config, competition: Competition) -> None:
@@ -168,28 +171,35 @@ def _held_out_outputs(
 def train_run(
     cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool = False, overwrite: bool = False, log: Log = print,
     on_accept: Optional[Callable[[], None]] = None, resume_command: Optional[str] = None, on_epoch: Optional[EpochHook] = None,
+    tracking_parent: Optional[Tracking] = None,
 ) -> dict[str, Any]:
     """The training loop over `data`, writing the run directory `out_dir`; returns the summary.
 
     `train.threads` applies for the duration of the run (torch's thread count is process-wide); with
     "auto" the process counts as a live training (`comp.engine.threads`) and takes its share of the
-    cores at every epoch start.
+    cores at every epoch start. `track` trackers are checked first (a missing library or a silent
+    server stops here, before any write) and closed as KILLED or FAILED when the run ends early.
     """
     previous = torch.get_num_threads()
     tune_cpu_allocator()
     registry = default_registry()
+    tracking = Tracking(cfg.track if dist.launched_rank() == 0 else [], log)
     try:
         with registry.registered():
             return _train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept,
                               resume_command=resume_command or f"comp train CONFIG --resume --out {out_dir}", registry=registry,
-                              on_epoch=on_epoch)
+                              on_epoch=on_epoch, tracking=tracking, tracking_parent=tracking_parent)
+    except BaseException as e:
+        tracking.finish({}, [], "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         torch.set_num_threads(previous)
 
 
 def _train_run(
     cfg: Config, data: TrainingData, out_dir: Path, *, resume: bool, overwrite: bool, log: Log, on_accept: Optional[Callable[[], None]],
-    resume_command: str, registry: TrainingRegistry, on_epoch: Optional[EpochHook],
+    resume_command: str, registry: TrainingRegistry, on_epoch: Optional[EpochHook], tracking: Tracking,
+    tracking_parent: Optional[Tracking],
 ) -> dict[str, Any]:
     classes = data.classes
     if len(classes) < 2:
@@ -248,6 +258,8 @@ def _train_run(
         save_config(cfg, out_dir / "config.yaml")
     if on_accept is not None:
         on_accept()
+    tracking.start(out_dir, tracked_params(cfg), experiment_name(data.source), resume=resume,
+                   first_step=state.epoch + 1 if resume else None, parent=tracking_parent)
     dist.barrier()
     net = model  # what the loop calls: the model, wrapped for DDP and compiled when asked
     if distributed:
@@ -326,10 +338,13 @@ def _train_run(
             bad_files.update({p: "unreadable image" for p in tr.bad_files + va.bad_files})
             improved = update_best(state, epoch, va, metric, scored=data.n_val > 0)
             state.epoch = epoch
+            row = None
             if main:
-                _record_epoch(metrics, out_dir, cfg, classes, epoch, optimizer, tr, va, eval_model if improved else None, metric,
-                              data.n_val > 0, log)
+                row = _record_epoch(metrics, out_dir, cfg, classes, epoch, optimizer, tr, va, eval_model if improved else None, metric,
+                                    data.n_val > 0, log)
             policy.epoch_end()
+            if row is not None:  # after last.pt: a resume never logs an epoch twice
+                tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, epoch)
             if t.patience and state.stale_epochs >= t.patience:
                 log(f"early stop: no better best.pt (a better val {metric.name}, or an equal one with lower val loss) for {t.patience} epochs")
                 stopped_early = True
@@ -357,6 +372,7 @@ def _train_run(
         summary["temperature"] = held_out["temperature"]
     if main:
         write_json(summary, out_dir / "summary.json")
+        tracking.finish(summary, [out_dir / f for f in ("summary.json", "curves.png", "config.yaml")])
     dist.barrier()
     return summary
 
@@ -364,8 +380,8 @@ def _train_run(
 def _record_epoch(
     metrics: MetricsLog, out_dir: Path, cfg: Config, classes: list[str], epoch: int, optimizer, tr: EpochStats, va: EpochStats,
     new_best: Optional[nn.Module], metric: Metric, scored: bool, log: Log,
-) -> None:
-    """The end-of-epoch bookkeeping of rank 0: metrics.csv, curves.png, best.pt (when `new_best`), the log line."""
+) -> dict[str, float]:
+    """The end-of-epoch bookkeeping of rank 0: metrics.csv, curves.png, best.pt (when `new_best`), the log line; returns the row."""
     lr = optimizer.param_groups[0]["lr"]
     row = dict(epoch=epoch, lr=lr, train_loss=tr.loss, train_acc=tr.acc, val_loss=va.loss, val_acc=va.acc, val_score=va.score,
                seconds=tr.seconds + va.seconds)
@@ -380,6 +396,7 @@ def _record_epoch(
         f"epoch {epoch + 1}/{cfg.train.epochs}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
         f"{val}{tr.images / max(tr.seconds, 1e-9):.0f} img/s  {row['seconds']:.1f}s{'  *best' if new_best is not None and scored else ''}"
     )
+    return row
 
 
 def _log_imbalance(cfg: Config, weight: Optional[torch.Tensor], classes: list[str], log: Log) -> None:

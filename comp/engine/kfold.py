@@ -24,6 +24,7 @@ from comp.data.competition import open_configured
 from comp.data.folds import kfold_indices, merged_labelled
 from comp.engine import distributed as dist
 from comp.engine.fit import check_submission, fit_split
+from comp.engine.tracking import Tracking, experiment_name, tracked_params
 from comp.engine.rundir import check_fold_folder, check_new_run_dir, clear_run_dir, saved_config
 from comp.files import write_json
 from comp.ensemble import accuracy
@@ -66,6 +67,26 @@ def fit_folds(
         else:
             check_fold_folder(out_dir, cfg)
     written = saved_config(out_dir) is not None and not (whole and overwrite)
+    # The k-fold run is one tracked run, its folds nested in it; it opens with the first fold that starts.
+    tracking = Tracking(cfg.track if dist.is_main() else [], log)
+    tracking.defer(out_dir, tracked_params(cfg), experiment_name(competition.root), resume=not whole)
+    try:
+        cv = _train_folds(cfg, competition, data, splits, out_dir, fold, resume, overwrite, whole, written, log, resume_command,
+                          after_fold, tracking)
+    except BaseException as e:
+        tracking.finish({}, [], "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    if cv:
+        tracking.start_once()
+        tracking.log_metrics({k: cv.get(k) for k in ("cv_score", "cv_score_calibrated", "cv_acc")}, cv["folds_done"])
+        tracking.finish(cv, [out_dir / "cv.json", out_dir / "config.yaml"])
+    return cv
+
+
+def _train_folds(cfg: Config, competition, data, splits, out_dir: Path, fold: Optional[int], resume: bool, overwrite: bool, whole: bool,
+                 written: bool, log: Log, resume_command: str, after_fold, tracking: Tracking) -> dict[str, Any]:
+    """The folds of `fit_folds`, then oof.csv and cv.json (an empty dict on ranks other than 0)."""
+    k = cfg.train.folds
 
     def accepted() -> None:
         # Called by the first fold once its own checks have passed, before it writes anything.
@@ -89,8 +110,9 @@ def fit_folds(
         summary = fit_split(  # a fold killed before its first checkpoint has nothing to lose: start it again
             cfg, competition, data.subset(train_idx), data.subset(val_idx), fold_dir,
             resume=resume and started, overwrite=overwrite or (resume and not started),
-            log=log, on_accept=accepted, resume_command=resume_command,
+            log=log, on_accept=accepted, resume_command=resume_command, tracking_parent=tracking,
         )
+        tracking.log_metrics({"fold_score": summary.get("best_val_score"), "fold_acc": summary.get("best_val_acc")}, i)
         if after_fold is not None and after_fold(i, summary):
             break
     if not dist.is_main():

@@ -26,7 +26,13 @@ from comp.errors import UserError
 RUN_FILES = frozenset({
     "config.yaml", "best.pt", "last.pt", "metrics.csv", "curves.png", "summary.json", "val_probs.csv",
     "skipped_files.txt", "oof.csv", "cv.json", ".best.pt.tmp", ".last.pt.tmp", "lr_find.png", "calibration.json",
+    "tracking.json", "wandb",  # experiment tracking (comp.engine.tracking); TensorBoard's event files: is_run_file
 })
+
+
+def is_run_file(name: str) -> bool:
+    """Whether a file or folder named `name` in a run directory is one comp writes."""
+    return name in RUN_FILES or name.startswith("events.out.tfevents.")
 
 # A packaged model (comp package): weights as safetensors, classes and config in its metadata.
 WEIGHTS_FILE = "model.safetensors"
@@ -34,7 +40,7 @@ WEIGHTS_FILE = "model.safetensors"
 # Keys that describe the machine, not the recipe: they may differ between folds and on resume
 # (`data.dir`: where the same competition lies on this machine; folds can train on several).
 ENVIRONMENT_KEYS = ("data.dir", "data.workers", "data.cache", "data.cache_dir", "data.cache_max_gb", "train.threads", "train.device",
-                    "train.checkpoint_minutes", "tune.")  # tune.*: how a search is run, no part of the trained recipe
+                    "train.checkpoint_minutes", "tune.", "track")  # tune.*: how a search is run, no part of the trained recipe
 
 # What `--resume` of a single run may change; each takes effect from the resume point. Extending
 # `train.epochs` re-plans the schedule for the new length (see `comp.engine.fit`). Everything else
@@ -80,7 +86,7 @@ def foreign_files(out_dir: Path) -> list[str]:
     for p in sorted(Path(out_dir).iterdir()):
         if p.name.startswith("fold_") and p.is_dir():
             found += [f"{p.name}/{q}" for q in foreign_files(p)]
-        elif p.name not in RUN_FILES:
+        elif not is_run_file(p.name):
             found.append(p.name)
     return found
 
@@ -111,7 +117,9 @@ def clear_run_dir(out_dir: Path, keep: str = "") -> None:
             continue
         if p.is_dir() and p.name.startswith("fold_"):
             shutil.rmtree(p)
-        elif p.name in RUN_FILES:
+        elif p.name == "wandb" and p.is_dir():
+            shutil.rmtree(p)
+        elif is_run_file(p.name):
             p.unlink()
 
 
