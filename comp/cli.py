@@ -194,6 +194,29 @@ def submit(
 @app.command(
     epilog=(
         "Examples:\n\n"
+        "  comp lb\n\n"
+        "  comp lb 3 0.9412 --private 0.9387\n\n"
+        "  comp lb 20261129-101500_prediction.csv 0.9412\n\n"
+        "  comp lb --kaggle dog-breed-identification"
+    )
+)
+def lb(
+    submission: Annotated[Optional[str], typer.Argument(help="Archived submission: its row number in the ledger or its file name.")] = None,
+    score: Annotated[Optional[float], typer.Argument(help="Its public leaderboard score.")] = None,
+    private: Annotated[Optional[float], typer.Option("--private", help="Its private leaderboard score.")] = None,
+    kaggle: Annotated[Optional[str], typer.Option("--kaggle", help="Fetch the scores of your submissions to this competition with the Kaggle CLI.")] = None,
+    directory: Annotated[Path, typer.Option("--dir", help="Archive folder holding history.csv.")] = Path("submissions"),
+) -> None:
+    """Leaderboard scores in the submission ledger; prints CV beside LB and draws cv_vs_lb.png."""
+    from comp.lb import lb as leaderboard
+
+    with user_errors():
+        leaderboard(directory, submission, score, private, kaggle, log=typer.echo)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
         "  comp package runs/demo-5f --out bundle\n\n"
         "  comp package runs/r50-5f runs/effnet-5f --weights 0.6,0.4 --half --out bundle\n\n"
         "Then on Kaggle: python /kaggle/input/bundle/inference.py --data /kaggle/input/COMPETITION --out /kaggle/working/submission.csv"

@@ -12,7 +12,6 @@ metric in their own group; runs without a score last); unfinished runs are marke
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -23,6 +22,7 @@ from comp.engine.rundir import ENVIRONMENT_KEYS, flat, run_state, saved_config
 from comp.errors import Log, UserError
 from comp.files import read_json
 from comp.metrics import get_metric
+from comp.report.tables import text_table
 
 COLUMNS = ["run", "state", "metric", "score", "acc", "epochs", "model", "size", "seconds", "date"]
 # Keys that say where or how a run ran, not what it is: never shown as a difference.
@@ -160,24 +160,8 @@ def runs(folders: Sequence[Path] = (Path("runs"),), *, sort: Optional[str] = Non
     if table.empty:
         log(f"no run directories under {', '.join(str(f) for f in folders)}")
         return table
-    log(_format(table))
+    log(text_table(table, four_places=("score", "acc")))
     if csv is not None:
         table.to_csv(csv, index=False)
         log(f"wrote {csv} ({len(table)} runs)")
     return table
-
-
-def _format(table: pd.DataFrame) -> str:
-    def text(column: str, v: Any) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.4f}" if column in ("score", "acc") else f"{v:.4g}"
-        return str(v)
-
-    shown = table.copy()
-    cells = [[text(c, v) for c, v in zip(shown.columns, row)] for row in shown.itertuples(index=False)]
-    widths = [min(40, max(len(str(c)), *(len(r[i]) for r in cells))) for i, c in enumerate(shown.columns)]
-    lines = ["  ".join(str(c)[:w].ljust(w) for c, w in zip(shown.columns, widths))]
-    lines += ["  ".join(v[:w].ljust(w) for v, w in zip(r, widths)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)

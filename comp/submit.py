@@ -5,12 +5,12 @@ every id present once, no empty value, and values of the submission's shape (cla
 probabilities, or top-k names; see `validate_prediction`). On success the file is written to
 `submissions/<UTC time>_<name>.csv` (never overwriting), zipped as `prediction.csv` for
 CodaBench-style upload, and a line is appended to `submissions/history.csv`: time, file, sha256,
-runs, CV score, message, and agreement with the previous submission.
+runs, metric, CV score, message, and agreement with the previous submission (`comp.ledger`; `comp lb`
+adds the leaderboard scores).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -28,9 +28,9 @@ import torch
 from comp.data.competition import Competition, Shape, open_competition, resolve_shape
 from comp.metrics import positive_index
 from comp.errors import UserError
+from comp.ledger import append_row, read_ledger
 from comp.probs import read_probs
 
-HISTORY_COLUMNS = ("time_utc", "file", "sha256", "runs", "cv_score", "message", "agreement_with_previous")
 
 
 def validate_prediction(path: Path, competition: Competition, shape: Optional[Shape] = None) -> pd.DataFrame:
@@ -198,6 +198,7 @@ def submit(
     df = validate_prediction(prediction, competition, shape)
     shape = shape or _guess_shape(df, competition)
     check_probabilities(prediction, meta)
+    read_ledger(directory)  # a damaged ledger is refused before anything is archived
 
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc)
@@ -205,22 +206,17 @@ def submit(
     df.to_csv(archived, index=False)  # the validated values, without stray spaces
     with zipfile.ZipFile(archived.with_suffix(".zip"), "w", zipfile.ZIP_DEFLATED) as z:
         z.write(archived, "prediction.csv")
-    history = directory / "history.csv"
     row = {
         "time_utc": stamp.isoformat(timespec="seconds"),
         "file": archived.name,
         "sha256": hashlib.sha256(archived.read_bytes()).hexdigest(),
         "runs": " ".join(meta.get("runs", [])),
+        "metric": meta.get("metric", ""),
         "cv_score": "" if meta.get("cv_score") is None else f"{meta['cv_score']:.4f}",
         "message": message,
-        "agreement_with_previous": _agreement(history, directory, df, competition, shape),
+        "agreement_with_previous": _agreement(directory, df, competition, shape),
     }
-    new = not history.is_file()
-    with open(history, "a", newline="") as f:
-        w = csv.DictWriter(f, HISTORY_COLUMNS)
-        if new:
-            w.writeheader()
-        w.writerow(row)
+    append_row(row, directory)
     if kaggle:
         _kaggle_submit(kaggle, archived, message or archived.stem)
     return {**row, "path": str(archived), "zip": str(archived.with_suffix(".zip"))}
@@ -243,19 +239,16 @@ def _unique(path: Path) -> Path:
     return candidate
 
 
-def _agreement(history: Path, directory: Path, df: pd.DataFrame, competition: Competition, shape: Shape) -> str:
+def _agreement(directory: Path, df: pd.DataFrame, competition: Competition, shape: Shape) -> str:
     """Share of ids with the same (first) label as the previous archived submission.
 
     '' for the first submission, for probability shapes, which have no label to compare, and when
     the previous file holds no class names in that column (another shape with the same header).
     """
-    if not history.is_file():
+    ledger = read_ledger(directory)
+    if ledger.empty or not (directory / ledger["file"].iloc[-1]).is_file():
         return ""
-    with open(history, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not (directory / rows[-1]["file"]).is_file():
-        return ""
-    prev = pd.read_csv(directory / rows[-1]["file"], dtype=str, keep_default_na=False)
+    prev = pd.read_csv(directory / ledger["file"].iloc[-1], dtype=str, keep_default_na=False)
     fmt = competition.submission
     if list(prev.columns) != fmt.columns:
         return ""

@@ -1,4 +1,4 @@
-"""The pictures of `comp evaluate --report`: confusion matrix, top losses, reliability diagram.
+"""The pictures of `comp evaluate --report` (confusion matrix, top losses, reliability diagram) and `comp lb` (CV against LB).
 
 matplotlib with the Agg backend (no display needed); every figure is sized from what it shows,
 so 10 classes and 100 classes are both readable.
@@ -140,6 +140,40 @@ def plot_reliability(bins: pd.DataFrame, ece: float, path: Path) -> None:
     hist.bar(centers, bins["images"], width=width * 0.95, color="gray")
     hist.set_xlabel("confidence (top probability)")
     hist.set_ylabel("images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_cv_vs_lb(table: pd.DataFrame, path: Path) -> None:
+    """CV (x) against the leaderboard (y), one point per submission, labelled `#row runs`.
+
+    `table` has columns "#", "runs", "cv", "public", "private" (`comp.lb.cv_lb_table`). Filled dots
+    are public scores, hollow squares private ones; the dashed line is LB = CV, so the gap between
+    what a recipe promised and what it scored reads off directly.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    public = table.dropna(subset=["cv", "public"])
+    private = table.dropna(subset=["cv", "private"])
+    ax.scatter(public["cv"], public["public"], color="tab:blue", zorder=3, label="public LB")
+    if len(private):
+        ax.scatter(private["cv"], private["private"], facecolors="none", edgecolors="tab:red", marker="s", zorder=3, label="private LB")
+    for row in public.itertuples(index=False):
+        ax.annotate(f"#{row[0]} {_cut(str(row.runs), 22)}", (row.cv, row.public), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    values = pd.concat([public["cv"], public["public"], private["cv"], private["private"]])
+    lo, hi = float(values.min()), float(values.max())
+    pad = (hi - lo) * 0.08 or 0.01
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=1, label="LB = CV")
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    metrics = sorted({m for m in table["metric"] if m and m != "-"})
+    unit = f" ({', '.join(metrics)})" if metrics else ""
+    ax.set_xlabel(f"CV{unit}")
+    ax.set_ylabel(f"leaderboard{unit}")
+    ax.set_title(f"CV against leaderboard, {len(public)} submissions")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -8,6 +8,7 @@ because sklearn's `calibration_curve` is for binary problems only.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -106,3 +107,20 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> tu
         rows.append(dict(lo=float(edges[k]), hi=float(edges[k + 1]), images=n, confidence=c, accuracy=a))
         ece += n / len(conf) * abs(a - c)
     return pd.DataFrame(rows, columns=["lo", "hi", "images", "confidence", "accuracy"]), ece
+
+
+def text_table(table: pd.DataFrame, four_places: Sequence[str] = ()) -> str:
+    """`table` as aligned plain text: missing values as '-', the `four_places` columns with 4 decimals,
+    other floats with 4 significant digits, cells cut at 40 characters."""
+    def text(column: str, v) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}" if column in four_places else f"{v:.4g}"
+        return str(v)
+
+    cells = [[text(c, v) for c, v in zip(table.columns, row)] for row in table.itertuples(index=False)]
+    widths = [min(40, max(len(str(c)), *(len(r[i]) for r in cells))) for i, c in enumerate(table.columns)]
+    lines = ["  ".join(str(c)[:w].ljust(w) for c, w in zip(table.columns, widths))]
+    lines += ["  ".join(v[:w].ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
