@@ -190,7 +190,7 @@ def train_run(
                               resume_command=resume_command or f"comp train CONFIG --resume --out {out_dir}", registry=registry,
                               on_epoch=on_epoch, tracking=tracking, tracking_parent=tracking_parent)
     except BaseException as e:
-        tracking.finish({}, [], "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        tracking.abort(e)
         raise
     finally:
         torch.set_num_threads(previous)

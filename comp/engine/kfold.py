@@ -74,7 +74,7 @@ def fit_folds(
         cv = _train_folds(cfg, competition, data, splits, out_dir, fold, resume, overwrite, whole, written, log, resume_command,
                           after_fold, tracking)
     except BaseException as e:
-        tracking.finish({}, [], "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        tracking.abort(e)
         raise
     if cv:
         tracking.start_once()

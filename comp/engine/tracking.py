@@ -146,9 +146,8 @@ class MlflowTracker(Tracker):
         try:
             self.client.search_experiments(max_results=1)
         except Exception as e:  # noqa: BLE001 - any failure here means the same thing to the user
-            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise UserError(
-                f"track: the MLflow tracking server {self.uri} does not answer ({reason}); start it, fix MLFLOW_TRACKING_URI, "
+                f"track: the MLflow tracking server {self.uri} does not answer ({_first_line(e)}); start it, fix MLFLOW_TRACKING_URI, "
                 "or take mlflow out of `track`"
             ) from None
         finally:
@@ -314,13 +313,16 @@ class Tracking:
             self._call(tracker, "finish", summary, [Path(f) for f in files], status)
         self.trackers = []
 
+    def abort(self, error: BaseException) -> None:
+        """Close the tracked runs of a command that ended with `error`: KILLED for Ctrl-C, else FAILED."""
+        self.finish({}, [], "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+
     def _call(self, tracker: Tracker, method: str, *args):
         try:
             return getattr(tracker, method)(*args)
         except Exception as e:  # noqa: BLE001 - a tracker's failure must never cost the run
             self.trackers.remove(tracker)
-            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            self.log(f"warning: tracker {tracker.name} failed ({reason}); training goes on without it")
+            self.log(f"warning: tracker {tracker.name} failed ({_first_line(e)}); training goes on without it")
             return None
 
     def _save_state(self) -> None:
@@ -330,6 +332,11 @@ class Tracking:
     def _where(self) -> str:
         m = self.state.get("mlflow")
         return f" (mlflow run {m['run_id']} at {m['tracking_uri']})" if m else ""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def _read_state(run_dir: Path) -> dict[str, Any]:

@@ -202,3 +202,26 @@ def test_wandb_gets_each_epoch_and_a_resume_reopens_the_same_id(tmp_path, config
     assert [s for s, _ in logged] == rows["epoch"].tolist()
     assert [v["val_loss"] for _, v in logged] == pytest.approx(rows["val_loss"].tolist(), rel=1e-5)
     assert fake.runs[1].finished == 0 and fake.runs[1].summary["curves"] == ("image", str(run / "curves.png"))
+
+
+def test_ctrl_c_marks_the_tracked_run_killed_and_resume_finishes_it_without_repeating_an_epoch(tmp_path, shapes, store, monkeypatch):
+    from comp.config import load_config
+    from comp.engine.fit import fit
+    from comp.errors import Interrupted
+    from tests.engine.test_crash_safety import _interrupt_at_forward
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(shapes), "batch_size": 8},
+                                   train={"epochs": 2, "checkpoint_minutes": 0}), ["track=[tensorboard,mlflow]"])
+    run = tmp_path / "run"
+    _interrupt_at_forward(monkeypatch, 5 + 2)  # 5 batches per epoch: Ctrl-C in the 2nd batch of epoch 2
+    with pytest.raises(Interrupted):
+        fit(cfg, run, log=lambda s: None)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    killed = store.get_run(_run_id(run))
+    assert killed.info.status == "KILLED"
+    assert [m.step for m in store.get_metric_history(killed.info.run_id, "val_loss")] == [0]
+    fit(cfg, run, resume=True, log=lambda s: None)
+    assert store.get_run(killed.info.run_id).info.status == "FINISHED"
+    _same_as_metrics_csv(run, store, [0, 1])
