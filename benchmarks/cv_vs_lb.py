@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from comp.demo import build_fashion_competition  # noqa: E402
 
+OUT = Path.cwd()
 RECIPES = {
     "lite0-1ep": ["--epochs", "1"],
     "lite0-2ep": ["--epochs", "2"],
@@ -38,7 +39,8 @@ RECIPES = {
 
 
 def comp(*args: str, env: dict | None = None) -> str:
-    done = subprocess.run([sys.executable, "-m", "comp", *args], capture_output=True, text=True, env=env)
+    # cwd: MLflow puts its artifacts under the working directory (mlruns/), so they stay beside OUT/mlflow.db
+    done = subprocess.run([sys.executable, "-m", "comp", *args], capture_output=True, text=True, env=env, cwd=OUT)
     if done.returncode != 0:
         raise SystemExit(f"comp {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done.stdout
@@ -59,6 +61,9 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=150)
     a = ap.parse_args()
     out = a.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    global OUT
+    OUT = out
     data = build_fashion_competition(out / "data", train_per_class=a.per_class, val_per_class=a.per_class // 10, test_images=1000)
     answers = data.parent / "answers.csv"
     ids = pd.read_csv(answers, dtype=str).iloc[:, 0].tolist()
