@@ -371,12 +371,15 @@ def data_check(
     directory: Annotated[Path, typer.Argument(help="Competition folder.")],
     id_column: Annotated[Optional[str], typer.Option("--id-column", help="CSV layout: train.csv id column.")] = None,
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="CSV layout: train.csv label column.")] = None,
+    task: Annotated[str, typer.Option("--task", help="CSV layout: auto, single or multilabel (as data.task).")] = "auto",
 ) -> None:
-    """Audit a competition folder: layout, classes and counts, unreadable or odd images, duplicates."""
+    """Audit a competition folder: layout, classes (tags) and counts, unreadable or odd images, duplicates."""
     from comp.data.audit import audit_competition, format_report
 
     with user_errors():
-        report = audit_competition(directory, id_column, label_column)
+        if task not in ("auto", "single", "multilabel"):
+            raise UserError(f"--task {task!r}: use auto, single or multilabel")
+        report = audit_competition(directory, id_column, label_column, task=task)
     typer.echo(format_report(report))
     if not report.ok:
         raise typer.Exit(2)

@@ -78,6 +78,8 @@ class DataConfig(_Section):
     train_on_val: bool = False  # train on every labelled image (val/ included, no hold-out); no val scores; k-fold folds still hold out
     id_column: Optional[str] = None  # CSV layout: train.csv id column; None: detected
     label_column: Optional[str] = None  # CSV layout: train.csv label column; None: detected
+    # CSV layout: one label per image, or several (space-separated tags, or one 0/1 column per class); auto: detected, asked when unclear
+    task: Literal["auto", "single", "multilabel"] = "auto"
     positive_class: Optional[str] = None  # binary: the class whose probability roc_auc and a one-column submission use; None: the second class
     submission: Literal["auto", "label", "probs", "positive", "topk"] = "auto"  # prediction CSV shape; auto: from sample_submission.csv and the metric
     sampler: Literal["uniform", "balanced"] = "uniform"  # balanced: every class drawn equally often per epoch (imbalanced data)

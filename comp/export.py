@@ -128,7 +128,8 @@ def _check_batch(member: Member, n: int = 8) -> tuple[torch.Tensor, str]:
 
     data = member.cfg.data.dir
     try:
-        paths = open_competition(Path(data), member.cfg.data.id_column, member.cfg.data.label_column).test_paths[:n] if data else []
+        paths = (open_competition(Path(data), member.cfg.data.id_column, member.cfg.data.label_column, member.cfg.data.task).test_paths[:n]
+                 if data else [])
     except UserError:
         paths = []
     if len(paths) >= 2:  # the dynamic batch dimension needs an example of more than one image

@@ -41,6 +41,7 @@ class Metric:
     higher_is_better: bool
     fn: Callable[[np.ndarray, np.ndarray, int, int], float]  # (probs, labels, num_classes, positive index)
     probabilistic: bool = False  # scored on probabilities (log loss, AUC), not on the top-1 label
+    multilabel_only: bool = False  # a name only multi-label competitions use (comp.metrics_multilabel)
 
     def better(self, a: float, b: float) -> bool:
         """Whether score `a` beats score `b` (NaN never beats anything; anything beats NaN)."""
@@ -117,6 +118,11 @@ METRICS = {
     "qwk": Metric("qwk", True, _qwk),
 }
 NAMES = (*METRICS, "map@3")
+MULTILABEL_ONLY = ("f1_samples", "f2_samples", "micro_f1", "average_precision")  # comp.metrics_multilabel
+
+
+def _multilabel_only(p, y, c, pos):
+    raise UserError("a multi-label metric cannot score single-label predictions")
 
 
 def get_metric(name: str) -> Metric:
@@ -127,7 +133,9 @@ def get_metric(name: str) -> Metric:
     m = _MAP.fullmatch(name)
     if m and int(m.group(1)) >= 1:
         return Metric(name, True, _map_at(int(m.group(1))))
-    raise UserError(f"unknown metric {name!r}; use one of {', '.join(NAMES)} (or map@K)")
+    if name in MULTILABEL_ONLY:
+        return Metric(name, True, _multilabel_only, multilabel_only=True)
+    raise UserError(f"unknown metric {name!r}; use one of {', '.join(NAMES)} (or map@K); multi-label: {', '.join(MULTILABEL_ONLY)}")
 
 
 def top_k(name: str) -> Optional[int]:
@@ -148,6 +156,9 @@ def positive_index(classes: Sequence[str], positive_class: Optional[str]) -> int
 def check_metric(name: str, classes: Sequence[str], positive_class: Optional[str] = None) -> Metric:
     """The metric, refused when it does not fit these classes (one line naming the fix)."""
     metric = get_metric(name)
+    if metric.multilabel_only:
+        raise UserError(f"metric {metric.name} scores multi-label competitions (several tags per image); this one has one class "
+                        f"per image: use {', '.join(NAMES[:-1])} or map@K")
     if metric.name == "qwk":
         try:
             values = [float(c) for c in classes]

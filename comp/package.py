@@ -121,6 +121,7 @@ def package(
         "calibrate": calibrate,
         "id_column": first_cfg.data.id_column,
         "label_column": first_cfg.data.label_column,
+        "task": first_cfg.data.task,
         "classes": classes,
         "half": half,
     }
@@ -143,7 +144,7 @@ def _check_shape(cfg, classes: list[str], shape: str, data: Optional[Path]) -> N
     folder = Path(data or cfg.data.dir or "")
     if not str(folder) or not folder.is_dir():
         return  # the competition is not on this machine; inference.py checks it where it runs
-    competition = open_competition(folder, cfg.data.id_column, cfg.data.label_column)
+    competition = open_competition(folder, cfg.data.id_column, cfg.data.label_column, cfg.data.task)
     resolve_shape(competition.submission, classes, cfg.metric, cfg.data.positive_class, cfg.data.submission if shape == "auto" else shape)
 
 
@@ -214,7 +215,7 @@ def _half_agreement(runs: list[Path], bundle: Path, settings: dict, data: Option
     if not data or not Path(data).is_dir():
         log("fp16: no competition folder to measure the agreement on; pass --data DIR")
         return None
-    paths = open_competition(Path(data), settings["id_column"], settings["label_column"]).test_paths[:256]
+    paths = open_competition(Path(data), settings["id_column"], settings["label_column"], settings.get("task", "auto")).test_paths[:256]
     device = resolve_device("auto")
 
     def final(run_dirs: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:

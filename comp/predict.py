@@ -172,6 +172,7 @@ def predict(
         data,
         id_column or (first_cfg.data.id_column if first_cfg else recorded.get("id_column")),
         label_column or (first_cfg.data.label_column if first_cfg else recorded.get("label_column")),
+        first_cfg.data.task if first_cfg else recorded.get("task", "auto"),
     )
     competition.require_test()
     classes = shared_classes(all_members) if all_members else competition.classes
@@ -230,6 +231,7 @@ def predict(
         "data": str(Path(data).resolve()),
         "id_column": competition.id_column,  # the train.csv columns (CSV layout), for comp submit
         "label_column": competition.label_column,
+        "task": competition.task,
         "metric": metric,
         "positive_class": positive_class,
         "shape": out_shape.kind,

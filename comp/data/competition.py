@@ -19,30 +19,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
+import numpy as np
 import pandas as pd
 
 from comp.config import DataConfig
 from comp.data.images import is_image_file, list_images, other_files
+from comp.data.labels import multi_hot, read_labels, sort_class_names
 from comp.errors import UserError
 
 TRAIN_IMAGE_DIRS = ("train", "train_images", "images")
 TEST_IMAGE_DIRS = ("test", "test_images")
-LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target", "species", "breed", "diagnosis", "y")
 DEFAULT_COLUMNS = ("image_name", "pred_label")  # the NYCU format, used without a sample submission
 
 
 @dataclass
 class Split:
-    """Labelled images: `paths[i]` has class index `labels[i]`."""
+    """Labelled images: `paths[i]` has class index `labels[i]`; in a multi-label competition
+    `targets[i]` is its (C,) 0/1 row of tags instead and every `labels[i]` is -1."""
 
     paths: list[Path]
     labels: list[int]
+    targets: Optional[np.ndarray] = None  # multi-label: (N, C) uint8
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def subset(self, idx) -> "Split":
-        return Split([self.paths[i] for i in idx], [self.labels[i] for i in idx])
+        idx = list(idx)
+        targets = self.targets[idx] if self.targets is not None else None
+        return Split([self.paths[i] for i in idx], [self.labels[i] for i in idx], targets)
 
 
 @dataclass
@@ -183,6 +188,8 @@ class Competition:
     test_problem: Optional[str] = None  # why the test set is unusable; training still works
     id_column: Optional[str] = None  # CSV layout: the train.csv columns used
     label_column: Optional[str] = None
+    task: str = "single"  # or "multilabel" (comp.data.labels): train.targets holds each image's tags
+    label_kind: str = "single"  # single | tags (space-separated, in label_column) | onehot (one 0/1 column per class)
 
     def require_test(self) -> None:
         """Raise the reason the test set cannot be predicted, if there is one."""
@@ -195,42 +202,33 @@ class Competition:
             raise UserError(f"{self.root}: no test images found; expected a test/ or test_images/ folder")
 
     def class_counts(self, split: Optional[Split] = None) -> dict[str, int]:
-        """Images per class name for `split` (default: train), in class order."""
-        counts = Counter((split or self.train).labels)
+        """Images per class name (multi-label: per tag) for `split` (default: train), in class order."""
+        split = split or self.train
+        if split.targets is not None:
+            return {name: int(n) for name, n in zip(self.classes, split.targets.sum(0))}
+        counts = Counter(split.labels)
         return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
-
-
-def sort_class_names(names) -> list[str]:
-    """Numeric order when every name is an integer (NYCU's "0".."99"), else lexicographic."""
-    names = sorted(set(names))
-    if names and all(_is_int(n) for n in names):
-        return sorted(names, key=lambda n: (int(n), n))
-    return names
-
-
-def _is_int(s: str) -> bool:
-    try:
-        int(s)
-    except ValueError:
-        return False
-    return True
 
 
 def open_configured(data: DataConfig) -> Competition:
     """`open_competition` for a config's `data` section; no `data.dir` is a UserError."""
     if not data.dir:
         raise UserError("no data folder: pass --data DIR or set data.dir in the config")
-    return open_competition(data.dir, data.id_column, data.label_column)
+    return open_competition(data.dir, data.id_column, data.label_column, data.task)
 
 
 def open_competition(
-    root: Path | str, id_column: Optional[str] = None, label_column: Optional[str] = None
+    root: Path | str, id_column: Optional[str] = None, label_column: Optional[str] = None, task: str = "auto",
+    multilabel_ok: bool = False,
 ) -> Competition:
     """Detect the layout of `root` and index its images, classes and submission format.
 
     Args:
         root: competition folder.
         id_column, label_column: CSV layout only; override the detected train.csv columns.
+        task: data.task, `auto`, `single` or `multilabel` (CSV layout; comp.data.labels).
+        multilabel_ok: whether the caller handles a multi-label competition (`comp data check`
+            does); otherwise one is refused with a line that says so, never read as single-label.
 
     Returns:
         A `Competition`; class indices of `train`/`val` refer to `classes`.
@@ -242,7 +240,17 @@ def open_competition(
     if not root.is_dir():
         raise UserError(f"data folder not found: {root}; pass the competition folder (the one holding train/ or train.csv)")
     if (root / "train.csv").is_file():
-        return _open_csv(root, id_column, label_column)
+        competition = _open_csv(root, id_column, label_column, task)
+        if competition.task == "multilabel" and not multilabel_ok:
+            how = f"space-separated tags in {competition.label_column!r}" if competition.label_kind == "tags" else "one 0/1 column per class"
+            raise UserError(
+                f"{root / 'train.csv'} is multi-label ({len(competition.classes)} tags, {how}); comp data check audits it, "
+                "but training and prediction of multi-label competitions are not available yet "
+                "(data.task=single only if each image really has one label)"
+            )
+        return competition
+    if task == "multilabel":
+        raise UserError(f"{root}: data.task=multilabel needs a train.csv (tags or one 0/1 column per class); class folders hold one label per image")
     if (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
         return _open_folders(root)
     raise UserError(
@@ -328,7 +336,7 @@ def _split_from(folders: dict[str, list[Path]], index: dict[str, int]) -> Split:
 # -- csv layout -----------------------------------------------------------------------------
 
 
-def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str]) -> Competition:
+def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str], task: str = "auto") -> Competition:
     csv_path = root / "train.csv"
     try:
         df = read_table(csv_path)
@@ -340,14 +348,17 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str])
     files = _FileIndex(list_images(image_dir), image_dir)
     other = other_files(image_dir)
     id_col = id_column or _detect_id_column(df, files, csv_path)
-    lab_col = label_column or _detect_label_column(df, id_col, csv_path)
-    for col in (id_col, lab_col):
-        if col not in df.columns:
-            raise UserError(f"{csv_path}: no column {col!r}; columns are {list(df.columns)}")
+    if id_col not in df.columns:
+        raise UserError(f"{csv_path}: no column {id_col!r}; columns are {list(df.columns)}")
+    reading = read_labels(df, id_col, label_column, task, csv_path)
+    lab_col = reading.label_columns[0] if reading.kind != "onehot" else None
+    # A multi-label row's label is its tag set, written as sorted space-separated tags.
+    label_texts = (df[lab_col] if reading.kind == "single"
+                   else pd.Series([" ".join(sorted(reading.tags_of(r) or [])) for _, r in df.iterrows()], index=df.index))
 
     skipped: list[tuple[str, str]] = [(str(p), "not an image file (extension)") for p in other]
     rows: dict[Path, str] = {}  # one training sample per image file
-    for line, (image_id, label) in enumerate(zip(df[id_col], df[lab_col]), start=2):
+    for line, (image_id, label) in enumerate(zip(df[id_col], label_texts), start=2):
         found = files.lookup(image_id)
         if len(found) > 1:
             names = ", ".join(p.relative_to(root).as_posix() for p in found[:3])
@@ -359,7 +370,7 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str])
             skipped.append((f"train.csv id {image_id!r}", f"no such image in {image_dir.name}/"))
             continue
         path, label = found[0], label.strip()
-        if not label:
+        if not label and reading.kind != "onehot":  # a one-hot row of zeros is an image with no tag
             skipped.append((str(path), "empty label in train.csv"))
         elif path not in rows:
             rows[path] = label
@@ -372,9 +383,13 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str])
             skipped.append((f"train.csv line {line}", f"duplicate row for {path.relative_to(root).as_posix()} (used once)"))
     if not rows:
         raise UserError(f"{csv_path}: no row of column {id_col!r} matches an image in {image_dir}/")
-    classes = sort_class_names(rows.values())
-    index = {c: i for i, c in enumerate(classes)}
-    train = Split(list(rows), [index[lab] for lab in rows.values()])
+    if reading.task == "multilabel":
+        classes = reading.classes
+        train = Split(list(rows), [-1] * len(rows), multi_hot([lab.split() for lab in rows.values()], classes))
+    else:
+        classes = sort_class_names(rows.values())
+        index = {c: i for i, c in enumerate(classes)}
+        train = Split(list(rows), [index[lab] for lab in rows.values()])
 
     test_dir = next((root / d for d in TEST_IMAGE_DIRS if (root / d).is_dir()), None)
     test_paths = list_images(test_dir) if test_dir else []
@@ -383,7 +398,8 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str])
         used = set(train.paths)
         test_paths = [p for p in files.paths if p not in used]
     submission, test_paths, test_ids, problem = _test_set(root, test_paths, classes)
-    return Competition(root, "csv", classes, train, None, test_paths, test_ids, submission, skipped, problem, id_col, lab_col)
+    return Competition(root, "csv", classes, train, None, test_paths, test_ids, submission, skipped, problem, id_col, lab_col,
+                       reading.task, reading.kind)
 
 
 class _FileIndex:
@@ -449,18 +465,6 @@ def _detect_id_column(df: pd.DataFrame, files: _FileIndex, csv_path: Path) -> st
             f"set data.id_column=<column> (--id-column for comp data check)"
         )
     return best
-
-
-def _detect_label_column(df: pd.DataFrame, id_col: str, csv_path: Path) -> str:
-    others = [c for c in df.columns if c != id_col]
-    if len(others) == 1:
-        return others[0]
-    named = [c for c in others if c.strip().lower() in LABEL_COLUMN_NAMES]
-    if len(named) == 1:
-        return named[0]
-    raise UserError(
-        f"{csv_path}: cannot tell which column is the label among {others}; set data.label_column=<column>"
-    )
 
 
 # -- test set and submission format ---------------------------------------------------------

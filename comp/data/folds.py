@@ -63,6 +63,46 @@ def kfold_indices(labels: list[int], k: int, seed: int) -> list[tuple[list[int],
         return [(sorted(tr.tolist()), sorted(va.tolist())) for tr, va in skf.split(np.zeros(len(labels)), labels)]
 
 
+def _iterstrat():
+    try:
+        from iterstrat import ml_stratifiers
+    except ImportError:
+        from comp.errors import UserError
+
+        raise UserError("multi-label splits need iterative-stratification: pip install 'comp[multilabel]' "
+                        "(or pip install iterative-stratification)") from None
+    return ml_stratifiers
+
+
+def multilabel_kfold_indices(targets: np.ndarray, k: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """K folds of a multi-label set, stratified per tag by iterative stratification (Sechidis et
+    al. 2011, the `iterative-stratification` package's MultilabelStratifiedKFold), so each fold holds
+    each tag in about its overall share: a tag with at least K images is in every fold's val part.
+
+    Args:
+        targets: (N, C) 0/1 tags per image.
+
+    Returns:
+        K (train_idx, val_idx) pairs; the val parts partition range(N).
+    """
+    from comp.errors import UserError
+
+    y = np.asarray(targets)
+    if k > len(y):
+        raise UserError(f"--folds {k}: only {len(y)} labelled images; use fewer folds")
+    folds = _iterstrat().MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed % 2**32)
+    return [(sorted(tr.tolist()), sorted(va.tolist())) for tr, va in folds.split(np.zeros(len(y)), y)]
+
+
+def multilabel_holdout_indices(targets: np.ndarray, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A hold-out of about `fraction` of the images with every tag in about its overall share
+    (iterative stratification, MultilabelStratifiedShuffleSplit). Returns sorted (train_idx, val_idx)."""
+    y = np.asarray(targets)
+    split = _iterstrat().MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed % 2**32)
+    tr, va = next(split.split(np.zeros(len(y)), y))
+    return sorted(tr.tolist()), sorted(va.tolist())
+
+
 def merged_labelled(comp: Competition) -> Split:
     """All labelled images (train plus a shipped val/ split): what k-fold splits."""
     if comp.val is None:
