@@ -89,6 +89,8 @@ def train(
         extra = f" (acc {summary['cv_acc']:.4f})" if metric != "accuracy" else ""
         if "cv_score_calibrated" in summary:
             extra += f", calibrated {summary['cv_score_calibrated']:.4f}"
+        if "cv_score_thresholded" in summary:
+            extra += f", at the fitted thresholds {summary['cv_score_thresholded']:.4f}"
         typer.echo(f"cv {metric} {summary['cv_score']:.4f}{extra} over {summary['folds_done']} folds; run: {summary['run_dir']}")
     elif summary["best_val_acc"] is None:
         typer.echo(f"trained {summary['epochs_run']} epochs without a validation split; run: {summary['run_dir']}")
@@ -98,6 +100,8 @@ def train(
         value = "n/a" if summary["best_val_score"] is None else f"{summary['best_val_score']:.4f}"
         if "best_val_score_calibrated" in summary:
             value += f" (calibrated {summary['best_val_score_calibrated']:.4f})"
+        if "best_val_score_thresholded" in summary:
+            value += f" at 0.5, {summary['best_val_score_thresholded']:.4f} at the fitted thresholds"
         typer.echo(f"best val {metric} {value} (acc {summary['best_val_acc']:.4f}) at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
 
 

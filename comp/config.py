@@ -81,7 +81,8 @@ class DataConfig(_Section):
     # CSV layout: one label per image, or several (space-separated tags, or one 0/1 column per class); auto: detected, asked when unclear
     task: Literal["auto", "single", "multilabel"] = "auto"
     positive_class: Optional[str] = None  # binary: the class whose probability roc_auc and a one-column submission use; None: the second class
-    submission: Literal["auto", "label", "probs", "positive", "topk"] = "auto"  # prediction CSV shape; auto: from sample_submission.csv and the metric
+    # prediction CSV shape; auto: from sample_submission.csv and the metric; tags / onehot: multi-label
+    submission: Literal["auto", "label", "probs", "positive", "topk", "tags", "onehot"] = "auto"
     sampler: Literal["uniform", "balanced"] = "uniform"  # balanced: every class drawn equally often per epoch (imbalanced data)
 
     @field_validator("std")
@@ -162,7 +163,8 @@ class TrainConfig(_Section):
     checkpoint_minutes: float = Field(10.0, ge=0)  # also save last.pt mid-epoch this often; 0 = epoch ends only
     # Imbalanced classes: loss weights none | balanced (n / (C * n_c), sklearn) | [w1, ...] in class order | {class: w}
     class_weights: Union[Literal["none", "balanced"], list[Annotated[float, Field(gt=0)]], dict[str, Annotated[float, Field(gt=0)]]] = "none"
-    loss: Literal["ce", "focal"] = "ce"  # focal: (1 - p)^gamma down-weights the easy images
+    # focal: (1 - p)^gamma down-weights the easy images; multi-label: ce is per-tag binary cross-entropy, asl timm's asymmetric loss
+    loss: Literal["ce", "focal", "asl"] = "ce"
     focal_gamma: float = Field(2.0, ge=0)
 
     @field_validator("threads", mode="before")

@@ -57,6 +57,12 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return (probs.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
 
 
+def tag_accuracy(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Multi-label accuracy: the share of (image, tag) decisions right at probability 0.5, i.e.
+    1 - the Hamming loss, of (N, C) probabilities against (N, C) 0/1 targets."""
+    return ((probs >= 0.5) == (targets > 0)).float().mean().item() if len(targets) else float("nan")
+
+
 def log_loss(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean negative log-likelihood of the true class: (N, C) probabilities, (N,) labels (float64 sums)."""
     return -probs.double().gather(1, labels.view(-1, 1)).clamp_min(EPS).log().mean().item()

@@ -117,6 +117,9 @@ def evaluate(
         "ensemble_acc", "ensemble_images", and with `fit`: "weights", "fitted_score" (several runs),
         "views_selected", "views_score" (several views)}.
     """
+    from comp.engine.rundir import refuse_multilabel
+
+    refuse_multilabel([r for r in runs if Path(r).suffix != ".csv"], "evaluate")
     if not runs:
         raise UserError("no runs given; pass one or more run directories")
     if views is not None and not tta:

@@ -73,6 +73,9 @@ def export(run: Path, *, format: str, out: Path, calibrate: bool = True, log: Lo
         UserError: an unknown format, a missing export extra, a bad --out, or folds of different
             sizes or normalisations.
     """
+    from comp.engine.rundir import refuse_multilabel
+
+    refuse_multilabel([run], "export")
     if format not in FORMATS:
         raise UserError(f"--format {format!r}: use {' or '.join(FORMATS)}")
     out = Path(out)

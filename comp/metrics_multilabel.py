@@ -47,6 +47,14 @@ class TagMetric:
             return True
         return a > b if self.higher_is_better else a < b
 
+    @property
+    def worst(self) -> float:
+        return -math.inf if self.higher_is_better else math.inf
+
+    @property
+    def probabilistic(self) -> bool:
+        return not self.thresholded
+
 
 def predict_tags(probs: np.ndarray, thresholds, ensure_one: bool = True) -> np.ndarray:
     """(N, C) 0/1 tag sets: probability >= the tag's threshold; with `ensure_one`, a row left

@@ -72,6 +72,9 @@ def package(
     Returns:
         The bundle.json content plus "bytes" (the bundle's size) and, with `half`, "half_agreement".
     """
+    from comp.engine.rundir import refuse_multilabel
+
+    refuse_multilabel([r for r in runs if Path(r).suffix != ".csv"], "package")
     if not runs:
         raise UserError("no runs given; pass one or more run directories, e.g. comp package runs/demo-5f --out bundle")
     out = Path(out)

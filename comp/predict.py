@@ -30,6 +30,8 @@ from comp.files import read_json, write_json
 from comp.ensemble import check_weights, merge
 from comp.errors import Log, UserError
 from comp.probs import FLOAT_FORMAT, read_probs, unit_rows, write_probs
+from comp.thresholds import prediction_thresholds
+from comp.metrics_multilabel import predict_tags
 from comp.tta import parse_views
 
 
@@ -56,7 +58,7 @@ def run_score(run: Path, calibrated: bool = True) -> Optional[float]:
     for name, key in (("cv.json", "cv_score"), ("summary.json", "best_val_score")):
         saved = read_json(Path(run) / name)
         if saved is not None:
-            keys = ([f"{key}_calibrated"] if calibrated else []) + [key, "cv_acc" if name == "cv.json" else "best_val_acc"]
+            keys = ([f"{key}_calibrated", f"{key}_thresholded"] if calibrated else []) + [key, "cv_acc" if name == "cv.json" else "best_val_acc"]
             value = next((saved[k] for k in keys if k in saved), None)
             return float(value) if value is not None else None
     return None
@@ -173,7 +175,12 @@ def predict(
         id_column or (first_cfg.data.id_column if first_cfg else recorded.get("id_column")),
         label_column or (first_cfg.data.label_column if first_cfg else recorded.get("label_column")),
         first_cfg.data.task if first_cfg else recorded.get("task", "auto"),
+        multilabel_ok=True,
     )
+    multilabel = competition.task == "multilabel"
+    if all_members and any(m.multilabel != multilabel for m in all_members):
+        raise UserError(f"the runs were trained as {'single' if multilabel else 'multi'}-label, but {data} is "
+                        f"{'multi' if multilabel else 'single'}-label; pass the competition they were trained on")
     competition.require_test()
     classes = shared_classes(all_members) if all_members else competition.classes
     if classes != competition.classes:
@@ -183,7 +190,17 @@ def predict(
     positive_class = first_cfg.data.positive_class if first_cfg else recorded.get("positive_class")
     if shape == "auto" and first_cfg is not None:
         shape = first_cfg.data.submission
-    out_shape = resolve_shape(competition.submission, classes, metric, positive_class, shape)  # before any model runs
+    out_shape = resolve_shape(competition.submission, classes, metric, positive_class, shape, competition.task)  # before any model runs
+    thresholds = None
+    if multilabel:
+        if rule != "mean":
+            raise UserError("multi-label runs merge per-tag probabilities with --merge mean; geometric is for class distributions")
+        if tables:
+            raise UserError("multi-label predictions are made from run directories; pass the runs, not *_probs.csv tables")
+        if out_shape.kind in ("tags", "onehot"):
+            thresholds, source = prediction_thresholds(run_dirs, list(weights) if weights is not None else [1.0] * len(runs),
+                                                       metric, classes)
+            log(f"thresholds: {source}")
     run_temperatures = {r: run_temperature(r) if calibrate else 1.0 for r in run_dirs}
 
     per_run: dict[Path, torch.Tensor] = {}
@@ -215,7 +232,8 @@ def predict(
         return {}
     csv_path, probs_path, meta_path = output_paths(out)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    write_prediction_csv(csv_path, competition.test_ids, final, classes, out_shape, clip=metric == "log_loss")
+    write_prediction_csv(csv_path, competition.test_ids, final, classes, out_shape, clip=metric == "log_loss" and not multilabel,
+                         thresholds=thresholds, multilabel=multilabel)
     scores = [s for s in (run_score(r, calibrated=calibrate) for r in run_dirs) if s is not None]
     raw_scores = [s for s in (run_score(r, calibrated=False) for r in run_dirs) if s is not None]
     meta = {
@@ -237,9 +255,10 @@ def predict(
         "shape": out_shape.kind,
         "k": out_shape.k,
         "temperatures": temperatures,
+        "thresholds": thresholds,
     }
     if sidecars:
-        write_probs(probs_path, competition.test_ids, final, classes)
+        write_probs(probs_path, competition.test_ids, final, classes, unit=not multilabel)
         write_json(meta, meta_path)
     log(f"wrote {csv_path} ({len(competition.test_ids)} rows){f', {probs_path.name}, {meta_path.name}' if sidecars else ''} "
         f"from {len(all_members)} models x views {sorted({v for vs in used_views.values() for v in vs}) or '-'}")
@@ -271,14 +290,22 @@ def _gathered(probs: list[torch.Tensor], n: int) -> list[torch.Tensor]:
 LOG_LOSS_FLOOR = 1e-6
 
 
-def write_prediction_csv(path: Path, ids: Sequence[str], probs: torch.Tensor, classes: Sequence[str], shape: Shape, clip: bool = False) -> None:
+def write_prediction_csv(path: Path, ids: Sequence[str], probs: torch.Tensor, classes: Sequence[str], shape: Shape, clip: bool = False,
+                         thresholds: Optional[Sequence[float]] = None, multilabel: bool = False) -> None:
     """The submission in `shape`: the sample's columns, its ids in its order, and for each row a class
-    name, the class probabilities, the positive class's probability or the top-k names.
+    name, the class probabilities, the positive class's probability or the top-k names; for a
+    multi-label competition its tags, per-tag probabilities or 0/1 columns.
 
     Args:
         probs: (N, C) merged probabilities, rows in `ids` order, columns in `classes` order.
         clip: floor probabilities at `LOG_LOSS_FLOOR` (rows renormalized), for log-loss metrics.
+        thresholds: (C,) per-tag thresholds of the tags and onehot shapes (an image with no tag
+            above its threshold gets its most probable one).
+        multilabel: `probs` are per-tag probabilities (written as they are, not renormalized).
     """
+    if multilabel:
+        _write_tags(path, ids, probs, classes, shape, thresholds)
+        return
     if clip:
         probs = probs.double().clamp_min(LOG_LOSS_FLOOR)
     rows = unit_rows(probs)  # float64, summing to 1 as written (comp.probs.FLOAT_FORMAT)
@@ -294,6 +321,25 @@ def write_prediction_csv(path: Path, ids: Sequence[str], probs: torch.Tensor, cl
     else:  # topk
         top = probs.topk(min(shape.k, probs.shape[1]), dim=1).indices.tolist()
         table[cols[1]] = [" ".join(classes[i] for i in row) for row in top]
+    pd.DataFrame(table).to_csv(path, index=False, float_format=FLOAT_FORMAT)
+
+
+def _write_tags(path: Path, ids: Sequence[str], probs: torch.Tensor, classes: Sequence[str], shape: Shape,
+                thresholds: Optional[Sequence[float]]) -> None:
+    """A multi-label submission: tags (space-separated, class order), onehot (0/1) or probs columns."""
+    p = probs.detach().double().cpu().numpy()
+    cols = shape.columns
+    table = {cols[0]: list(ids)}
+    if shape.kind == "probs":
+        for col, c in zip(cols[1:], shape.class_index):
+            table[col] = p[:, c]
+    else:
+        on = predict_tags(p, thresholds if thresholds is not None else 0.5)
+        if shape.kind == "tags":
+            table[cols[1]] = [" ".join(c for c, flag in zip(classes, row) if flag) for row in on]
+        else:
+            for col, c in zip(cols[1:], shape.class_index):
+                table[col] = on[:, c].astype(int)
     pd.DataFrame(table).to_csv(path, index=False, float_format=FLOAT_FORMAT)
 
 

@@ -44,13 +44,18 @@ def unit_rows(probs: torch.Tensor) -> np.ndarray:
     return (p / p.sum(1, keepdim=True)).numpy()
 
 
-def write_probs(path: Path, ids: Sequence[str], probs: torch.Tensor, classes: Sequence[str], **meta: Sequence) -> None:
-    """Write (N, C) `probs` (rows renormalised, `FLOAT_FORMAT`) with an `id` column and optional `label`/`fold` columns."""
+def write_probs(path: Path, ids: Sequence[str], probs: torch.Tensor, classes: Sequence[str], unit: bool = True, **meta: Sequence) -> None:
+    """Write (N, C) `probs` (`FLOAT_FORMAT`) with an `id` column and optional `label`/`fold` columns.
+
+    Rows are renormalised to sum to 1 (`unit`); a multi-label table (per-tag probabilities, a
+    label of space-separated tags) is written as it is, with `unit=False`.
+    """
     df = pd.DataFrame({"id": list(ids)})
     for key in ("label", "fold"):
         if key in meta:
             df[key] = list(meta[key])
-    df = pd.concat([df, pd.DataFrame(unit_rows(probs), columns=[class_column(c) for c in classes])], axis=1)
+    values = unit_rows(probs) if unit else probs.detach().double().cpu().numpy()
+    df = pd.concat([df, pd.DataFrame(values, columns=[class_column(c) for c in classes])], axis=1)
     df.to_csv(path, index=False, float_format=FLOAT_FORMAT)
 
 
@@ -76,6 +81,18 @@ def read_probs(path: Path) -> tuple[list[str], torch.Tensor, list[str], dict[str
     if "fold" in meta:
         meta["fold"] = [int(v) for v in meta["fold"]]
     return df["id"].tolist(), probs, classes, meta
+
+
+def tag_targets(labels: Sequence[str], classes: Sequence[str], source: Optional[Path] = None) -> torch.Tensor:
+    """Space-separated tag sets -> (N, C) 0/1 targets over `classes`."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = torch.zeros(len(labels), len(classes), dtype=torch.long)
+    for row, text in enumerate(labels):
+        for tag in str(text).split():
+            if tag not in index:
+                raise UserError(f"{source or 'labels'}: tag {tag!r} is not one of the classes")
+            out[row, index[tag]] = 1
+    return out
 
 
 def label_indices(labels: Sequence[str], classes: Sequence[str], source: Optional[Path] = None) -> torch.Tensor:

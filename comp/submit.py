@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from comp.data.competition import Competition, Shape, open_competition, resolve_shape
+from comp.data.labels import check_tags
 from comp.metrics import positive_index
 from comp.errors import UserError
 from comp.ledger import append_row, read_ledger
@@ -37,9 +38,10 @@ def validate_prediction(path: Path, competition: Competition, shape: Optional[Sh
     """Check `path` against the competition's submission format and `shape`; return it as a DataFrame.
 
     Every shape: the sample's columns, one row per test id, no empty value. Then, by shape: label
-    = a class name per row; probs = numbers in [0, 1] whose rows sum to 1; positive = numbers in
-    [0, 1]; topk = k different class names per row. `shape` defaults to what the sample and
-    the file's values say (`_guess_shape`).
+    = a class name per row; probs = numbers in [0, 1] whose rows sum to 1 (multi-label: each in
+    [0, 1]); positive = numbers in [0, 1]; topk = k different class names per row; tags = known
+    tags, none twice; onehot = 0 or 1. `shape` defaults to what the sample and the file's values
+    say (`_guess_shape`).
 
     Raises:
         UserError: naming the first problem found and how to fix it.
@@ -73,7 +75,7 @@ def validate_prediction(path: Path, competition: Competition, shape: Optional[Sh
     if missing:
         raise UserError(f"{path}: {len(df)} rows for {len(expected)} test ids; {len(missing)} missing, e.g. {sorted(missing)[0]!r}")
     shape = shape or _guess_shape(df, competition)
-    _check_values(path, df, shape, competition.classes)
+    _check_values(path, df, shape, competition.classes, multilabel=competition.task == "multilabel")
     return df
 
 
@@ -88,6 +90,12 @@ def _guess_shape(df: pd.DataFrame, competition: Competition) -> Shape:
     """
     fmt = competition.submission
     classes = competition.classes
+    if competition.task == "multilabel":
+        if len(fmt.columns) == 2:
+            return Shape("tags", list(fmt.columns))
+        values = df[fmt.columns[1:]]
+        kind = "onehot" if values.isin(["0", "1"]).all().all() else "probs"
+        return resolve_shape(fmt, classes, "f2_samples" if kind == "onehot" else "roc_auc", override=kind, task="multilabel")
     shape = resolve_shape(fmt, classes)
     if shape.kind != "label":
         return shape
@@ -117,9 +125,18 @@ def _line(mask: "pd.Series | np.ndarray") -> int:
     return int(np.asarray(mask).nonzero()[0][0]) + 2
 
 
-def _check_values(path: Path, df: pd.DataFrame, shape: Shape, classes: list[str]) -> None:
+def _check_values(path: Path, df: pd.DataFrame, shape: Shape, classes: list[str], multilabel: bool = False) -> None:
     """Each row's values fit `shape`; a failure names the first bad line and its value as written."""
     cols = shape.columns[1:]
+    if shape.kind == "tags":
+        check_tags(df[cols[0]], classes, str(path))
+        return
+    if shape.kind == "onehot":
+        bad = ~df[cols].isin(["0", "1"]).to_numpy()
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise UserError(f"{path}: line {row + 2}, column {cols[col]!r}: {df[cols[col]].iloc[row]!r} is not 0 or 1")
+        return
     if shape.kind == "label":
         labels = df[cols[0]]
         bad = ~labels.isin(classes)
@@ -139,7 +156,7 @@ def _check_values(path: Path, df: pd.DataFrame, shape: Shape, classes: list[str]
         row, col = np.argwhere(bad)[0]
         raise UserError(f"{path}: line {row + 2}, column {cols[col]!r}: {df[cols[col]].iloc[row]!r} is not a probability; "
                         "write numbers in [0, 1]")
-    if shape.kind == "probs":
+    if shape.kind == "probs" and not multilabel:  # per-tag probabilities need not sum to 1
         sums = arr.sum(1)
         off = np.abs(sums - 1) > 1e-3
         if off.any():
@@ -190,12 +207,12 @@ def submit(
     if data is None:
         raise UserError("no data folder: pass --data DIR (the competition the prediction is for)")
     competition = open_competition(data, id_column or meta.get("id_column"), label_column or meta.get("label_column"),
-                                   meta.get("task", "auto"))
+                                   meta.get("task", "auto"), multilabel_ok=True)
     competition.require_test()
     shape = None
     if meta.get("shape"):  # what comp predict wrote, with the metric it wrote it for
         shape = resolve_shape(competition.submission, competition.classes, meta.get("metric", "accuracy"),
-                              meta.get("positive_class"), meta["shape"])
+                              meta.get("positive_class"), meta["shape"], competition.task)
     df = validate_prediction(prediction, competition, shape)
     shape = shape or _guess_shape(df, competition)
     check_probabilities(prediction, meta)

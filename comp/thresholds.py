@@ -12,7 +12,8 @@ the current value, so a flat score never moves a threshold. The result is stored
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
@@ -67,3 +68,71 @@ def fit_thresholds(probs: np.ndarray, targets: np.ndarray, metric: str, *, min_p
         "metric": m.name, "global": best_g, "thresholds": [float(v) for v in t], "fitted": [bool(f) for f in fitted],
         "score_at_0.5": float(at_half), "score": float(best), "ensure_one": ensure_one, "min_positives": min_positives,
     }
+
+
+THRESHOLDS_FILE = "thresholds.json"
+
+
+def fit_run_thresholds(run_dir: Path, metric: str, table: str = "val_probs.csv") -> dict[str, Any]:
+    """Fit the thresholds of a multi-label run on its held-out `table` (val_probs.csv, or a k-fold
+    run's oof.csv) and write them to `run_dir/thresholds.json` with the classes; returns that record."""
+    from comp.files import write_json
+    from comp.probs import read_probs, tag_targets
+
+    path = Path(run_dir) / table
+    _, probs, classes, meta = read_probs(path)
+    fit = fit_thresholds(probs.numpy(), tag_targets(meta["label"], classes, path).numpy(), metric)
+    record = {"classes": classes, "fitted_on": table, "images": len(probs), **fit}
+    write_json(record, Path(run_dir) / THRESHOLDS_FILE)
+    return record
+
+
+def read_thresholds(run_dir: Path, classes: list[str]) -> Optional[list[float]]:
+    """The thresholds `run_dir` stores for `classes`, or None when it has none."""
+    from comp.files import read_json
+
+    record = read_json(Path(run_dir) / THRESHOLDS_FILE)
+    if record is None:
+        return None
+    if record.get("classes") != list(classes):
+        raise UserError(f"{Path(run_dir) / THRESHOLDS_FILE}: fitted for other tags; retrain the run or delete the file")
+    return [float(t) for t in record["thresholds"]]
+
+
+def held_out_table(run_dir: Path) -> Path:
+    """The held-out predictions a run's thresholds are fitted on: a k-fold run's oof.csv, else val_probs.csv."""
+    run_dir = Path(run_dir)
+    return run_dir / ("oof.csv" if (run_dir / "oof.csv").is_file() else "val_probs.csv")
+
+
+def prediction_thresholds(run_dirs: list[Path], weights: list[float], metric: str, classes: list[str]) -> tuple[list[float], str]:
+    """The thresholds `comp predict` applies to the merged tag probabilities, and where they come from.
+
+    One run: its own (thresholds.json). Several: fitted again on the runs' held-out predictions
+    merged with the same weights, which needs every run to hold out the same images (k-fold runs of
+    one split); otherwise refused rather than averaging thresholds that were fitted to other
+    probabilities. A metric of probabilities fits none: 0.5 for every tag.
+    """
+    from comp.metrics_multilabel import get_tag_metric
+    from comp.probs import read_probs, tag_targets
+
+    if not get_tag_metric(metric).thresholded:
+        return [0.5] * len(classes), f"0.5 (metric {metric} fits no thresholds)"
+    if len(run_dirs) == 1:
+        own = read_thresholds(run_dirs[0], classes)
+        if own is None:
+            raise UserError(f"{run_dirs[0]}: no {THRESHOLDS_FILE}; finish the run (comp train CONFIG --resume --out {run_dirs[0]})")
+        return own, f"{run_dirs[0] / THRESHOLDS_FILE}"
+    tables = [read_probs(held_out_table(r)) for r in run_dirs]
+    ids = tables[0][0]
+    for r, (other, _, table_classes, _) in zip(run_dirs, tables):
+        if sorted(other) != sorted(ids) or table_classes != classes:
+            raise UserError(
+                f"{r}: holds out other images than {run_dirs[0]}, so the ensemble's thresholds cannot be fitted; "
+                "ensemble k-fold runs of the same folds (same seed and --folds), or predict each run alone"
+            )
+    order = [{i: k for k, i in enumerate(t[0])} for t in tables]
+    total = sum(weights)
+    merged = sum(w / total * t[1][[o[i] for i in ids]] for w, t, o in zip(weights, tables, order))
+    fit = fit_thresholds(merged.numpy(), tag_targets(tables[0][3]["label"], classes).numpy(), metric)
+    return fit["thresholds"], f"fitted on the {len(run_dirs)} runs' merged held-out predictions ({metric} {fit['score']:.4f})"

@@ -67,8 +67,9 @@ class SubmissionFormat:
         return self.columns[1]
 
 
-ShapeKind = Literal["label", "probs", "positive", "topk"]
-SHAPES = ("label", "probs", "positive", "topk")
+ShapeKind = Literal["label", "probs", "positive", "topk", "tags", "onehot"]
+SHAPES = ("label", "probs", "positive", "topk", "tags", "onehot")
+TAG_SHAPES = ("tags", "probs", "onehot")  # what a multi-label competition's prediction can be
 
 
 @dataclass
@@ -79,7 +80,9 @@ class Shape:
     - probs: one probability column per class, in the sample's column order (`columns[i]` holds
       class `class_index[i]`'s probability);
     - positive: binary; one column with the probability of class `positive`;
-    - topk: one column of `k` space-separated class names, best first (MAP@k).
+    - topk: one column of `k` space-separated class names, best first (MAP@k);
+    - multi-label: tags (one column of space-separated tags, each tag at or above its threshold),
+      probs (one probability column per tag, not summing to 1), onehot (one 0/1 column per tag).
     """
 
     kind: ShapeKind
@@ -95,12 +98,16 @@ class Shape:
             return f"the probability of {classes[self.positive]!r} in column {self.columns[1]!r}"
         if self.kind == "topk":
             return f"the top {self.k} class names, best first, in column {self.columns[1]!r}"
+        if self.kind == "tags":
+            return f"space-separated tags in column {self.columns[1]!r}"
+        if self.kind == "onehot":
+            return f"one 0/1 column per tag ({len(self.class_index)})"
         return f"class names in column {self.columns[1]!r}"
 
 
 def resolve_shape(
     fmt: SubmissionFormat, classes: list[str], metric: str = "accuracy", positive_class: Optional[str] = None,
-    override: str = "auto",
+    override: str = "auto", task: str = "single",
 ) -> Shape:
     """The shape of the prediction CSV: from the sample's columns and the metric, or `override`.
 
@@ -115,6 +122,10 @@ def resolve_shape(
     """
     from comp.metrics import get_metric, positive_index, top_k
 
+    if task == "multilabel":
+        return _tag_shape(fmt, classes, metric, override)
+    if override in ("tags", "onehot"):
+        raise UserError(f"data.submission={override} is for multi-label competitions; this one has one class per image")
     m = get_metric(metric)
     k = top_k(m.name)
     values = fmt.columns[1:]
@@ -172,6 +183,42 @@ def resolve_shape(
     return Shape("label", list(fmt.columns))
 
 
+def _tag_shape(fmt: SubmissionFormat, classes: list[str], metric: str, override: str) -> Shape:
+    """A multi-label prediction's shape. Auto: the sample's value columns are the tags -> probs for a
+    metric of probabilities (roc_auc, average_precision, log_loss), onehot for an F metric; one
+    column -> tags, refused for a metric of probabilities (tags cannot hold them)."""
+    from comp.metrics_multilabel import get_tag_metric
+
+    m = get_tag_metric(metric)
+    values = fmt.columns[1:]
+    where = f"{fmt.sample}" if fmt.sample else "the prediction"
+    if override not in ("auto", *TAG_SHAPES):
+        raise UserError(f"data.submission={override} is for single-label competitions; a multi-label one takes {', '.join(TAG_SHAPES)}")
+    kind = override
+    if kind == "auto":
+        if len(values) > 1:
+            kind = "onehot" if m.thresholded else "probs"
+        elif m.thresholded:
+            kind = "tags"
+        else:
+            raise UserError(
+                f"metric {m.name} scores per-tag probabilities, but {where} has one column {values[0]!r}; "
+                "set data.submission=probs (one column per tag) or tags"
+            )
+    if kind == "tags":
+        if len(values) != 1:
+            raise UserError(f"{where}: {len(values)} value columns {values}, but data.submission=tags writes one")
+        return Shape("tags", list(fmt.columns))
+    index = {c: i for i, c in enumerate(classes)}
+    if len(values) <= 1:  # no sample with tag columns: one column per tag, in class order
+        return Shape(kind, [fmt.id_column, *classes], list(range(len(classes))))
+    stray = [c for c in values if c.strip() not in index]
+    if stray or len(values) != len(classes):
+        raise UserError(f"{where}: columns {values} do not match the tags {classes[:6]}"
+                        f"{' (no tag ' + repr(stray[0]) + ')' if stray else ''}; fix the sample or set data.submission")
+    return Shape(kind, list(fmt.columns), [index[c.strip()] for c in values])
+
+
 @dataclass
 class Competition:
     """Everything `comp` needs to know about a competition folder."""
@@ -210,11 +257,11 @@ class Competition:
         return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
 
 
-def open_configured(data: DataConfig) -> Competition:
+def open_configured(data: DataConfig, multilabel_ok: bool = False) -> Competition:
     """`open_competition` for a config's `data` section; no `data.dir` is a UserError."""
     if not data.dir:
         raise UserError("no data folder: pass --data DIR or set data.dir in the config")
-    return open_competition(data.dir, data.id_column, data.label_column, data.task)
+    return open_competition(data.dir, data.id_column, data.label_column, data.task, multilabel_ok)
 
 
 def open_competition(
@@ -244,9 +291,8 @@ def open_competition(
         if competition.task == "multilabel" and not multilabel_ok:
             how = f"space-separated tags in {competition.label_column!r}" if competition.label_kind == "tags" else "one 0/1 column per class"
             raise UserError(
-                f"{root / 'train.csv'} is multi-label ({len(competition.classes)} tags, {how}); comp data check audits it, "
-                "but training and prediction of multi-label competitions are not available yet "
-                "(data.task=single only if each image really has one label)"
+                f"{root / 'train.csv'} is multi-label ({len(competition.classes)} tags, {how}); this command does not handle "
+                "multi-label competitions yet (data check, train, predict and submit do)"
             )
         return competition
     if task == "multilabel":

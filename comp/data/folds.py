@@ -35,6 +35,13 @@ def holdout_indices(labels: list[int], fraction: float, seed: int) -> tuple[list
     return sorted(train_idx), sorted(val_idx)
 
 
+def split_kfold(split: Split, k: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """K folds of `split`: stratified by class, or per tag for a multi-label split."""
+    if split.targets is not None:
+        return multilabel_kfold_indices(split.targets, k, seed)
+    return kfold_indices(split.labels, k, seed)
+
+
 def kfold_indices(labels: list[int], k: int, seed: int) -> list[tuple[list[int], list[int]]]:
     """Stratified K-fold (sklearn's StratifiedKFold, shuffled with `seed`).
 
@@ -107,12 +114,17 @@ def merged_labelled(comp: Competition) -> Split:
     """All labelled images (train plus a shipped val/ split): what k-fold splits."""
     if comp.val is None:
         return comp.train
-    return Split(comp.train.paths + comp.val.paths, comp.train.labels + comp.val.labels)
+    targets = None if comp.train.targets is None else np.concatenate([comp.train.targets, comp.val.targets])
+    return Split(comp.train.paths + comp.val.paths, comp.train.labels + comp.val.labels, targets)
 
 
 def train_val_split(comp: Competition, fraction: float, seed: int) -> tuple[Split, Split]:
-    """The competition's own val/ split when it has one, else a stratified hold-out of train."""
+    """The competition's own val/ split when it has one, else a stratified hold-out of train (per tag
+    for a multi-label competition)."""
     if comp.val is not None and len(comp.val) > 0:
         return comp.train, comp.val
+    if comp.train.targets is not None:  # multi-label: every tag in about its share
+        train_idx, val_idx = multilabel_holdout_indices(comp.train.targets, fraction, seed)
+        return comp.train.subset(train_idx), comp.train.subset(val_idx)
     train_idx, val_idx = holdout_indices(comp.train.labels, fraction, seed)
     return comp.train.subset(train_idx), comp.train.subset(val_idx)

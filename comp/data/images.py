@@ -205,4 +205,6 @@ def collate_skip_bad(items: list) -> tuple[torch.Tensor, torch.Tensor, list[str]
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), bad
     xs, ys = zip(*good)
+    if isinstance(ys[0], np.ndarray):  # multi-label: (C,) tag rows
+        return torch.stack(xs), torch.as_tensor(np.stack(ys), dtype=torch.float32), bad
     return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long), bad

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -68,7 +69,7 @@ def _cached_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress,
         idx = cache_rows(pool, split.paths)
         good = ok[idx]
         bad = [split.paths[i] for i in (~good).nonzero().flatten().tolist()]
-        return idx[good], torch.tensor(split.labels, dtype=torch.long)[good], bad
+        return idx[good], split_targets(split)[good], bad
 
     tr_rows, tr_y, tr_bad = rows(train)
     va_rows, va_y, va_bad = rows(val)
@@ -81,6 +82,20 @@ def _cached_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress,
     )
     val_batches = TensorBatches(eval_crops(squares, size, crop), va_y, rows=va_rows, batch_size=bs * 2, **common)
     return train_batches, val_batches, tr_bad + va_bad
+
+
+def split_targets(split: Split) -> torch.Tensor:
+    """What the loss compares with: (N,) class indices, or (N, C) float tags of a multi-label split."""
+    if split.targets is not None:
+        return torch.as_tensor(split.targets, dtype=torch.float32)
+    return torch.tensor(split.labels, dtype=torch.long)
+
+
+def item_targets(split: Split) -> list:
+    """Per-image targets for `ImageFileDataset`: class indices, or (C,) float32 tag rows."""
+    if split.targets is not None:
+        return list(split.targets.astype(np.float32))
+    return list(split.labels)
 
 
 class FileBatches:
@@ -133,8 +148,8 @@ def _file_loaders(
     common = dict(num_workers=cfg.data.workers, collate_fn=collate_skip_bad, pin_memory=device.type == "cuda", rank=rank, world=world)
     bs, seed = cfg.data.batch_size, cfg.train.seed
     train_batches = FileBatches(
-        ImageFileDataset(train.paths, train.labels, train_tf, draft), bs, seed=seed, shuffle=True,
+        ImageFileDataset(train.paths, item_targets(train), train_tf, draft), bs, seed=seed, shuffle=True,
         drop_last=len(train) > bs, balanced=cfg.data.sampler == "balanced", **common,
     )
-    val_batches = FileBatches(ImageFileDataset(val.paths, val.labels, eval_tf, draft), bs * 2, seed=seed, shuffle=False, drop_last=False, **common)
+    val_batches = FileBatches(ImageFileDataset(val.paths, item_targets(val), eval_tf, draft), bs * 2, seed=seed, shuffle=False, drop_last=False, **common)
     return train_batches, val_batches

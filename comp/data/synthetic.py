@@ -114,6 +114,42 @@ def make_competition(
     return root
 
 
+def make_multilabel_competition(
+    root: Path | str, *, tags: int = 3, images: int = 80, test_images: int = 12, size: int = 32,
+    shape: Literal["tags", "onehot"] = "tags", rare: Optional[float] = None, seed: int = 0,
+) -> Path:
+    """A multi-label competition: each image shows 1..`tags` shapes (each present with p 0.5, or
+    `rare` for the last one), its tags the shapes shown; train.csv and sample_submission.csv in
+    `shape` (space-separated `tags`, or one 0/1 / probability column per tag), answers.csv the
+    test images' tags (space-separated).
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    names = list(SHAPES[:tags])
+    p = np.full(tags, 0.5)
+    if rare is not None:
+        p[-1] = rare
+    rows = []
+    for i in range(images + test_images):
+        present = [n for n, q in zip(names, p) if rng.random() < q] or [names[int(rng.integers(tags - (rare is not None)))]]
+        canvas = np.zeros((size, size, 3), dtype=np.uint16)
+        for n in present:  # each shape on its own noisy tile, added up: overlapping shapes stay visible
+            canvas += np.asarray(draw_shape(n, size, rng), dtype=np.uint16)
+        im = Image.fromarray((canvas // len(present)).astype(np.uint8), "RGB")
+        split = "train" if i < images else "test"
+        _save(im, root / split / f"img_{i:05d}.png")
+        rows.append((f"img_{i:05d}", present))
+    train, test = rows[:images], rows[images:]
+    if shape == "tags":
+        _write_csv(root / "train.csv", ("image_name", "tags"), [(i, " ".join(t)) for i, t in train])
+        _write_csv(root / "sample_submission.csv", ("image_name", "tags"), [(i, names[0]) for i, _ in test])
+    else:
+        _write_csv(root / "train.csv", ("image_id", *names), [(i, *(int(n in t) for n in names)) for i, t in train])
+        _write_csv(root / "sample_submission.csv", ("image_id", *names), [(i, *([0.5] * tags)) for i, _ in test])
+    _write_csv(root / "answers.csv", ("id", "tags"), [(i, " ".join(t)) for i, t in test])
+    return root
+
+
 def _save(im: Image.Image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path)

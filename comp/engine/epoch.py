@@ -148,7 +148,7 @@ def _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler,
         x = x.contiguous(memory_format=torch.channels_last)
     target = y
     if mixup is not None and len(y) % 2 == 0:  # timm's Mixup needs an even batch
-        x, target = mixup(x, y)
+        x, target = mixup(x, y)  # (B, C) tag targets: a Mixup made with multi_label=True
     with _autocast(device, dtype):
         logits = model(x)
         loss = criterion(logits, target)
@@ -172,8 +172,16 @@ def _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler,
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
     p.loss_sum += value * len(y)
-    p.correct += (logits.argmax(1) == y).sum().item()
+    p.correct += hits(logits, y)
     p.seen += len(y)
+
+
+def hits(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Correct images in a batch: top-1 hits for (B,) class targets; for (B, C) tag targets the
+    share of tags right at probability 0.5, per image (so accuracy is 1 - the Hamming loss)."""
+    if y.ndim == 2:
+        return ((logits > 0) == (y > 0.5)).float().mean(1).sum().item()
+    return (logits.argmax(1) == y).sum().item()
 
 
 def _epoch_stats(p: EpochProgress, t0: float) -> EpochStats:
@@ -190,7 +198,11 @@ def evaluate(
     channels_last: bool = False,
     progress: Optional[LiveProgress] = None,
 ) -> EpochStats:
-    """Mean cross-entropy (no smoothing), accuracy, and the (N, C) probabilities of `model` over `loader`."""
+    """Mean cross-entropy (no smoothing), accuracy, and the (N, C) probabilities of `model` over `loader`.
+
+    Batches with (B, C) tag targets (multi-label) are scored with per-tag binary cross-entropy,
+    accuracy as in `hits`, and sigmoid probabilities; `targets` is then (N, C).
+    """
     model.eval()
     t0 = time.perf_counter()
     total_loss, correct, seen, bad = 0.0, 0, 0, []
@@ -204,10 +216,14 @@ def evaluate(
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, dtype):
             logits = model(x)
-        total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        if y.ndim == 2:
+            total_loss += F.binary_cross_entropy_with_logits(logits.float(), y.float(), reduction="sum").item() / y.shape[1]
+            probs.append(logits.float().sigmoid().cpu())
+        else:
+            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            probs.append(logits.float().softmax(1).cpu())
+        correct += hits(logits, y)
         seen += len(y)
-        probs.append(logits.float().softmax(1).cpu())
         targets.append(y.cpu())
         if progress is not None:
             progress.step(seen, acc=correct / seen)

@@ -24,6 +24,7 @@ from timm.data import Mixup
 from timm.utils import ModelEmaV3
 
 from comp.calibration import calibrate_run
+from comp.thresholds import fit_run_thresholds
 from comp.config import Config, TrainConfig, save_config
 from comp.data.competition import Competition, Split, open_configured, resolve_shape
 from comp.data.folds import merged_labelled, train_val_split
@@ -36,7 +37,7 @@ from comp.engine import distributed as dist
 from comp.device import amp_dtype, resolve_device, tune_cpu_allocator
 from comp.engine.epoch import EpochProgress, EpochStats, NonFiniteLoss, evaluate, train_one_epoch
 from comp.engine.infer import write_val_probs
-from comp.engine.losses import ClassWeightedLoss, class_weights
+from comp.engine.losses import ClassWeightedLoss, TagLoss, class_weights, tag_pos_weights
 from comp.engine.logbook import LiveProgress, MetricsLog, environment, plot_curves
 from comp.engine.rundir import check_new_run_dir, clear_run_dir
 from comp.engine.state import CheckpointPolicy, LoopState, update_best
@@ -46,6 +47,7 @@ from comp.files import read_json, save_atomic, write_json
 from comp.engine.optim import create_optimizer, create_scheduler
 from comp.errors import Interrupted, Log, UserError
 from comp.metrics import Metric, check_metric, score
+from comp.metrics_multilabel import get_tag_metric, tag_score
 from comp.models.factory import build_model, data_config
 from comp.models.heads import count_params
 
@@ -76,7 +78,7 @@ def fit(
     Returns:
         The summary dict also written to summary.json.
     """
-    competition = open_configured(cfg.data)
+    competition = open_configured(cfg.data, multilabel_ok=True)
     if cfg.data.train_on_val:
         train, val = merged_labelled(competition), Split([], [])
     else:
@@ -100,6 +102,7 @@ class TrainingData:
     n_val: int
     make_loaders: Callable[[Config, dict, torch.device, LiveProgress], tuple[Any, Any, list]]
     train_labels: list[int] = field(default_factory=list)  # class indices of the training images (class weights)
+    train_targets: Optional[Any] = None  # multi-label: (N, C) 0/1 tags of the training images; None: single-label
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = "data"
     after: Optional[Callable[[Path, torch.device, Config], Optional[dict]]] = None
@@ -133,6 +136,7 @@ def fit_split(
         n_train=len(train),
         n_val=len(val),
         train_labels=list(train.labels),
+        train_targets=train.targets,
         make_loaders=lambda c, dcfg, device, progress: make_loaders(
             c, dcfg, train, val, device, pool=pool, progress=progress, rank=dist.rank(),
             world=dist.world_size(),
@@ -154,7 +158,31 @@ def check_submission(cfg: Config, competition: Competition) -> None:
     a broken one, which predict reports) there is nothing to check yet.
     """
     if competition.submission.sample is not None:
-        resolve_shape(competition.submission, competition.classes, cfg.metric, cfg.data.positive_class, cfg.data.submission)
+        resolve_shape(competition.submission, competition.classes, cfg.metric, cfg.data.positive_class, cfg.data.submission,
+                      competition.task)
+
+
+def check_task(cfg: Config, classes: list[str], multilabel: bool):
+    """The run's metric (`Metric`, or `TagMetric` for a multi-label run), refusing settings that do
+    not fit the task."""
+    if not multilabel:
+        if cfg.train.loss == "asl":
+            raise UserError("train.loss=asl is the multi-label asymmetric loss; this competition has one class per image: use ce or focal")
+        return check_metric(cfg.metric, classes, cfg.data.positive_class)
+    if cfg.data.sampler == "balanced":
+        raise UserError("data.sampler=balanced draws images by class; a multi-label run has tags: use train.class_weights=balanced "
+                        "(each tag's positives weighed against its negatives) or train.loss=asl")
+    if cfg.data.positive_class is not None:
+        raise UserError("data.positive_class is for binary single-label competitions; unset it for a multi-label one")
+    return get_tag_metric(cfg.metric)
+
+
+def held_out_score(metric: str, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], positive_class: Optional[str]) -> float:
+    """The run's metric of held-out predictions: (N,) class targets, or (N, C) tag targets scored
+    at threshold 0.5 (the per-tag thresholds are fitted once training is done)."""
+    if targets.ndim == 2:
+        return tag_score(metric, probs, targets)
+    return score(metric, probs, targets, classes, positive_class)
 
 
 def _held_out_outputs(
@@ -164,6 +192,11 @@ def _held_out_outputs(
     temperature fitted on it; returns the summary's calibrated score (`best_val_score_calibrated`), the
     score of what `comp predict` writes, recorded beside the raw one that chose the best epoch."""
     write_val_probs(run, val, competition, device, cfg, pool=pool)
+    if val.targets is not None:  # multi-label: per-tag thresholds for the F metrics (calibration is single-label only)
+        if not get_tag_metric(cfg.metric).thresholded:
+            return {}
+        fit = fit_run_thresholds(run, cfg.metric)
+        return {"best_val_score_thresholded": fit["score"], "thresholds_global": fit["global"]}
     info = calibrate_run(run) if cfg.metric == "log_loss" else None
     return {"best_val_score_calibrated": info["score_calibrated"], "temperature": info["temperature"]} if info else {}
 
@@ -204,8 +237,10 @@ def _train_run(
     classes = data.classes
     if len(classes) < 2:
         raise UserError(f"{data.source}: only one class ({classes[0]!r}) has training images; a classifier needs two or more")
-    metric = check_metric(cfg.metric, classes, cfg.data.positive_class)
-    weight = class_weights(cfg.train.class_weights, data.train_labels, classes)
+    multilabel = data.train_targets is not None
+    metric = check_task(cfg, classes, multilabel)
+    weight = (tag_pos_weights(cfg.train.class_weights, data.train_targets, classes) if multilabel
+              else class_weights(cfg.train.class_weights, data.train_labels, classes))
     device = resolve_device(cfg.train.device)
     distributed = dist.setup(device.type)
     if distributed and device.type == "cuda":
@@ -231,6 +266,7 @@ def _train_run(
     cfg = cfg.model_copy(deep=True)
     for key in ("image_size", "mean", "std", "crop_pct"):
         setattr(cfg.data, key, dcfg[key])  # the resolved config records what was actually used
+    cfg.data.task = "multilabel" if multilabel else "single"  # what predict and resume read the labels as
 
     channels_last = cfg.train.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -241,7 +277,7 @@ def _train_run(
     # on the schedule of an N-epoch run (for cosine: the curve stretched to the new end, so the lr
     # rises again to where an N-epoch run would be at this update, then decays to min_lr at N).
     scheduler = create_scheduler(optimizer, cfg.sched, t.epochs, len(train_loader))
-    criterion, mixup = training_loss(t, len(classes), weight)
+    criterion, mixup = training_loss(t, len(classes), weight, multilabel)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
     state = LoopState.new(metric)
@@ -334,7 +370,7 @@ def _train_run(
             if distributed:
                 va = _summed(va)
             if data.n_val:
-                va.score = score(metric.name, va.probs, va.targets, classes, cfg.data.positive_class) if va.images else float("nan")
+                va.score = held_out_score(metric.name, va.probs, va.targets, classes, cfg.data.positive_class) if va.images else float("nan")
             bad_files.update({p: "unreadable image" for p in tr.bad_files + va.bad_files})
             improved = update_best(state, epoch, va, metric, scored=data.n_val > 0)
             state.epoch = epoch
@@ -367,6 +403,8 @@ def _train_run(
                        weight)
     if stopped_by_hook:
         summary["stopped_by"] = "pruner"  # the only caller that stops runs: comp tune
+    if summary["best_val_score"] is not None:
+        summary.update({k: v for k, v in held_out.items() if k in ("best_val_score_thresholded", "thresholds_global")})
     if "best_val_score_calibrated" in held_out and summary["best_val_score"] is not None:
         summary["best_val_score_calibrated"] = held_out["best_val_score_calibrated"]
         summary["temperature"] = held_out["temperature"]
@@ -422,6 +460,7 @@ def _summary(
     return {
         "best_epoch": state.best_epoch,
         "metric": metric.name,
+        "task": "multilabel" if data.train_targets is not None else "single",
         "best_val_score": state.best_val_score if scored and math.isfinite(state.best_val_score) else None,
         "best_val_acc": state.best_val_acc if scored else None,
         "classes": data.classes,
@@ -444,8 +483,12 @@ def _summary(
     }
 
 
-def training_loss(t: TrainConfig, num_classes: int, weight: Optional[torch.Tensor] = None) -> tuple[nn.Module, Optional[Mixup]]:
+def training_loss(t: TrainConfig, num_classes: int, weight: Optional[torch.Tensor] = None,
+                  multilabel: bool = False) -> tuple[nn.Module, Optional[Mixup]]:
     """(criterion, timm Mixup or None) of `t`: cross-entropy or focal loss, class-weighted by `weight` (C,).
+
+    Multi-label (`multilabel`): `TagLoss` on (B, C) tag targets (`weight` is each tag's positive
+    weight) and a Mixup that blends tag targets (timm's `multi_label=True`).
 
     The criterion takes logits (B, C) and targets (B,) class indices (smoothed by
     `t.label_smoothing`) or (B, C) soft targets from the Mixup, which applies the smoothing itself;
@@ -455,8 +498,10 @@ def training_loss(t: TrainConfig, num_classes: int, weight: Optional[torch.Tenso
     if t.mixup > 0 or t.cutmix > 0:
         mixup = Mixup(
             mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, prob=t.mix_prob,
-            label_smoothing=t.label_smoothing, num_classes=num_classes,
+            label_smoothing=t.label_smoothing, num_classes=num_classes, multi_label=multilabel,
         )
+    if multilabel:
+        return TagLoss(num_classes, weight, label_smoothing=t.label_smoothing, kind=t.loss, gamma=t.focal_gamma), mixup
     gamma = t.focal_gamma if t.loss == "focal" else 0.0
     return ClassWeightedLoss(num_classes, weight, label_smoothing=t.label_smoothing, gamma=gamma), mixup
 

@@ -43,6 +43,11 @@ class Member:
         return int(self.cfg.data.image_size)
 
     @property
+    def multilabel(self) -> bool:
+        """Trained on tags: its outputs are per-tag sigmoid probabilities, not a softmax."""
+        return self.cfg.data.task == "multilabel"
+
+    @property
     def crop_pct(self) -> float:
         return float(self.cfg.data.crop_pct)
 
@@ -182,7 +187,8 @@ def predict_views(
                     for v, fn in enumerate(fns[i]):
                         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                             logits = members[i].model(fn(xn))
-                        out[i][v, pos] = logits.float().softmax(1).cpu()
+                        logits = logits.float()
+                        out[i][v, pos] = (logits.sigmoid() if members[i].multilabel else logits.softmax(1)).cpu()
             if progress is not None:
                 progress.step(seen)
     return out, ok
@@ -218,12 +224,17 @@ def write_val_probs(
         workers=cfg.data.workers, on_bad="skip", pool=pool,
     )
     keep = ok.nonzero().flatten().tolist()
+    if val.targets is not None:  # multi-label: the label is the tag set, space-separated; rows are not a distribution
+        labels = [" ".join(c for c, on in zip(competition.classes, val.targets[i]) if on) for i in keep]
+    else:
+        labels = [competition.classes[val.labels[i]] for i in keep]
     write_probs(
         run_dir / "val_probs.csv",
         [relative_id(val.paths[i], competition.root) for i in keep],
         probs[0][0][keep],
         competition.classes,
-        label=[competition.classes[val.labels[i]] for i in keep],
+        label=labels,
+        unit=val.targets is None,
     )
 
 

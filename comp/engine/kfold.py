@@ -21,16 +21,15 @@ import torch
 
 from comp.config import Config, save_config
 from comp.data.competition import open_configured
-from comp.data.folds import kfold_indices, merged_labelled
+from comp.data.folds import merged_labelled, split_kfold
 from comp.engine import distributed as dist
-from comp.engine.fit import check_submission, fit_split
+from comp.engine.fit import check_submission, fit_split, held_out_score
 from comp.engine.tracking import Tracking, experiment_name, tracked_params
 from comp.engine.rundir import check_fold_folder, check_new_run_dir, clear_run_dir, saved_config
 from comp.files import write_json
-from comp.ensemble import accuracy
+from comp.ensemble import accuracy, tag_accuracy
 from comp.errors import Log, UserError
-from comp.metrics import score
-from comp.probs import label_indices, read_probs, write_probs
+from comp.probs import label_indices, read_probs, tag_targets, write_probs
 
 
 def fit_folds(
@@ -51,13 +50,15 @@ def fit_folds(
     k = cfg.train.folds
     if fold is not None and not 0 <= fold < k:
         raise UserError(f"--fold {fold} is outside 0..{k - 1} for --folds {k}")
-    competition = open_configured(cfg.data)
+    competition = open_configured(cfg.data, multilabel_ok=True)
     check_submission(cfg, competition)
     data = merged_labelled(competition)
-    small = [f"{competition.classes[c]} ({n})" for c, n in sorted(Counter(data.labels).items()) if n < k]
+    counts = data.targets.sum(0) if data.targets is not None else [Counter(data.labels)[c] for c in range(len(competition.classes))]
+    small = [f"{competition.classes[c]} ({n})" for c, n in enumerate(counts) if n < k]
     if small:
-        log(f"note: {len(small)} classes have fewer images than {k} folds and are validated in fewer folds: {', '.join(small[:5])}")
-    splits = kfold_indices(data.labels, k, cfg.train.seed)
+        what = "tags" if data.targets is not None else "classes"
+        log(f"note: {len(small)} {what} have fewer images than {k} folds and are validated in fewer folds: {', '.join(small[:5])}")
+    splits = split_kfold(data, k, cfg.train.seed)
     out_dir = Path(out_dir)
     resume_command = resume_command or f"comp train CONFIG --resume --out {out_dir}" + (f" --fold {fold}" if fold is not None else "")
     whole = fold is None and not resume  # a new k-fold run over the whole folder
@@ -117,7 +118,7 @@ def _train_folds(cfg: Config, competition, data, splits, out_dir: Path, fold: Op
             break
     if not dist.is_main():
         return {}
-    cv = collect_oof(out_dir, competition.classes, k, cfg.metric, cfg.data.positive_class)
+    cv = collect_oof(out_dir, competition.classes, k, cfg.metric, cfg.data.positive_class, multilabel=competition.task == "multilabel")
     _print_table(cv, log)
     return cv
 
@@ -132,9 +133,16 @@ def _finished(fold_dir: Path, cfg: Config) -> bool:
 
 
 def collect_oof(
-    out_dir: Path, classes: list[str], k: int, metric: str = "accuracy", positive_class: Optional[str] = None
+    out_dir: Path, classes: list[str], k: int, metric: str = "accuracy", positive_class: Optional[str] = None, multilabel: bool = False,
 ) -> dict[str, Any]:
-    """Gather fold_*/val_probs.csv into oof.csv and score it (accuracy and `metric`) into cv.json."""
+    """Gather fold_*/val_probs.csv into oof.csv and score it (accuracy and `metric`) into cv.json.
+
+    Multi-label: labels are tag sets, scores at threshold 0.5 (`cv_score`), and for an F metric the
+    run's thresholds are fitted on oof.csv (`thresholds.json`; `cv_score_thresholded`).
+    """
+    def targets_of(labels, source=None):
+        return tag_targets(labels, classes, source) if multilabel else label_indices(labels, classes, source)
+
     ids, probs, labels, folds, fold_acc, fold_score = [], [], [], [], {}, {}
     for i in range(k):
         path = out_dir / f"fold_{i}" / "val_probs.csv"
@@ -143,9 +151,9 @@ def collect_oof(
         fids, fprobs, fclasses, meta = read_probs(path)
         if fclasses != classes:
             raise UserError(f"{path}: classes differ from the competition's; retrain this fold")
-        y = label_indices(meta["label"], classes, path)
-        fold_acc[i] = accuracy(fprobs, y)
-        fold_score[i] = score(metric, fprobs, y, classes, positive_class)
+        y = targets_of(meta["label"], path)
+        fold_acc[i] = tag_accuracy(fprobs, y) if multilabel else accuracy(fprobs, y)
+        fold_score[i] = held_out_score(metric, fprobs, y, classes, positive_class)
         ids += fids
         probs.append(fprobs)
         labels += meta["label"]
@@ -153,19 +161,26 @@ def collect_oof(
     if not probs:
         raise UserError(f"{out_dir}: no finished fold (fold_*/val_probs.csv)")
     p = torch.cat(probs)
-    write_probs(out_dir / "oof.csv", ids, p, classes, label=labels, fold=folds)
-    y = label_indices(labels, classes)
+    write_probs(out_dir / "oof.csv", ids, p, classes, unit=not multilabel, label=labels, fold=folds)
+    y = targets_of(labels)
     cv = {
         "metric": metric,
-        "cv_score": score(metric, p, y, classes, positive_class),
-        "cv_acc": accuracy(p, y),
+        "cv_score": held_out_score(metric, p, y, classes, positive_class),
+        "cv_acc": tag_accuracy(p, y) if multilabel else accuracy(p, y),
         "fold_score": {str(i): a for i, a in fold_score.items()},
         "fold_acc": {str(i): a for i, a in fold_acc.items()},
         "folds": k,
         "folds_done": len(fold_acc),
         "images": len(ids),
     }
-    if metric == "log_loss":  # one temperature for the run, fitted on what its folds hold out (comp.calibration)
+    if multilabel:
+        from comp.metrics_multilabel import get_tag_metric
+        from comp.thresholds import fit_run_thresholds
+
+        if get_tag_metric(metric).thresholded:
+            fit = fit_run_thresholds(out_dir, metric, "oof.csv")
+            cv.update(cv_score_thresholded=fit["score"], thresholds_global=fit["global"])
+    elif metric == "log_loss":  # one temperature for the run, fitted on what its folds hold out (comp.calibration)
         from comp.calibration import calibrate_run
 
         info = calibrate_run(out_dir, "oof.csv")
@@ -180,5 +195,8 @@ def _print_table(cv: dict[str, Any], log: Log) -> None:
         log(f"{int(i):>4}  {a:.4f}   {cv['fold_score'][i]:.4f}")
     done = f" ({cv['folds_done']}/{cv['folds']} folds)" if cv["folds_done"] < cv["folds"] else ""
     log(f"  cv  {cv['cv_acc']:.4f}   {cv['cv_score']:.4f}  out-of-fold over {cv['images']} images{done}")
+    if "cv_score_thresholded" in cv:
+        log(f"  per-tag thresholds fitted on oof.csv (global {cv['thresholds_global']:.2f}): {cv['metric']} {cv['cv_score_thresholded']:.4f}, "
+            "what comp predict writes")
     if "cv_score_calibrated" in cv:
         log(f"  calibrated (temperature {cv['temperature']:.3f} on oof.csv): {cv['metric']} {cv['cv_score_calibrated']:.4f}, what comp predict writes")

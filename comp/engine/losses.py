@@ -93,3 +93,60 @@ def class_weights(
             f"{', '.join(list(classes)[:10])}{', ...' if len(classes) > 10 else ''} (or a mapping class: weight)"
         )
     return torch.tensor([float(v) for v in spec], dtype=torch.float32)
+
+
+class TagLoss(nn.Module):
+    """The multi-label loss: per-tag binary cross-entropy (`train.loss: ce`), sigmoid focal loss
+    (`focal`) or timm's asymmetric loss (`asl`, Ridnik et al. 2021, for many rare tags), on (B, C)
+    0/1 targets or the blends timm's Mixup makes of them (`multi_label=True`, smoothed by it).
+
+    Args:
+        pos_weight: (C,) weight of each tag's positive term (`tag_pos_weights`), or None.
+        label_smoothing: eps; targets become y (1 - eps) + eps / 2, each tag's two outcomes smoothed
+            as a two-class label would be.
+        kind: "ce", "focal" or "asl"; gamma: the focal exponent.
+
+    The value is the mean over images and tags, so it stays on the scale of single-label losses.
+    """
+
+    def __init__(self, num_classes: int, pos_weight: Optional[torch.Tensor] = None, label_smoothing: float = 0.0,
+                 kind: str = "ce", gamma: float = 2.0):
+        super().__init__()
+        self.num_classes, self.label_smoothing, self.kind, self.gamma = num_classes, label_smoothing, kind, gamma
+        self.register_buffer("pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32),
+                             persistent=False)
+        if kind == "asl":
+            from timm.loss import AsymmetricLossMultiLabel
+
+            self.asl = AsymmetricLossMultiLabel()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits (B, C), target (B, C) in [0, 1] -> scalar loss."""
+        logits, t = logits.float(), target.float()
+        if self.label_smoothing and ((t == 0) | (t == 1)).all():  # mixup's blends come smoothed by timm already
+            t = t * (1 - self.label_smoothing) + self.label_smoothing / 2
+        if self.kind == "asl":  # timm's sums over the batch; per image and tag here
+            return self.asl(logits, t) / t.numel()
+        if self.kind == "focal":
+            from torchvision.ops import sigmoid_focal_loss
+
+            return sigmoid_focal_loss(logits, t, alpha=-1, gamma=self.gamma, reduction="mean")
+        return F.binary_cross_entropy_with_logits(logits, t, pos_weight=self.pos_weight)
+
+
+def tag_pos_weights(spec: Union[str, Sequence[float], dict], targets: np.ndarray, classes: Sequence[str]) -> Optional[torch.Tensor]:
+    """The (C,) positive-term weights of `train.class_weights` for a multi-label run, or None.
+
+    "balanced": n_negative / n_positive per tag over the training images (what balances a tag's
+    positives against its negatives in BCE; a tag with no positive gets 1); a list or mapping is
+    taken as given, as for single-label runs (`class_weights`).
+    """
+    if isinstance(spec, str):
+        if spec == "none":
+            return None
+        y = np.asarray(targets)
+        pos = y.sum(0).astype(float)
+        w = np.where(pos > 0, (len(y) - pos) / np.maximum(pos, 1), 1.0)
+        return torch.tensor(w, dtype=torch.float32)
+    return class_weights(spec, [], classes)
+

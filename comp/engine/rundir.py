@@ -25,7 +25,7 @@ from comp.errors import UserError
 # Everything a run or a k-fold run writes into its folder (fold_*/ hold runs of their own).
 RUN_FILES = frozenset({
     "config.yaml", "best.pt", "last.pt", "metrics.csv", "curves.png", "summary.json", "val_probs.csv",
-    "skipped_files.txt", "oof.csv", "cv.json", ".best.pt.tmp", ".last.pt.tmp", "lr_find.png", "calibration.json",
+    "skipped_files.txt", "oof.csv", "cv.json", ".best.pt.tmp", ".last.pt.tmp", "lr_find.png", "calibration.json", "thresholds.json",
     "tracking.json", "wandb",  # experiment tracking (comp.engine.tracking); TensorBoard's event files: is_run_file
 })
 
@@ -148,7 +148,8 @@ def config_changes(old: Config, new: Config, allowed: tuple[str, ...] = ()) -> l
     """Keys whose value differs between `old` and `new` and that are not `allowed`, as 'key a -> b'.
 
     An allowed entry ending in "." allows a whole section (e.g. "aug."). Keys the run resolved
-    from the backbone (image size, mean, std, crop) count as unchanged when `new` leaves them unset.
+    from the backbone (image size, mean, std, crop) count as unchanged when `new` leaves them unset,
+    and `data.task` (resolved from the data) when `new` leaves it at auto.
     """
     a, b = flat(old), flat(new)
     changed = []
@@ -156,6 +157,8 @@ def config_changes(old: Config, new: Config, allowed: tuple[str, ...] = ()) -> l
         if a[key] == b[key] or any(key == k or (k.endswith(".") and key.startswith(k)) for k in allowed):
             continue
         if key in ("data.image_size", "data.mean", "data.std", "data.crop_pct") and b[key] is None:
+            continue
+        if key == "data.task" and b[key] == "auto":  # the run resolved it from the data
             continue
         changed.append(f"{key} {a[key]!r} -> {b[key]!r}")
     return changed
@@ -187,6 +190,18 @@ def check_fold_folder(out_dir: Path, cfg: Config) -> None:
             f"{out_dir} holds folds of another recipe ({'; '.join(changed[:3])}); the folds of one folder must share "
             "folds, seed and recipe: use the same config and --set values, or a new --out"
         )
+
+
+def refuse_multilabel(runs, command: str) -> None:
+    """Stop `command` on a multi-label run (config.yaml `data.task: multilabel`) it cannot handle yet,
+    rather than score per-tag probabilities as a class distribution."""
+    for run in runs:
+        run = Path(run)
+        for d in [run, *sorted(run.glob("fold_*"))]:
+            cfg = saved_config(d)
+            if cfg is not None and cfg.data.task == "multilabel":
+                raise UserError(f"{run} is a multi-label run; comp {command} does not handle multi-label runs yet "
+                                "(comp predict and comp submit do)")
 
 
 def fold_of(run_dir: Path) -> Optional[tuple[Path, int]]:

@@ -88,12 +88,12 @@ def test_unclear_or_broken_multilabel_tables_are_one_line_before_training(tmp_pa
     root = _competition(tmp_path / "blank", blank)
     one_line_error(runner.invoke(app, ["data", "check", str(root)]), "line 7 has an empty 'tags' cell")
 
-    # training is refused with one line, never read as one class per tag combination
+    # a command without a multi-label path refuses with one line, never reads one class per tag combination
     root = _competition(tmp_path / "planet", pd.DataFrame({"image_name": [f"i{k}" for k in range(8)], "tags": TAGS}))
     config = write_config(tmp_path / "c.yaml", data={"dir": str(root)})
-    result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "run")])
-    one_line_error(result, "is multi-label (3 tags, space-separated tags in 'tags')", "not available yet")
-    assert not (tmp_path / "run").exists()
+    result = runner.invoke(app, ["lr-find", str(config), "--out", str(tmp_path / "lr.png")])
+    one_line_error(result, "is multi-label (3 tags, space-separated tags in 'tags')", "does not handle multi-label competitions yet")
+    assert not (tmp_path / "lr.png").exists()
     folders = tmp_path / "folders"
     (folders / "train" / "cat").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(folders / "train" / "cat" / "x.png")

@@ -1,0 +1,166 @@
+"""Multi-label competitions through comp train (single and --folds), predict --tta and submit, in both shapes."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from typer.testing import CliRunner
+
+from comp.cli import app
+from comp.config import load_config
+from comp.data.synthetic import make_multilabel_competition
+from comp.engine.fit import training_loss
+from comp.engine.losses import TagLoss, tag_pos_weights
+from comp.metrics_multilabel import tag_score
+from comp.probs import read_probs, tag_targets
+from tests.conftest import one_line_error, write_config
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tags_comp(tmp_path_factory):
+    return make_multilabel_competition(tmp_path_factory.mktemp("planet") / "planet", shape="tags")
+
+
+@pytest.fixture(scope="module")
+def onehot_comp(tmp_path_factory):
+    return make_multilabel_competition(tmp_path_factory.mktemp("plants") / "plants", shape="onehot", seed=1)
+
+
+def _config(tmp_path, data, metric):
+    """The tiny config on `data`, 2 epochs, scored by `metric`."""
+    path = write_config(tmp_path / "c.yaml", data={"dir": str(data)}, train={"epochs": 2})
+    raw = yaml.safe_load(path.read_text())
+    raw["metric"] = metric
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _ok(result):
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_tags_train_predict_submit_with_fitted_thresholds(tmp_path, tags_comp):
+    config = _config(tmp_path, tags_comp, "f2_samples")
+    run = tmp_path / "run"
+    out = _ok(runner.invoke(app, ["train", str(config), "--out", str(run)]))
+    assert "at the fitted thresholds" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task"] == "multilabel" and summary["metric"] == "f2_samples" and summary["classes"] == ["circle", "square", "triangle"]
+    ids, probs, classes, meta = read_probs(run / "val_probs.csv")
+    y = tag_targets(meta["label"], classes)
+    assert summary["best_val_score"] == pytest.approx(tag_score("f2_samples", probs, y), abs=1e-6)  # at 0.5
+    fitted = json.loads((run / "thresholds.json").read_text())
+    assert fitted["classes"] == classes and fitted["fitted_on"] == "val_probs.csv"
+    assert summary["best_val_score_thresholded"] == pytest.approx(tag_score("f2_samples", probs, y, fitted["thresholds"]), abs=1e-6)
+    assert not torch.allclose(probs.sum(1), torch.ones(len(probs)), atol=1e-3)  # per-tag probabilities, never renormalized
+    assert "task: multilabel" in (run / "config.yaml").read_text()
+
+    prediction = tmp_path / "prediction.csv"
+    out = _ok(runner.invoke(app, ["predict", str(run), "--tta", "--out", str(prediction)]))
+    assert f"thresholds: {run / 'thresholds.json'}" in out
+    written = pd.read_csv(prediction, dtype=str, keep_default_na=False)
+    assert list(written.columns) == ["image_name", "tags"]
+    _, test_probs, _, _ = read_probs(tmp_path / "prediction_probs.csv")
+    expected = [" ".join(c for c, p, t in zip(classes, row, fitted["thresholds"]) if p >= t) or classes[int(np.argmax(row))]
+                for row in test_probs.numpy()]
+    assert written["tags"].tolist() == expected  # tags at the run's thresholds, the most probable one when none passes
+    assert json.loads((tmp_path / "prediction_meta.json").read_text())["shape"] == "tags"
+    _ok(runner.invoke(app, ["submit", str(prediction), "--dir", str(tmp_path / "subs")]))
+
+    bad = written.copy()
+    bad.loc[0, "tags"] = "circle hexagon"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    one_line_error(runner.invoke(app, ["submit", str(tmp_path / "bad.csv"), "--data", str(tags_comp)]), "line 2", "'hexagon'")
+    bad.loc[0, "tags"] = "circle circle"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    one_line_error(runner.invoke(app, ["submit", str(tmp_path / "bad.csv"), "--data", str(tags_comp)]), "appears twice")
+
+    # what cannot handle a multi-label run yet says so in one line, rather than scoring it as classes
+    for args in (["evaluate", str(run)], ["package", str(run), "--out", str(tmp_path / "bundle")],
+                 ["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]):
+        one_line_error(runner.invoke(app, args), "multi-label run", "not handle")
+
+
+def test_onehot_kfold_writes_probabilities_or_zero_one_columns_by_metric(tmp_path, onehot_comp):
+    run = tmp_path / "auc"
+    config = _config(tmp_path, onehot_comp, "roc_auc")
+    out = _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--folds", "2", "--set", "train.epochs=1"]))
+    cv = json.loads((run / "cv.json").read_text())
+    ids, probs, classes, meta = read_probs(run / "oof.csv")
+    assert classes == ["circle", "square", "triangle"] and len(ids) == 80 and sorted(set(meta["fold"])) == [0, 1]
+    assert cv["cv_score"] == pytest.approx(tag_score("roc_auc", probs, tag_targets(meta["label"], classes)), abs=1e-6)
+    assert not (run / "thresholds.json").exists()  # AUC scores probabilities: nothing to fit
+    prediction = tmp_path / "auc.csv"
+    _ok(runner.invoke(app, ["predict", str(run), "--out", str(prediction)]))
+    written = pd.read_csv(prediction)
+    assert list(written.columns) == ["image_id", "circle", "square", "triangle"]
+    assert written.iloc[:, 1:].to_numpy().min() >= 0 and not np.allclose(written.iloc[:, 1:].sum(1), 1)
+    _ok(runner.invoke(app, ["submit", str(prediction), "--dir", str(tmp_path / "subs")]))
+
+    f2 = tmp_path / "f2"
+    out = _ok(runner.invoke(app, ["train", str(config), "--out", str(f2), "--folds", "2", "--set", "metric=f2_samples",
+                                  "--set", "train.epochs=1"]))
+    assert "per-tag thresholds fitted on oof.csv" in out and (f2 / "thresholds.json").is_file()
+    assert json.loads((f2 / "thresholds.json").read_text())["fitted_on"] == "oof.csv"
+    prediction = tmp_path / "f2.csv"
+    _ok(runner.invoke(app, ["predict", str(f2), "--out", str(prediction)]))
+    values = pd.read_csv(prediction).iloc[:, 1:]
+    assert set(np.unique(values.to_numpy())) <= {0, 1} and (values.sum(1) >= 1).all()
+    _ok(runner.invoke(app, ["submit", str(prediction), "--dir", str(tmp_path / "subs")]))
+    bad = pd.read_csv(prediction)
+    bad.iloc[3, 2] = 2
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    one_line_error(runner.invoke(app, ["submit", str(tmp_path / "bad.csv"), "--data", str(onehot_comp)]), "line 5", "not a probability")
+    (tmp_path / "bad_meta.json").write_text((tmp_path / "f2_meta.json").read_text())  # the shape comp predict recorded
+    one_line_error(runner.invoke(app, ["submit", str(tmp_path / "bad.csv")]), "line 5", "not 0 or 1")
+
+    # an ensemble of two k-fold runs of one split gets thresholds fitted on their merged out-of-fold predictions
+    out = _ok(runner.invoke(app, ["predict", str(f2), str(run), "--out", str(tmp_path / "both.csv")]))
+    assert "fitted on the 2 runs' merged held-out predictions" in out
+
+
+def test_a_multilabel_run_resumes(tmp_path, tags_comp):
+    config = _config(tmp_path, tags_comp, "f1_samples")
+    run = tmp_path / "run"
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--set", "train.epochs=1"]))
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--resume", "--epochs", "2"]))
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [0, 1]
+    assert json.loads((run / "summary.json").read_text())["epochs_run"] == 2
+
+
+def test_multilabel_settings_that_do_not_fit_are_one_line(tmp_path, tags_comp):
+    config = _config(tmp_path, tags_comp, "roc_auc")
+    one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r")]), "roc_auc scores per-tag probabilities",
+                   "data.submission=probs")
+    config = _config(tmp_path, tags_comp, "accuracy")
+    one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r")]), "single-label competitions")
+    config = _config(tmp_path, tags_comp, "f2_samples")
+    one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r"), "--set", "data.sampler=balanced"]),
+                   "data.sampler=balanced")
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_tag_losses(tmp_path):
+    logits = torch.randn(6, 3)
+    y = (torch.rand(6, 3) > 0.5).float()
+    assert TagLoss(3)(logits, y) == pytest.approx(F.binary_cross_entropy_with_logits(logits, y).item())
+    smooth = TagLoss(3, label_smoothing=0.2)(logits, y)
+    assert smooth == pytest.approx(F.binary_cross_entropy_with_logits(logits, y * 0.8 + 0.1).item())
+    blended = y * 0.7 + y.flip(0) * 0.3  # a mixup blend arrives smoothed by timm: not smoothed again
+    assert TagLoss(3, label_smoothing=0.2)(logits, blended) == pytest.approx(F.binary_cross_entropy_with_logits(logits, blended).item())
+    w = tag_pos_weights("balanced", np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0]]), ["a", "b", "c"])
+    assert w.tolist() == [pytest.approx(1 / 3), 3.0, 1.0]  # negatives / positives; no positive: 1
+    assert torch.isfinite(TagLoss(3, kind="asl")(logits, y)) and torch.isfinite(TagLoss(3, kind="focal")(logits, y))
+    cfg = load_config(write_config(tmp_path / "c.yaml"), ["train.mixup=0.4", "train.label_smoothing=0.1"])
+    criterion, mixup = training_loss(cfg.train, 3, None, multilabel=True)
+    x, target = mixup(torch.randn(4, 3, 8, 8), torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]]))
+    assert target.shape == (4, 3) and target.min() >= 0.05 - 1e-6 and target.max() <= 0.95 + 1e-6
+    assert isinstance(criterion, TagLoss)
+
