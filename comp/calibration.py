@@ -22,6 +22,11 @@ refused until `comp train CONFIG --resume --out RUN` (which skips the finished f
 the run's T. The held-out predictions are of the identity view; T fitted on merged TTA views
 would be more exact for a TTA submission (not done: views are chosen at predict time).
 `--no-calibrate` skips it everywhere.
+
+A multi-label run (per-tag sigmoid probabilities, metric `log_loss`: the mean column-wise binary log
+loss) gets one temperature on the logits of every tag, p' = sigmoid(logit(p) / T), fitted the same
+way; calibration.json then says `"kind": "sigmoid"`. It never changes a tag's ranking, so AUC and AP
+are unchanged.
 """
 
 from __future__ import annotations
@@ -62,6 +67,48 @@ def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
     result = minimize_scalar(loss, bounds=(math.log(0.05), math.log(20.0)), method="bounded", options={"xatol": 1e-5})
     return float(math.exp(result.x))
+
+
+def apply_tag_temperature(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(..., C) per-tag probabilities rescaled on their logits: sigmoid(logit(p) / T) (1 = unchanged)."""
+    if temperature == 1.0:
+        return probs
+    p = probs.double().clamp(EPS, 1 - EPS)
+    return torch.sigmoid(torch.log(p / (1 - p)) / temperature).to(probs.dtype)
+
+
+def fit_tag_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The temperature in [0.05, 20] that minimises the mean per-tag binary log loss of (N, C) `probs`
+    against (N, C) 0/1 `targets` (bounded Brent search on log T, as `fit_temperature`)."""
+    from scipy.optimize import minimize_scalar
+
+    y = targets.double()
+
+    def loss(log_t: float) -> float:
+        q = apply_tag_temperature(probs.double(), math.exp(log_t)).clamp(EPS, 1 - EPS)
+        return float(-(y * q.log() + (1 - y) * (1 - q).log()).mean())
+
+    result = minimize_scalar(loss, bounds=(math.log(0.05), math.log(20.0)), method="bounded", options={"xatol": 1e-5})
+    return float(math.exp(result.x))
+
+
+def calibrate_tag_run(run_dir: Path, table: str = "val_probs.csv") -> Optional[dict]:
+    """`calibrate_run` for a multi-label run: one sigmoid temperature fitted on its held-out `table`;
+    "score_calibrated" is the multi-label log loss (`comp.metrics_multilabel`) after it."""
+    from comp.files import write_json
+    from comp.metrics_multilabel import tag_score
+    from comp.probs import read_probs, tag_targets
+
+    path = Path(run_dir) / table
+    if not path.is_file():
+        return None
+    _, probs, classes, meta = read_probs(path)
+    y = tag_targets(meta["label"], classes, path)
+    t = fit_tag_temperature(probs, y)
+    info = {"kind": "sigmoid", "temperature": t, "fitted_on": table, "images": len(y),
+            "val_log_loss": tag_score("log_loss", probs, y), "val_log_loss_calibrated": tag_score("log_loss", apply_tag_temperature(probs, t), y)}
+    write_json(info, Path(run_dir) / FILE)
+    return {**info, "score_calibrated": info["val_log_loss_calibrated"]}
 
 
 def calibrate_run(run_dir: Path, table: str = "val_probs.csv") -> Optional[dict]:

@@ -30,7 +30,7 @@ from comp.ensemble import accuracy, forward_selection, greedy_weights, merge
 from comp.errors import Log, UserError
 from comp.metrics import get_metric, score
 from comp.predict import check_options
-from comp.probs import label_indices, read_probs
+from comp.probs import label_indices, read_probs, tag_targets
 from comp.report import check_report_dir, write_report
 from comp.tta import parse_views
 
@@ -81,7 +81,8 @@ def held_out_predictions(
         ids += [m_ids[k] for k in keep]
         files += [paths[k] for k in keep]
         probs.append(p[0][:, keep])
-        labels.append(label_indices([meta["label"][k] for k in keep], classes, table))
+        kept = [meta["label"][k] for k in keep]
+        labels.append(tag_targets(kept, classes, table) if member.multilabel else label_indices(kept, classes, table))
     cfg = members[0].cfg
     return HeldOut(ids, files, torch.cat(probs, 1), torch.cat(labels), classes, temperature, cfg.metric, cfg.data.positive_class,
                    merge_rule or cfg.tta.merge)
@@ -117,9 +118,6 @@ def evaluate(
         "ensemble_acc", "ensemble_images", and with `fit`: "weights", "fitted_score" (several runs),
         "views_selected", "views_score" (several views)}.
     """
-    from comp.engine.rundir import refuse_multilabel
-
-    refuse_multilabel([r for r in runs if Path(r).suffix != ".csv"], "evaluate")
     if not runs:
         raise UserError("no runs given; pass one or more run directories")
     if views is not None and not tta:
@@ -136,6 +134,12 @@ def evaluate(
     for run in runs:
         held[str(run)] = h = held_out_predictions(Path(run), view_list, data, dev, merge_rule=merge_rule)
         merge_rule = h.merge  # one rule for every run: the first run's tta.merge unless given, as comp predict
+    if any(h.labels.ndim == 2 for h in held.values()):  # tag targets: a multi-label evaluation
+        if not all(h.labels.ndim == 2 for h in held.values()):
+            raise UserError("some runs are multi-label and some are not; evaluate runs of one competition")
+        from comp.evaluate_tags import evaluate_tags
+
+        return evaluate_tags(runs, held, view_list, fit=fit, report=report, top_losses=top_losses, log=log)
     first = next(iter(held.values()))
     metric, classes, positive, rule = get_metric(first.metric), first.classes, first.positive_class, first.merge
     other = {h.metric for h in held.values()} - {metric.name}

@@ -4,7 +4,9 @@ The exported graph takes images (N, 3, S, S) uint8 RGB at the run's size S, alre
 cropped as comp's eval preprocessing does (resize the short side to S / crop_pct, centre crop S),
 normalises them inside the graph, runs the model, or every fold of a k-fold run merged by the
 run's `tta.merge` rule, applies the run's log-loss temperature to the merged prediction (with
-`calibrate`), and returns probabilities (N, C). No TTA: one view, the identity.
+`calibrate`), and returns probabilities (N, C). No TTA: one view, the identity. A multi-label run
+returns per-tag sigmoid probabilities (its folds averaged), not a softmax; its thresholds travel in
+the metadata (`thresholds`, one per line, in class order) for the caller to apply.
 
 - ONNX (torch's dynamo exporter; needs the `export` extra: onnx, onnxruntime, onnxscript): input
   `images`, output `probs`, a dynamic batch dimension; the model's metadata holds `classes` (one
@@ -43,6 +45,7 @@ class ExportedModel(nn.Module):
 
     def __init__(self, members: Sequence[Member], temperature: float = 1.0, rule: str = "mean"):
         super().__init__()
+        self.multilabel = members[0].multilabel  # per-tag sigmoids, averaged over folds
         cfg = members[0].cfg.data
         self.models = nn.ModuleList(m.model for m in members)
         self.register_buffer("mean", torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
@@ -53,6 +56,9 @@ class ExportedModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.float() - self.mean) * self.inv_std
+        if self.multilabel:  # folds averaged, then the run's temperature on each tag's logit
+            p = torch.stack([torch.sigmoid(m(x)) for m in self.models]).mean(0).clamp(1e-12, 1 - 1e-12)
+            return torch.sigmoid(torch.log(p / (1 - p)) * self.inv_t)
         if self.single:  # softmax(log softmax(z) / T) = softmax(z / T): no log of a softmax
             return torch.softmax(self.models[0](x) * self.inv_t, dim=1)
         logp = torch.stack([torch.log_softmax(m(x), dim=1) for m in self.models])
@@ -73,9 +79,6 @@ def export(run: Path, *, format: str, out: Path, calibrate: bool = True, log: Lo
         UserError: an unknown format, a missing export extra, a bad --out, or folds of different
             sizes or normalisations.
     """
-    from comp.engine.rundir import refuse_multilabel
-
-    refuse_multilabel([run], "export")
     if format not in FORMATS:
         raise UserError(f"--format {format!r}: use {' or '.join(FORMATS)}")
     out = Path(out)
@@ -99,6 +102,11 @@ def export(run: Path, *, format: str, out: Path, calibrate: bool = True, log: Lo
         reference = model(images)
     facts = {"classes": "\n".join(first.classes), "image_size": str(first.size), "crop_pct": str(first.crop_pct),
              "comp_version": comp.__version__}
+    if first.multilabel:
+        from comp.thresholds import prediction_thresholds
+
+        thresholds, _ = prediction_thresholds([Path(run)], [1.0], first.cfg.metric, first.classes)
+        facts.update(task="multilabel", thresholds="\n".join(f"{t:g}" for t in thresholds))
     if format == "onnx":
         got = _export_onnx(model, images, out, facts)
     else:
@@ -107,7 +115,7 @@ def export(run: Path, *, format: str, out: Path, calibrate: bool = True, log: Lo
     result = {"format": format, "out": str(out), "classes": first.classes, "image_size": first.size, "models": len(members),
               "bytes": out.stat().st_size, "max_abs_diff": diff, "check_images": f"{len(images)} {source}"}
     log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {format}): {len(members)} model(s), uint8 RGB (N, 3, {first.size}, "
-        f"{first.size}) in, probabilities of {len(first.classes)} classes out")
+        f"{first.size}) in, {'per-tag probabilities' if first.multilabel else 'probabilities'} of {len(first.classes)} classes out")
     log(f"check on {len(images)} {source}: max |{format} - PyTorch| = {diff:.2e}")
     if not diff <= MAX_DIFF:
         out.unlink()

@@ -33,15 +33,10 @@ from comp.errors import UserError
 _MAP = re.compile(r"map@(\d+)")
 
 
-@dataclass(frozen=True)
-class Metric:
-    """A competition metric: `score(probs (N, C), labels (N,)) -> float` and its direction."""
+class Direction:
+    """Comparing scores of a metric whose `higher_is_better` says which way is up (single- and multi-label)."""
 
-    name: str
     higher_is_better: bool
-    fn: Callable[[np.ndarray, np.ndarray, int, int], float]  # (probs, labels, num_classes, positive index)
-    probabilistic: bool = False  # scored on probabilities (log loss, AUC), not on the top-1 label
-    multilabel_only: bool = False  # a name only multi-label competitions use (comp.metrics_multilabel)
 
     def better(self, a: float, b: float) -> bool:
         """Whether score `a` beats score `b` (NaN never beats anything; anything beats NaN)."""
@@ -54,6 +49,17 @@ class Metric:
     @property
     def worst(self) -> float:
         return -math.inf if self.higher_is_better else math.inf
+
+
+@dataclass(frozen=True)
+class Metric(Direction):
+    """A competition metric: `score(probs (N, C), labels (N,)) -> float` and its direction."""
+
+    name: str
+    higher_is_better: bool
+    fn: Callable[[np.ndarray, np.ndarray, int, int], float]  # (probs, labels, num_classes, positive index)
+    probabilistic: bool = False  # scored on probabilities (log loss, AUC), not on the top-1 label
+    multilabel_only: bool = False  # a name only multi-label competitions use (comp.metrics_multilabel)
 
 
 def _accuracy(p, y, c, pos):

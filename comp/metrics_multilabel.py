@@ -20,7 +20,6 @@ AP); the mean is over the tags that have one, and NaN when none does.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -28,28 +27,17 @@ from typing import Callable
 import numpy as np
 
 from comp.errors import UserError
+from comp.metrics import Direction
 
 
 @dataclass(frozen=True)
-class TagMetric:
+class TagMetric(Direction):
     """A multi-label metric: `fn(probs (N, C), targets (N, C), thresholds (C,), ensure_one) -> float`."""
 
     name: str
     higher_is_better: bool
     fn: Callable[[np.ndarray, np.ndarray, np.ndarray, bool], float]
     thresholded: bool  # scored on tag sets (F metrics), so thresholds matter; else on probabilities
-
-    def better(self, a: float, b: float) -> bool:
-        """Whether score `a` beats score `b` (NaN never beats anything; anything beats NaN)."""
-        if math.isnan(a):
-            return False
-        if math.isnan(b):
-            return True
-        return a > b if self.higher_is_better else a < b
-
-    @property
-    def worst(self) -> float:
-        return -math.inf if self.higher_is_better else math.inf
 
     @property
     def probabilistic(self) -> bool:

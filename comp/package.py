@@ -72,9 +72,6 @@ def package(
     Returns:
         The bundle.json content plus "bytes" (the bundle's size) and, with `half`, "half_agreement".
     """
-    from comp.engine.rundir import refuse_multilabel
-
-    refuse_multilabel([r for r in runs if Path(r).suffix != ".csv"], "package")
     if not runs:
         raise UserError("no runs given; pass one or more run directories, e.g. comp package runs/demo-5f --out bundle")
     out = Path(out)
@@ -96,6 +93,13 @@ def package(
     first, ckpt = next(iter(checkpoints.items()))
     first_cfg = config_from_dict(ckpt["config"], str(first / "best.pt"))
     _check_shape(first_cfg, classes, shape, data)
+    thresholds = None
+    if first_cfg.data.task == "multilabel":  # fixed now: the bundle carries no held-out predictions to fit them on
+        from comp.thresholds import prediction_thresholds
+
+        thresholds, source = prediction_thresholds(list(members), list(weights) if weights is not None else [1.0] * len(runs),
+                                                   first_cfg.metric, classes)
+        log(f"thresholds: {source}")
 
     names = _run_names(list(members))
     out.mkdir(parents=True, exist_ok=True)
@@ -125,6 +129,7 @@ def package(
         "id_column": first_cfg.data.id_column,
         "label_column": first_cfg.data.label_column,
         "task": first_cfg.data.task,
+        "thresholds": thresholds,  # multi-label: per tag, applied to the merged probabilities
         "classes": classes,
         "half": half,
     }
@@ -148,7 +153,8 @@ def _check_shape(cfg, classes: list[str], shape: str, data: Optional[Path]) -> N
     if not str(folder) or not folder.is_dir():
         return  # the competition is not on this machine; inference.py checks it where it runs
     competition = open_competition(folder, cfg.data.id_column, cfg.data.label_column, cfg.data.task)
-    resolve_shape(competition.submission, classes, cfg.metric, cfg.data.positive_class, cfg.data.submission if shape == "auto" else shape)
+    resolve_shape(competition.submission, classes, cfg.metric, cfg.data.positive_class, cfg.data.submission if shape == "auto" else shape,
+                  competition.task)
 
 
 def _run_names(runs: list[Path]) -> list[str]:
@@ -197,7 +203,7 @@ def predict_bundle(
     return predict(
         runs, data=Path(data), tta=s["tta"], views=s["views"], out=Path(out), weights=s["weights"], merge_rule=s["merge"],
         device=device, batch_size=batch_size, workers=workers, id_column=s["id_column"], label_column=s["label_column"],
-        shape=s["shape"], calibrate=s["calibrate"], sidecars=False, disk_cache=False, log=log,
+        shape=s["shape"], calibrate=s["calibrate"], sidecars=False, disk_cache=False, thresholds=s.get("thresholds"), log=log,
     )
 
 
@@ -233,10 +239,17 @@ def _half_agreement(runs: list[Path], bundle: Path, settings: dict, data: Option
 
     p_full, ok = final(runs)
     p_half, _ = final(bundle_runs(bundle)[0])
-    agree = float((p_full[ok].argmax(1) == p_half[ok].argmax(1)).double().mean())
+    if settings.get("thresholds") is not None:  # multi-label: the tag sets the bundle writes
+        from comp.metrics_multilabel import predict_tags
+
+        same = predict_tags(p_full[ok].double().numpy(), settings["thresholds"]) == predict_tags(p_half[ok].double().numpy(), settings["thresholds"])
+        agree = float(same.all(1).mean())
+    else:
+        agree = float((p_full[ok].argmax(1) == p_half[ok].argmax(1)).double().mean())
     diff = float((p_full[ok] - p_half[ok]).abs().max())
     n = int(ok.sum())
-    log(f"fp16 weights: on {n} test images the bundle's merged prediction keeps the fp32 label on {100 * agree:.2f}% of them, "
+    what = "tag set" if settings.get("thresholds") is not None else "label"
+    log(f"fp16 weights: on {n} test images the bundle's merged prediction keeps the fp32 {what} on {100 * agree:.2f}% of them, "
         f"max |probability difference| {diff:.2e}")
     return {"images": n, "label_agreement": agree, "max_abs_prob_diff": diff}
 

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from comp.data.competition import Competition, Shape, open_competition, resolve_shape
-from comp.calibration import apply_temperature, run_temperature
+from comp.calibration import apply_tag_temperature, apply_temperature, run_temperature
 from comp.engine import distributed as dist
 from comp.device import resolve_device
 from comp.engine.infer import Member, find_model_dirs, load_member, predict_views, shared_classes
@@ -64,20 +64,21 @@ def run_score(run: Path, calibrated: bool = True) -> Optional[float]:
     return None
 
 
-def run_probabilities(member_probs: Sequence[torch.Tensor], rule: str, temperature: float = 1.0) -> torch.Tensor:
+def run_probabilities(member_probs: Sequence[torch.Tensor], rule: str, temperature: float = 1.0, multilabel: bool = False) -> torch.Tensor:
     """What one run predicts: each member's (fold's) views merged, then the members, then the run's temperature.
 
     Args:
         member_probs: per member (fold) of the run, its (V, N, C) probabilities under its views.
         rule: the merge rule ("mean" or "geometric") for views and folds alike.
         temperature: the run's temperature (`comp.calibration.run_temperature`; 1 = none), applied
-            last, so it never changes the class the run ranks first.
+            last, so it never changes the class the run ranks first (multi-label: on each tag's
+            logit, `comp.calibration.apply_tag_temperature`).
 
     Returns:
         (N, C) probabilities.
     """
     merged = merge(torch.stack([merge(p, rule=rule) for p in member_probs]), rule=rule)
-    return apply_temperature(merged, temperature)
+    return apply_tag_temperature(merged, temperature) if multilabel else apply_temperature(merged, temperature)
 
 
 def combine_members(
@@ -86,7 +87,7 @@ def combine_members(
     """Each run's (N, C) prediction (`run_probabilities`) from `probs`, its members' (V, N, C) in `members` order."""
     out, k = {}, 0
     for run, ms in members.items():
-        out[run] = run_probabilities(probs[k : k + len(ms)], rule, temperatures.get(run, 1.0))
+        out[run] = run_probabilities(probs[k : k + len(ms)], rule, temperatures.get(run, 1.0), ms[0].multilabel)
         k += len(ms)
     return out
 
@@ -128,6 +129,7 @@ def predict(
     calibrate: bool = True,
     sidecars: bool = True,
     disk_cache: bool = True,
+    thresholds: Optional[Sequence[float]] = None,
     log: Log = print,
 ) -> dict[str, Any]:
     """Predict the competition's test set with an ensemble; write CSV, probabilities and metadata.
@@ -147,6 +149,8 @@ def predict(
             views and folds (`run_probabilities`).
         sidecars: also write `<out stem>_probs.csv` and `_meta.json`; False writes `out` alone.
         disk_cache: allow the decode-once cache on disk (`data.cache`); False decodes in memory.
+        thresholds: multi-label: the (C,) per-tag thresholds to apply (a bundle's, fixed when it was
+            packaged); default the runs' own (`comp.thresholds.prediction_thresholds`).
 
     Returns:
         The metadata written to `<out stem>_meta.json`.
@@ -175,7 +179,6 @@ def predict(
         id_column or (first_cfg.data.id_column if first_cfg else recorded.get("id_column")),
         label_column or (first_cfg.data.label_column if first_cfg else recorded.get("label_column")),
         first_cfg.data.task if first_cfg else recorded.get("task", "auto"),
-        multilabel_ok=True,
     )
     multilabel = competition.task == "multilabel"
     if all_members and any(m.multilabel != multilabel for m in all_members):
@@ -191,16 +194,17 @@ def predict(
     if shape == "auto" and first_cfg is not None:
         shape = first_cfg.data.submission
     out_shape = resolve_shape(competition.submission, classes, metric, positive_class, shape, competition.task)  # before any model runs
-    thresholds = None
     if multilabel:
         if rule != "mean":
             raise UserError("multi-label runs merge per-tag probabilities with --merge mean; geometric is for class distributions")
         if tables:
             raise UserError("multi-label predictions are made from run directories; pass the runs, not *_probs.csv tables")
-        if out_shape.kind in ("tags", "onehot"):
+        if out_shape.kind in ("tags", "onehot") and thresholds is None:
             thresholds, source = prediction_thresholds(run_dirs, list(weights) if weights is not None else [1.0] * len(runs),
                                                        metric, classes)
             log(f"thresholds: {source}")
+        elif thresholds is not None and len(thresholds) != len(classes):
+            raise UserError(f"{len(thresholds)} thresholds for {len(classes)} tags; package the runs again")
     run_temperatures = {r: run_temperature(r) if calibrate else 1.0 for r in run_dirs}
 
     per_run: dict[Path, torch.Tensor] = {}

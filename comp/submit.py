@@ -207,7 +207,7 @@ def submit(
     if data is None:
         raise UserError("no data folder: pass --data DIR (the competition the prediction is for)")
     competition = open_competition(data, id_column or meta.get("id_column"), label_column or meta.get("label_column"),
-                                   meta.get("task", "auto"), multilabel_ok=True)
+                                   meta.get("task", "auto"))
     competition.require_test()
     shape = None
     if meta.get("shape"):  # what comp predict wrote, with the metric it wrote it for

@@ -126,7 +126,12 @@ def lr_find(
     model = build_model(cfg.model, len(competition.classes))
     dcfg = data_config(cfg.data, model)
     batches, _, _ = make_loaders(cfg, dcfg, train_split, val_split, device, pool=merged_labelled(competition).paths)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    if competition.task == "multilabel":  # the run's own loss on (B, C) tag targets
+        from comp.engine.fit import training_loss
+
+        criterion = training_loss(cfg.train, len(competition.classes), None, multilabel=True)[0]
+    else:
+        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     lrs, losses, lr = lr_range_test(model, batches, lambda m: create_optimizer(m, cfg.optim), criterion, device=device, steps=steps)
     plot_lr_test(lrs, losses, lr, Path(out))
     log(f"suggested lr {lr:.2e} over {len(lrs)} steps (plot: {out}); use --set optim.lr={lr:.2e}")

@@ -227,9 +227,10 @@ def tune(
     if not cfg.data.dir:
         raise UserError("no data folder: pass --data DIR or set data.dir in the config")
     from comp.data.competition import open_configured
-    from comp.metrics import check_metric
+    from comp.engine.fit import check_task
 
-    metric = check_metric(cfg.metric, open_configured(cfg.data).classes, cfg.data.positive_class)
+    competition = open_configured(cfg.data)
+    metric = check_task(cfg, competition.classes, competition.task == "multilabel")
     study_dir = Path(out) if out else Path("runs") / f"{Path(config_path).stem}-tune"
     if study_dir.exists() and not study_dir.is_dir():
         raise UserError(f"--out {study_dir} is a file; pass a folder for the study")
@@ -352,7 +353,8 @@ class _Objective:
                 scores: list[float] = []
 
                 def after_fold(i: int, summary: dict) -> bool:
-                    scores.append(summary.get("best_val_score_calibrated", summary.get("best_val_score")) or float("nan"))
+                    scores.append(summary.get("best_val_score_calibrated", summary.get("best_val_score_thresholded",
+                                              summary.get("best_val_score"))) or float("nan"))
                     return report(i, sum(scores) / len(scores))
 
                 fit_folds(cfg, run_dir, resume=resume, overwrite=not resume, log=quiet, after_fold=after_fold,

@@ -82,10 +82,31 @@ def test_tags_train_predict_submit_with_fitted_thresholds(tmp_path, tags_comp):
     bad.to_csv(tmp_path / "bad.csv", index=False)
     one_line_error(runner.invoke(app, ["submit", str(tmp_path / "bad.csv"), "--data", str(tags_comp)]), "appears twice")
 
-    # what cannot handle a multi-label run yet says so in one line, rather than scoring it as classes
-    for args in (["evaluate", str(run)], ["package", str(run), "--out", str(tmp_path / "bundle")],
-                 ["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]):
-        one_line_error(runner.invoke(app, args), "multi-label run", "not handle")
+    # comp evaluate scores what predict writes: at 0.5 and at the run's thresholds
+    from comp.evaluate import evaluate
+
+    plain = evaluate([run], log=lambda s: None)
+    entry = plain["runs"][str(run)]
+    assert entry["views"]["identity"] == pytest.approx(summary["best_val_score"], abs=1e-6)
+    assert entry["thresholded_score"] == pytest.approx(summary["best_val_score_thresholded"], abs=1e-6)
+    report = tmp_path / "report"
+    out = _ok(runner.invoke(app, ["evaluate", str(run), "--tta", "--fit", "--report", str(report)]))
+    assert "at the run's thresholds" in out and "selected views" in out and "thresholds fitted for that combination" in out
+    table = pd.read_csv(report / "per_tag.csv")
+    assert table["tag"].tolist() == classes and table["support"].tolist() == y.sum(0).tolist()
+    assert {"thresholds.png", "top_losses.png", "top_losses.csv", "report.md"} <= {p.name for p in report.iterdir()}
+    assert set(pd.read_csv(report / "top_losses.csv")["true"]) <= set(meta["label"])  # captioned with tag sets
+
+    # comp export: per-tag sigmoid probabilities, the thresholds in the file's metadata
+    model_file = tmp_path / "model.pt"
+    out = _ok(runner.invoke(app, ["export", str(run), "--format", "torchscript", "--out", str(model_file)]))
+    assert "per-tag probabilities of 3 classes" in out
+    extra = {"thresholds": "", "task": ""}
+    loaded = torch.jit.load(str(model_file), _extra_files=extra)
+    extra = {k: v.decode() if isinstance(v, bytes) else v for k, v in extra.items()}
+    assert extra["task"] == "multilabel" and [float(t) for t in extra["thresholds"].split()] == pytest.approx(fitted["thresholds"])
+    probs_out = loaded(torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8))
+    assert probs_out.shape == (4, 3) and not torch.allclose(probs_out.sum(1), torch.ones(4))
 
 
 def test_onehot_kfold_writes_probabilities_or_zero_one_columns_by_metric(tmp_path, onehot_comp):
@@ -164,3 +185,76 @@ def test_the_tag_losses(tmp_path):
     assert target.shape == (4, 3) and target.min() >= 0.05 - 1e-6 and target.max() <= 0.95 + 1e-6
     assert isinstance(criterion, TagLoss)
 
+
+
+def test_a_sample_tag_training_never_saw_stops_before_training(tmp_path, tags_comp):
+    import shutil
+
+    data = tmp_path / "planet"
+    shutil.copytree(tags_comp, data)
+    sample = pd.read_csv(data / "sample_submission.csv")
+    sample.loc[2, "tags"] = "circle hexagon"
+    sample.to_csv(data / "sample_submission.csv", index=False)
+    config = _config(tmp_path, data, "f2_samples")
+    one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r")]), "line 4", "'hexagon'", "training never saw it")
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_offline_bundle_writes_the_tags_comp_predict_writes(tmp_path, tags_comp):
+    from tests.test_package import _run_offline
+
+    config = _config(tmp_path, tags_comp, "f2_samples")
+    run = tmp_path / "run"
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--folds", "2", "--set", "train.epochs=1"]))
+    bundle = tmp_path / "bundle"
+    out = _ok(runner.invoke(app, ["package", str(run), "--out", str(bundle)]))
+    assert f"thresholds: {run / 'thresholds.json'}" in out
+    settings = json.loads((bundle / "bundle.json").read_text())
+    assert settings["thresholds"] == json.loads((run / "thresholds.json").read_text())["thresholds"]
+    expected = tmp_path / "expected.csv"
+    _ok(runner.invoke(app, ["predict", str(run), "--out", str(expected)]))
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+    done = _run_offline(bundle, tags_comp, work / "submission.csv", work, home)
+    assert done.returncode == 0, done.stderr
+    assert (work / "submission.csv").read_bytes() == expected.read_bytes()
+    assert pd.read_csv(expected).columns.tolist() == ["image_name", "tags"]
+    out = _ok(runner.invoke(app, ["package", str(run), "--out", str(tmp_path / "half"), "--half"]))
+    assert "keeps the fp32 tag set on" in out
+
+
+def test_tune_searches_a_multilabel_competition_on_the_thresholded_score(tmp_path, tags_comp):
+    pytest.importorskip("optuna")
+    config = _config(tmp_path, tags_comp, "f2_samples")
+    raw = yaml.safe_load(config.read_text())
+    raw["train"].update(epochs=1, checkpoint_minutes=0)
+    raw["tune"] = {"space": {"optim.lr": {"log": [1e-3, 3e-2]}}, "sampler": "random", "trials": 2}
+    config.write_text(yaml.safe_dump(raw))
+    _ok(runner.invoke(app, ["tune", str(config), "--out", str(tmp_path / "study")]))
+    trials = pd.read_csv(tmp_path / "study" / "trials.csv")
+    for row in trials.itertuples():
+        summary = json.loads((tmp_path / "study" / row.run_dir / "summary.json").read_text())
+        assert row.value == pytest.approx(summary["best_val_score_thresholded"])  # what comp predict would write
+    assert (tmp_path / "study" / "best.yaml").is_file()
+
+
+def test_a_multilabel_log_loss_run_gets_one_sigmoid_temperature_that_predict_applies(tmp_path, onehot_comp):
+    from comp.calibration import apply_tag_temperature
+
+    config = _config(tmp_path, onehot_comp, "log_loss")
+    run = tmp_path / "run"
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--set", "train.label_smoothing=0.2"]))
+    saved = json.loads((run / "calibration.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    assert saved["kind"] == "sigmoid" and summary["temperature"] == pytest.approx(saved["temperature"])
+    _, probs, classes, meta = read_probs(run / "val_probs.csv")
+    y = tag_targets(meta["label"], classes)
+    calibrated = tag_score("log_loss", apply_tag_temperature(probs, saved["temperature"]), y)
+    assert summary["best_val_score_calibrated"] == pytest.approx(calibrated, abs=1e-6)
+    assert calibrated <= tag_score("log_loss", probs, y) + 1e-9  # fitted to lower it
+    _ok(runner.invoke(app, ["predict", str(run), "--no-tta", "--out", str(tmp_path / "cal.csv")]))
+    _ok(runner.invoke(app, ["predict", str(run), "--no-tta", "--no-calibrate", "--out", str(tmp_path / "raw.csv")]))
+    cal, raw = pd.read_csv(tmp_path / "cal.csv"), pd.read_csv(tmp_path / "raw.csv")
+    expected = apply_tag_temperature(torch.tensor(raw[classes].to_numpy()), saved["temperature"]).numpy()
+    assert np.allclose(cal[classes].to_numpy(), expected, atol=1e-7)

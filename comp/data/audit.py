@@ -81,7 +81,7 @@ def inspect_image(path: Path) -> ImageInfo:
 def audit_competition(root: Path | str, id_column: Optional[str] = None, label_column: Optional[str] = None, threads: int = 4,
                       task: str = "auto") -> AuditReport:
     """Open the competition at `root` (multi-label too) and inspect every image in it (decoding runs in threads)."""
-    comp = open_competition(root, id_column, label_column, task, multilabel_ok=True)
+    comp = open_competition(root, id_column, label_column, task)
     report = AuditReport(comp)
     splits = {"train": comp.train.paths, "val": comp.val.paths if comp.val else [], "test": comp.test_paths}
     # what "the same label" means: the class, or for multi-label the whole tag set

@@ -208,6 +208,13 @@ def _tag_shape(fmt: SubmissionFormat, classes: list[str], metric: str, override:
     if kind == "tags":
         if len(values) != 1:
             raise UserError(f"{where}: {len(values)} value columns {values}, but data.submission=tags writes one")
+        if fmt.sample is not None:  # the sample's placeholder tags are tags the competition scores
+            from comp.data.labels import check_tags
+
+            try:
+                check_tags(read_table(fmt.sample).iloc[:, 1], classes, str(fmt.sample))
+            except UserError as e:
+                raise UserError(f"{e}; training never saw it, so no prediction can hold it: check the train.csv tags") from None
         return Shape("tags", list(fmt.columns))
     index = {c: i for i, c in enumerate(classes)}
     if len(values) <= 1:  # no sample with tag columns: one column per tag, in class order
@@ -257,16 +264,15 @@ class Competition:
         return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
 
 
-def open_configured(data: DataConfig, multilabel_ok: bool = False) -> Competition:
+def open_configured(data: DataConfig) -> Competition:
     """`open_competition` for a config's `data` section; no `data.dir` is a UserError."""
     if not data.dir:
         raise UserError("no data folder: pass --data DIR or set data.dir in the config")
-    return open_competition(data.dir, data.id_column, data.label_column, data.task, multilabel_ok)
+    return open_competition(data.dir, data.id_column, data.label_column, data.task)
 
 
 def open_competition(
     root: Path | str, id_column: Optional[str] = None, label_column: Optional[str] = None, task: str = "auto",
-    multilabel_ok: bool = False,
 ) -> Competition:
     """Detect the layout of `root` and index its images, classes and submission format.
 
@@ -274,11 +280,9 @@ def open_competition(
         root: competition folder.
         id_column, label_column: CSV layout only; override the detected train.csv columns.
         task: data.task, `auto`, `single` or `multilabel` (CSV layout; comp.data.labels).
-        multilabel_ok: whether the caller handles a multi-label competition (`comp data check`
-            does); otherwise one is refused with a line that says so, never read as single-label.
 
     Returns:
-        A `Competition`; class indices of `train`/`val` refer to `classes`.
+        A `Competition`; class indices of `train`/`val` refer to `classes` (multi-label: `targets`).
 
     Raises:
         UserError: missing folder, no recognisable layout, unusable CSV, test images missing.
@@ -287,14 +291,7 @@ def open_competition(
     if not root.is_dir():
         raise UserError(f"data folder not found: {root}; pass the competition folder (the one holding train/ or train.csv)")
     if (root / "train.csv").is_file():
-        competition = _open_csv(root, id_column, label_column, task)
-        if competition.task == "multilabel" and not multilabel_ok:
-            how = f"space-separated tags in {competition.label_column!r}" if competition.label_kind == "tags" else "one 0/1 column per class"
-            raise UserError(
-                f"{root / 'train.csv'} is multi-label ({len(competition.classes)} tags, {how}); this command does not handle "
-                "multi-label competitions yet (data check, train, predict and submit do)"
-            )
-        return competition
+        return _open_csv(root, id_column, label_column, task)
     if task == "multilabel":
         raise UserError(f"{root}: data.task=multilabel needs a train.csv (tags or one 0/1 column per class); class folders hold one label per image")
     if (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):

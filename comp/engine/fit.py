@@ -23,7 +23,7 @@ import torch.nn as nn
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
 
-from comp.calibration import calibrate_run
+from comp.calibration import calibrate_run, calibrate_tag_run
 from comp.thresholds import fit_run_thresholds
 from comp.config import Config, TrainConfig, save_config
 from comp.data.competition import Competition, Split, open_configured, resolve_shape
@@ -78,7 +78,7 @@ def fit(
     Returns:
         The summary dict also written to summary.json.
     """
-    competition = open_configured(cfg.data, multilabel_ok=True)
+    competition = open_configured(cfg.data)
     if cfg.data.train_on_val:
         train, val = merged_labelled(competition), Split([], [])
     else:
@@ -192,7 +192,10 @@ def _held_out_outputs(
     temperature fitted on it; returns the summary's calibrated score (`best_val_score_calibrated`), the
     score of what `comp predict` writes, recorded beside the raw one that chose the best epoch."""
     write_val_probs(run, val, competition, device, cfg, pool=pool)
-    if val.targets is not None:  # multi-label: per-tag thresholds for the F metrics (calibration is single-label only)
+    if val.targets is not None:  # multi-label: per-tag thresholds for the F metrics, a sigmoid temperature for log loss
+        if cfg.metric == "log_loss":
+            info = calibrate_tag_run(run)
+            return {"best_val_score_calibrated": info["score_calibrated"], "temperature": info["temperature"]}
         if not get_tag_metric(cfg.metric).thresholded:
             return {}
         fit = fit_run_thresholds(run, cfg.metric)
@@ -312,6 +315,9 @@ def _train_run(
     )
     log(f"input: {getattr(train_loader, 'describe', 'given batches')}")
     _log_imbalance(cfg, weight, classes, log)
+    if multilabel and (cfg.aug.scale[0] < 1 or tuple(cfg.aug.ratio) != (1.0, 1.0)):
+        log(f"note: random crops (aug.scale {list(cfg.aug.scale)}, aug.ratio {list(cfg.aug.ratio)}) can cut a tagged object out of an "
+            "image while its tag stays; configs/multilabel.yaml trains multi-label competitions on whole images")
     if data.n_val == 0:
         log("no validation images: best.pt follows the last epoch")
     bad_files = {p: r for p, r in data.skipped}

@@ -50,7 +50,7 @@ def fit_folds(
     k = cfg.train.folds
     if fold is not None and not 0 <= fold < k:
         raise UserError(f"--fold {fold} is outside 0..{k - 1} for --folds {k}")
-    competition = open_configured(cfg.data, multilabel_ok=True)
+    competition = open_configured(cfg.data)
     check_submission(cfg, competition)
     data = merged_labelled(competition)
     counts = data.targets.sum(0) if data.targets is not None else [Counter(data.labels)[c] for c in range(len(competition.classes))]
@@ -180,6 +180,11 @@ def collect_oof(
         if get_tag_metric(metric).thresholded:
             fit = fit_run_thresholds(out_dir, metric, "oof.csv")
             cv.update(cv_score_thresholded=fit["score"], thresholds_global=fit["global"])
+        elif metric == "log_loss":  # one sigmoid temperature for the run, on its out-of-fold predictions
+            from comp.calibration import calibrate_tag_run
+
+            info = calibrate_tag_run(out_dir, "oof.csv")
+            cv.update(cv_score_calibrated=info["score_calibrated"], temperature=info["temperature"])
     elif metric == "log_loss":  # one temperature for the run, fitted on what its folds hold out (comp.calibration)
         from comp.calibration import calibrate_run
 

@@ -192,18 +192,6 @@ def check_fold_folder(out_dir: Path, cfg: Config) -> None:
         )
 
 
-def refuse_multilabel(runs, command: str) -> None:
-    """Stop `command` on a multi-label run (config.yaml `data.task: multilabel`) it cannot handle yet,
-    rather than score per-tag probabilities as a class distribution."""
-    for run in runs:
-        run = Path(run)
-        for d in [run, *sorted(run.glob("fold_*"))]:
-            cfg = saved_config(d)
-            if cfg is not None and cfg.data.task == "multilabel":
-                raise UserError(f"{run} is a multi-label run; comp {command} does not handle multi-label runs yet "
-                                "(comp predict and comp submit do)")
-
-
 def fold_of(run_dir: Path) -> Optional[tuple[Path, int]]:
     """(the k-fold run, i) when `run_dir` is its `fold_i/`, else None.
 

@@ -37,7 +37,7 @@ TAGS = ["a b", "a", "b c", "c", "a c", "a b c", "b", "a"]  # a: 5 images, b: 4, 
 
 def test_a_column_of_tags_is_read_as_tag_sets(tmp_path):
     root = _competition(tmp_path / "planet", pd.DataFrame({"image_name": [f"i{k}" for k in range(8)], "tags": TAGS}))
-    comp = open_competition(root, multilabel_ok=True)
+    comp = open_competition(root)
     assert comp.task == "multilabel" and comp.label_kind == "tags" and comp.classes == ["a", "b", "c"]
     by_name = {p.stem: row.tolist() for p, row in zip(comp.train.paths, comp.train.targets)}
     assert by_name["i0"] == [1, 1, 0] and by_name["i5"] == [1, 1, 1] and by_name["i3"] == [0, 0, 1]
@@ -56,7 +56,7 @@ def test_one_hot_columns_are_tags_in_column_order_and_a_row_of_zeros_is_kept(tmp
     table = pd.DataFrame({"image_id": [f"i{k}" for k in range(5)], "scab": [1, 0, 0, 1, 0], "healthy": [0, 1, 0, 0, 0],
                           "rust": [0, 0, 0, 1, 1]})
     root = _competition(tmp_path / "plants", table)
-    comp = open_competition(root, multilabel_ok=True)
+    comp = open_competition(root)
     assert comp.label_kind == "onehot" and comp.classes == ["scab", "healthy", "rust"]  # the file's order, as the sample's columns
     assert comp.train.targets.tolist() == table[["scab", "healthy", "rust"]].to_numpy().tolist()
     out = runner.invoke(app, ["data", "check", str(root)]).output
@@ -74,12 +74,12 @@ def test_class_names_with_spaces_stay_single_label_and_unclear_columns_ask(tmp_p
     with pytest.raises(UserError, match="set data.task=multilabel .* or data.task=single"):
         open_competition(root)
     assert open_competition(root, task="single").classes == sorted(crops)
-    assert open_competition(root, task="multilabel", multilabel_ok=True).classes == ["Late", "Potato", "Tomato", "blight", "healthy"]
+    assert open_competition(root, task="multilabel").classes == ["Late", "Potato", "Tomato", "blight", "healthy"]
     one_line_error(runner.invoke(app, ["data", "check", str(root)]), "data.task")
     assert runner.invoke(app, ["data", "check", str(root), "--task", "single"]).exit_code == 0
 
 
-def test_unclear_or_broken_multilabel_tables_are_one_line_before_training(tmp_path):
+def test_unclear_or_broken_multilabel_tables_are_one_line_and_lr_find_runs(tmp_path):
     mixed = pd.DataFrame({"id": ["i0", "i1", "i2"], "a": [1, 0, 1], "b": [0, 1, 1], "note": ["x", "y", "z"]})
     root = _competition(tmp_path / "mixed", mixed)
     one_line_error(runner.invoke(app, ["data", "check", str(root)]), "0/1 columns", "beside the text column 'note'", "data.label_column")
@@ -88,12 +88,12 @@ def test_unclear_or_broken_multilabel_tables_are_one_line_before_training(tmp_pa
     root = _competition(tmp_path / "blank", blank)
     one_line_error(runner.invoke(app, ["data", "check", str(root)]), "line 7 has an empty 'tags' cell")
 
-    # a command without a multi-label path refuses with one line, never reads one class per tag combination
+    # lr-find runs the multi-label loss on tag targets
     root = _competition(tmp_path / "planet", pd.DataFrame({"image_name": [f"i{k}" for k in range(8)], "tags": TAGS}))
-    config = write_config(tmp_path / "c.yaml", data={"dir": str(root)})
+    config = write_config(tmp_path / "c.yaml", data={"dir": str(root), "batch_size": 4})
     result = runner.invoke(app, ["lr-find", str(config), "--out", str(tmp_path / "lr.png")])
-    one_line_error(result, "is multi-label (3 tags, space-separated tags in 'tags')", "does not handle multi-label competitions yet")
-    assert not (tmp_path / "lr.png").exists()
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "lr.png").is_file()
     folders = tmp_path / "folders"
     (folders / "train" / "cat").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(folders / "train" / "cat" / "x.png")
