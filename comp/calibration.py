@@ -92,28 +92,10 @@ def fit_tag_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
     return float(math.exp(result.x))
 
 
-def calibrate_tag_run(run_dir: Path, table: str = "val_probs.csv") -> Optional[dict]:
-    """`calibrate_run` for a multi-label run: one sigmoid temperature fitted on its held-out `table`;
-    "score_calibrated" is the multi-label log loss (`comp.metrics_multilabel`) after it."""
-    from comp.files import write_json
-    from comp.metrics_multilabel import tag_score
-    from comp.probs import read_probs, tag_targets
-
-    path = Path(run_dir) / table
-    if not path.is_file():
-        return None
-    _, probs, classes, meta = read_probs(path)
-    y = tag_targets(meta["label"], classes, path)
-    t = fit_tag_temperature(probs, y)
-    info = {"kind": "sigmoid", "temperature": t, "fitted_on": table, "images": len(y),
-            "val_log_loss": tag_score("log_loss", probs, y), "val_log_loss_calibrated": tag_score("log_loss", apply_tag_temperature(probs, t), y)}
-    write_json(info, Path(run_dir) / FILE)
-    return {**info, "score_calibrated": info["val_log_loss_calibrated"]}
-
-
-def calibrate_run(run_dir: Path, table: str = "val_probs.csv") -> Optional[dict]:
+def calibrate_run(run_dir: Path, table: str = "val_probs.csv", multilabel: bool = False) -> Optional[dict]:
     """Fit the temperature of a run on its held-out `table` (val_probs.csv, or oof.csv of a k-fold run)
-    and write calibration.json; None when the table is missing.
+    and write calibration.json; None when the table is missing. `multilabel`: a sigmoid temperature
+    (`fit_tag_temperature`), calibration.json with `"kind": "sigmoid"`.
 
     Returns:
         What calibration.json holds, {"temperature", "fitted_on", "images", "val_log_loss" (before),
@@ -128,6 +110,16 @@ def calibrate_run(run_dir: Path, table: str = "val_probs.csv") -> Optional[dict]
     if not path.is_file():
         return None
     _, probs, classes, meta = read_probs(path)
+    if multilabel:  # one sigmoid temperature; the score is the multi-label log loss (comp.metrics_multilabel)
+        from comp.metrics_multilabel import tag_score
+        from comp.probs import tag_targets
+
+        y = tag_targets(meta["label"], classes, path)
+        t = fit_tag_temperature(probs, y)
+        info = {"kind": "sigmoid", "temperature": t, "fitted_on": table, "images": len(y), "val_log_loss": tag_score("log_loss", probs, y),
+                "val_log_loss_calibrated": tag_score("log_loss", apply_tag_temperature(probs, t), y)}
+        write_json(info, Path(run_dir) / FILE)
+        return {**info, "score_calibrated": info["val_log_loss_calibrated"]}
     labels = label_indices(meta["label"], classes, path)
     t = fit_temperature(probs, labels)
     info = {

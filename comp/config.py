@@ -80,6 +80,8 @@ class DataConfig(_Section):
     label_column: Optional[str] = None  # CSV layout: train.csv label column; None: detected
     # CSV layout: one label per image, or several (space-separated tags, or one 0/1 column per class); auto: detected, asked when unclear
     task: Literal["auto", "single", "multilabel"] = "auto"
+    # multi-label: an image with no tag at or above its threshold gets its most probable tag (Kaggle's tag metrics score an empty row 0); false: left empty
+    at_least_one_tag: bool = True
     positive_class: Optional[str] = None  # binary: the class whose probability roc_auc and a one-column submission use; None: the second class
     # prediction CSV shape; auto: from sample_submission.csv and the metric; tags / onehot: multi-label
     submission: Literal["auto", "label", "probs", "positive", "topk", "tags", "onehot"] = "auto"

@@ -34,8 +34,13 @@ def evaluate_tags(runs: Sequence[Path], held: dict, views: list[str], *, fit: bo
         raise UserError("multi-label runs merge per-tag probabilities with --merge mean")
     result: dict[str, Any] = {"metric": metric.name, "runs": {}, "views": views, "merge": "mean", "task": "multilabel"}
 
+    from comp.engine.rundir import saved_config
+
+    cfg = saved_config(Path(next(iter(held))))
+    one = cfg.data.at_least_one_tag if cfg is not None else True  # as the runs were scored and predict writes
+
     def at(p: torch.Tensor, y: torch.Tensor, t=0.5) -> float:
-        return tag_score(metric.name, p, y, t)
+        return tag_score(metric.name, p, y, t, ensure_one=one)
 
     calibrated = metric.name == "log_loss"  # predict applies each run's sigmoid temperature for log loss
     for run, h in held.items():
@@ -58,14 +63,14 @@ def evaluate_tags(runs: Sequence[Path], held: dict, views: list[str], *, fit: bo
     per_run = torch.stack([aligned[r] for r in held])  # (R, N, C)
     ensemble = merge(per_run)
     result.update(ensemble_score=at(ensemble, labels), ensemble_acc=tag_accuracy(ensemble, labels), ensemble_images=len(order))
-    thresholds = _thresholds(ensemble, labels, metric, held, classes)
+    thresholds = _thresholds(ensemble, labels, metric, held, classes, one)
     if thresholds is not None:
         result["ensemble_thresholded_score"] = at(ensemble, labels, thresholds)
     if len(held) > 1:
         log(f"ensemble of {len(held)} runs (equal weights) on {len(order)} shared images: {metric.name} {result['ensemble_score']:.4f} at 0.5"
             + (f", {result['ensemble_thresholded_score']:.4f} at thresholds fitted on these predictions" if thresholds is not None else ""))
     if fit:
-        ensemble, thresholds = _fit(result, held, aligned, labels, views, metric, log)
+        ensemble, thresholds = _fit(result, held, aligned, labels, views, metric, one, log)
     if report is not None:
         from comp.report.tags import write_tag_report
 
@@ -75,7 +80,7 @@ def evaluate_tags(runs: Sequence[Path], held: dict, views: list[str], *, fit: bo
                  "thresholds": "per tag, as comp predict applies them" if thresholds is not None else "0.5",
                  "metric": f"{metric.name} {at(ensemble, labels, thresholds if thresholds is not None else 0.5):.4f}"}
         written = write_tag_report(report, ensemble, labels, classes, thresholds if thresholds is not None else [0.5] * len(classes),
-                                   order, [by_id[i] for i in order], title=title, top=top_losses, log=log)
+                                   order, [by_id[i] for i in order], title=title, top=top_losses, ensure_one=one, log=log)
         result["report"] = {"dir": str(report), "files": written["files"]}
     return result
 
@@ -95,25 +100,25 @@ def _shared(held: dict) -> tuple[list[str], dict, torch.Tensor]:
     return order, aligned, labels
 
 
-def _thresholds(probs: torch.Tensor, labels: torch.Tensor, metric, held: dict, classes: list[str]) -> Optional[list[float]]:
+def _thresholds(probs: torch.Tensor, labels: torch.Tensor, metric, held: dict, classes: list[str], one: bool) -> Optional[list[float]]:
     """What comp predict applies: one run's own thresholds, several runs' fitted on their merged predictions."""
     if not metric.thresholded:
         return None
     if len(held) == 1:
         return read_thresholds(Path(next(iter(held))), classes)
-    return fit_thresholds(probs.numpy(), labels.numpy(), metric.name)["thresholds"]
+    return fit_thresholds(probs.numpy(), labels.numpy(), metric.name, ensure_one=one)["thresholds"]
 
 
-def _fit(result: dict, held: dict, aligned: dict, labels: torch.Tensor, views: list[str], metric, log: Log):
+def _fit(result: dict, held: dict, aligned: dict, labels: torch.Tensor, views: list[str], metric, one: bool, log: Log):
     """Run weights, then views, on the metric at 0.5; then thresholds for what was chosen. Returns (probs, thresholds)."""
     sign = 1.0 if metric.higher_is_better else -1.0
     weights = None
     per_run = torch.stack(list(aligned.values()))
     if len(held) > 1:
-        counts = forward_selection(len(held), lambda c: (sign * tag_score(metric.name, merge(per_run, c), labels),))
+        counts = forward_selection(len(held), lambda c: (sign * tag_score(metric.name, merge(per_run, c), labels, ensure_one=one),))
         weights = [c / sum(counts) for c in counts]
         option = ",".join(f"{x:.3g}" for x in weights)
-        result.update(weights=weights, fitted_score=tag_score(metric.name, merge(per_run, weights), labels))
+        result.update(weights=weights, fitted_score=tag_score(metric.name, merge(per_run, weights), labels, ensure_one=one))
         log(f"fitted run weights {option}: {metric.name} {result['fitted_score']:.4f} at 0.5  -> comp predict ... --weights {option}")
     chosen = list(range(len(views)))
     if len(views) > 1:
@@ -127,10 +132,10 @@ def _fit(result: dict, held: dict, aligned: dict, labels: torch.Tensor, views: l
                 runs.append(merge(h.probs[list(keep)])[[pos[i] for i in common]])
             return merge(torch.stack(runs), weights)
 
-        counts = forward_selection(len(views), lambda c: (sign * tag_score(metric.name, predicted([i for i, n in enumerate(c) if n]), labels),),
-                                   repeats=False)
+        counts = forward_selection(len(views), lambda c: (sign * tag_score(metric.name, predicted([i for i, n in enumerate(c) if n]), labels,
+                                                                            ensure_one=one),), repeats=False)
         chosen = [i for i, n in enumerate(counts) if n]
-        result.update(views_selected=[views[i] for i in chosen], views_score=tag_score(metric.name, predicted(chosen), labels))
+        result.update(views_selected=[views[i] for i in chosen], views_score=tag_score(metric.name, predicted(chosen), labels, ensure_one=one))
         log(f"selected views {','.join(views[i] for i in chosen)}: {metric.name} {result['views_score']:.4f} at 0.5"
             f"  -> comp predict ... --tta-views {','.join(views[i] for i in chosen)}")
         probs = predicted(chosen)
@@ -138,7 +143,7 @@ def _fit(result: dict, held: dict, aligned: dict, labels: torch.Tensor, views: l
         probs = merge(per_run, weights)
     thresholds = None
     if metric.thresholded:
-        fitted = fit_thresholds(probs.numpy(), labels.numpy(), metric.name)
+        fitted = fit_thresholds(probs.numpy(), labels.numpy(), metric.name, ensure_one=one)
         thresholds = fitted["thresholds"]
         result.update(fitted_thresholds=thresholds, fitted_thresholded_score=fitted["score"])
         log(f"thresholds fitted for that combination: {metric.name} {fitted['score']:.4f} (at 0.5: {fitted['score_at_0.5']:.4f}); "

@@ -105,8 +105,9 @@ def export(run: Path, *, format: str, out: Path, calibrate: bool = True, log: Lo
     if first.multilabel:
         from comp.thresholds import prediction_thresholds
 
-        thresholds, _ = prediction_thresholds([Path(run)], [1.0], first.cfg.metric, first.classes)
-        facts.update(task="multilabel", thresholds="\n".join(f"{t:g}" for t in thresholds))
+        thresholds, _ = prediction_thresholds([Path(run)], [1.0], first.cfg.metric, first.classes, first.cfg.data.at_least_one_tag)
+        facts.update(task="multilabel", thresholds="\n".join(f"{t:g}" for t in thresholds),
+                     at_least_one_tag=str(first.cfg.data.at_least_one_tag).lower())
     if format == "onnx":
         got = _export_onnx(model, images, out, facts)
     else:

@@ -98,7 +98,7 @@ def package(
         from comp.thresholds import prediction_thresholds
 
         thresholds, source = prediction_thresholds(list(members), list(weights) if weights is not None else [1.0] * len(runs),
-                                                   first_cfg.metric, classes)
+                                                   first_cfg.metric, classes, first_cfg.data.at_least_one_tag)
         log(f"thresholds: {source}")
 
     names = _run_names(list(members))
@@ -130,6 +130,7 @@ def package(
         "label_column": first_cfg.data.label_column,
         "task": first_cfg.data.task,
         "thresholds": thresholds,  # multi-label: per tag, applied to the merged probabilities
+        "at_least_one_tag": first_cfg.data.at_least_one_tag,
         "classes": classes,
         "half": half,
     }
@@ -242,7 +243,8 @@ def _half_agreement(runs: list[Path], bundle: Path, settings: dict, data: Option
     if settings.get("thresholds") is not None:  # multi-label: the tag sets the bundle writes
         from comp.metrics_multilabel import predict_tags
 
-        same = predict_tags(p_full[ok].double().numpy(), settings["thresholds"]) == predict_tags(p_half[ok].double().numpy(), settings["thresholds"])
+        t, one = settings["thresholds"], settings.get("at_least_one_tag", True)
+        same = predict_tags(p_full[ok].double().numpy(), t, one) == predict_tags(p_half[ok].double().numpy(), t, one)
         agree = float(same.all(1).mean())
     else:
         agree = float((p_full[ok].argmax(1) == p_half[ok].argmax(1)).double().mean())

@@ -181,6 +181,7 @@ def predict(
         first_cfg.data.task if first_cfg else recorded.get("task", "auto"),
     )
     multilabel = competition.task == "multilabel"
+    ensure_one = first_cfg.data.at_least_one_tag if first_cfg else True
     if all_members and any(m.multilabel != multilabel for m in all_members):
         raise UserError(f"the runs were trained as {'single' if multilabel else 'multi'}-label, but {data} is "
                         f"{'multi' if multilabel else 'single'}-label; pass the competition they were trained on")
@@ -201,7 +202,7 @@ def predict(
             raise UserError("multi-label predictions are made from run directories; pass the runs, not *_probs.csv tables")
         if out_shape.kind in ("tags", "onehot") and thresholds is None:
             thresholds, source = prediction_thresholds(run_dirs, list(weights) if weights is not None else [1.0] * len(runs),
-                                                       metric, classes)
+                                                       metric, classes, ensure_one)
             log(f"thresholds: {source}")
         elif thresholds is not None and len(thresholds) != len(classes):
             raise UserError(f"{len(thresholds)} thresholds for {len(classes)} tags; package the runs again")
@@ -237,7 +238,7 @@ def predict(
     csv_path, probs_path, meta_path = output_paths(out)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     write_prediction_csv(csv_path, competition.test_ids, final, classes, out_shape, clip=metric == "log_loss" and not multilabel,
-                         thresholds=thresholds, multilabel=multilabel)
+                         thresholds=thresholds, multilabel=multilabel, ensure_one=ensure_one)
     scores = [s for s in (run_score(r, calibrated=calibrate) for r in run_dirs) if s is not None]
     raw_scores = [s for s in (run_score(r, calibrated=False) for r in run_dirs) if s is not None]
     meta = {
@@ -295,7 +296,7 @@ LOG_LOSS_FLOOR = 1e-6
 
 
 def write_prediction_csv(path: Path, ids: Sequence[str], probs: torch.Tensor, classes: Sequence[str], shape: Shape, clip: bool = False,
-                         thresholds: Optional[Sequence[float]] = None, multilabel: bool = False) -> None:
+                         thresholds: Optional[Sequence[float]] = None, multilabel: bool = False, ensure_one: bool = True) -> None:
     """The submission in `shape`: the sample's columns, its ids in its order, and for each row a class
     name, the class probabilities, the positive class's probability or the top-k names; for a
     multi-label competition its tags, per-tag probabilities or 0/1 columns.
@@ -306,9 +307,10 @@ def write_prediction_csv(path: Path, ids: Sequence[str], probs: torch.Tensor, cl
         thresholds: (C,) per-tag thresholds of the tags and onehot shapes (an image with no tag
             above its threshold gets its most probable one).
         multilabel: `probs` are per-tag probabilities (written as they are, not renormalized).
+        ensure_one: multi-label, data.at_least_one_tag: a row left with no tag gets its most probable one.
     """
     if multilabel:
-        _write_tags(path, ids, probs, classes, shape, thresholds)
+        _write_tags(path, ids, probs, classes, shape, thresholds, ensure_one)
         return
     if clip:
         probs = probs.double().clamp_min(LOG_LOSS_FLOOR)
@@ -329,7 +331,7 @@ def write_prediction_csv(path: Path, ids: Sequence[str], probs: torch.Tensor, cl
 
 
 def _write_tags(path: Path, ids: Sequence[str], probs: torch.Tensor, classes: Sequence[str], shape: Shape,
-                thresholds: Optional[Sequence[float]]) -> None:
+                thresholds: Optional[Sequence[float]], ensure_one: bool = True) -> None:
     """A multi-label submission: tags (space-separated, class order), onehot (0/1) or probs columns."""
     p = probs.detach().double().cpu().numpy()
     cols = shape.columns
@@ -338,7 +340,7 @@ def _write_tags(path: Path, ids: Sequence[str], probs: torch.Tensor, classes: Se
         for col, c in zip(cols[1:], shape.class_index):
             table[col] = p[:, c]
     else:
-        on = predict_tags(p, thresholds if thresholds is not None else 0.5)
+        on = predict_tags(p, thresholds if thresholds is not None else 0.5, ensure_one)
         if shape.kind == "tags":
             table[cols[1]] = [" ".join(c for c, flag in zip(classes, row) if flag) for row in on]
         else:

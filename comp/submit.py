@@ -60,7 +60,9 @@ def validate_prediction(path: Path, competition: Competition, shape: Optional[Sh
     # One normalization for checking, comparing and archiving: surrounding spaces are not part of a value.
     df = df.apply(lambda col: col.str.strip())
     ids = df[fmt.id_column]
-    empty = (df == "").any(axis=1)
+    # a multi-label tags cell may be empty (data.at_least_one_tag: false): an image with no tag
+    required = df[[fmt.id_column]] if competition.task == "multilabel" and len(fmt.columns) == 2 else df
+    empty = (required == "").any(axis=1)
     if empty.any():
         row = int(empty.to_numpy().nonzero()[0][0]) + 2
         raise UserError(f"{path}: empty value on line {row}; every row needs an id and a value in every column")

@@ -73,7 +73,7 @@ def fit_thresholds(probs: np.ndarray, targets: np.ndarray, metric: str, *, min_p
 THRESHOLDS_FILE = "thresholds.json"
 
 
-def fit_run_thresholds(run_dir: Path, metric: str, table: str = "val_probs.csv") -> dict[str, Any]:
+def fit_run_thresholds(run_dir: Path, metric: str, table: str = "val_probs.csv", ensure_one: bool = True) -> dict[str, Any]:
     """Fit the thresholds of a multi-label run on its held-out `table` (val_probs.csv, or a k-fold
     run's oof.csv) and write them to `run_dir/thresholds.json` with the classes; returns that record."""
     from comp.files import write_json
@@ -81,7 +81,7 @@ def fit_run_thresholds(run_dir: Path, metric: str, table: str = "val_probs.csv")
 
     path = Path(run_dir) / table
     _, probs, classes, meta = read_probs(path)
-    fit = fit_thresholds(probs.numpy(), tag_targets(meta["label"], classes, path).numpy(), metric)
+    fit = fit_thresholds(probs.numpy(), tag_targets(meta["label"], classes, path).numpy(), metric, ensure_one=ensure_one)
     record = {"classes": classes, "fitted_on": table, "images": len(probs), **fit}
     write_json(record, Path(run_dir) / THRESHOLDS_FILE)
     return record
@@ -105,7 +105,8 @@ def held_out_table(run_dir: Path) -> Path:
     return run_dir / ("oof.csv" if (run_dir / "oof.csv").is_file() else "val_probs.csv")
 
 
-def prediction_thresholds(run_dirs: list[Path], weights: list[float], metric: str, classes: list[str]) -> tuple[list[float], str]:
+def prediction_thresholds(run_dirs: list[Path], weights: list[float], metric: str, classes: list[str],
+                          ensure_one: bool = True) -> tuple[list[float], str]:
     """The thresholds `comp predict` applies to the merged tag probabilities, and where they come from.
 
     One run: its own (thresholds.json). Several: fitted again on the runs' held-out predictions
@@ -134,5 +135,5 @@ def prediction_thresholds(run_dirs: list[Path], weights: list[float], metric: st
     order = [{i: k for k, i in enumerate(t[0])} for t in tables]
     total = sum(weights)
     merged = sum(w / total * t[1][[o[i] for i in ids]] for w, t, o in zip(weights, tables, order))
-    fit = fit_thresholds(merged.numpy(), tag_targets(tables[0][3]["label"], classes).numpy(), metric)
+    fit = fit_thresholds(merged.numpy(), tag_targets(tables[0][3]["label"], classes).numpy(), metric, ensure_one=ensure_one)
     return fit["thresholds"], f"fitted on the {len(run_dirs)} runs' merged held-out predictions ({metric} {fit['score']:.4f})"

@@ -258,3 +258,22 @@ def test_a_multilabel_log_loss_run_gets_one_sigmoid_temperature_that_predict_app
     cal, raw = pd.read_csv(tmp_path / "cal.csv"), pd.read_csv(tmp_path / "raw.csv")
     expected = apply_tag_temperature(torch.tensor(raw[classes].to_numpy()), saved["temperature"]).numpy()
     assert np.allclose(cal[classes].to_numpy(), expected, atol=1e-7)
+
+
+def test_at_least_one_tag_can_be_switched_off(tmp_path, tags_comp):
+    config = _config(tmp_path, tags_comp, "f2_samples")
+    run = tmp_path / "run"
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--set", "train.epochs=1", "--set", "data.at_least_one_tag=false"]))
+    saved = json.loads((run / "thresholds.json").read_text())
+    assert saved["ensure_one"] is False
+    saved["thresholds"] = [0.999] * 3  # no tag passes: every row is left empty
+    (run / "thresholds.json").write_text(json.dumps(saved))
+    prediction = tmp_path / "prediction.csv"
+    _ok(runner.invoke(app, ["predict", str(run), "--out", str(prediction)]))
+    assert pd.read_csv(prediction, dtype=str, keep_default_na=False)["tags"].tolist() == [""] * 12
+    _ok(runner.invoke(app, ["submit", str(prediction), "--dir", str(tmp_path / "subs")]))  # an empty tag set is a valid row
+    on = tmp_path / "on"
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(on), "--set", "train.epochs=1"]))
+    (on / "thresholds.json").write_text(json.dumps({**json.loads((on / "thresholds.json").read_text()), "thresholds": [0.999] * 3}))
+    _ok(runner.invoke(app, ["predict", str(on), "--out", str(prediction)]))
+    assert all(len(t.split()) == 1 for t in pd.read_csv(prediction)["tags"])  # the most probable tag each

@@ -23,7 +23,7 @@ import torch.nn as nn
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
 
-from comp.calibration import calibrate_run, calibrate_tag_run
+from comp.calibration import calibrate_run
 from comp.thresholds import fit_run_thresholds
 from comp.config import Config, TrainConfig, save_config
 from comp.data.competition import Competition, Split, open_configured, resolve_shape
@@ -177,11 +177,13 @@ def check_task(cfg: Config, classes: list[str], multilabel: bool):
     return get_tag_metric(cfg.metric)
 
 
-def held_out_score(metric: str, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], positive_class: Optional[str]) -> float:
+def held_out_score(metric: str, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], positive_class: Optional[str],
+                   ensure_one: bool = True) -> float:
     """The run's metric of held-out predictions: (N,) class targets, or (N, C) tag targets scored
-    at threshold 0.5 (the per-tag thresholds are fitted once training is done)."""
+    at threshold 0.5 (the per-tag thresholds are fitted once training is done; `ensure_one`:
+    data.at_least_one_tag)."""
     if targets.ndim == 2:
-        return tag_score(metric, probs, targets)
+        return tag_score(metric, probs, targets, ensure_one=ensure_one)
     return score(metric, probs, targets, classes, positive_class)
 
 
@@ -194,11 +196,11 @@ def _held_out_outputs(
     write_val_probs(run, val, competition, device, cfg, pool=pool)
     if val.targets is not None:  # multi-label: per-tag thresholds for the F metrics, a sigmoid temperature for log loss
         if cfg.metric == "log_loss":
-            info = calibrate_tag_run(run)
+            info = calibrate_run(run, multilabel=True)
             return {"best_val_score_calibrated": info["score_calibrated"], "temperature": info["temperature"]}
         if not get_tag_metric(cfg.metric).thresholded:
             return {}
-        fit = fit_run_thresholds(run, cfg.metric)
+        fit = fit_run_thresholds(run, cfg.metric, ensure_one=cfg.data.at_least_one_tag)
         return {"best_val_score_thresholded": fit["score"], "thresholds_global": fit["global"]}
     info = calibrate_run(run) if cfg.metric == "log_loss" else None
     return {"best_val_score_calibrated": info["score_calibrated"], "temperature": info["temperature"]} if info else {}
@@ -376,7 +378,8 @@ def _train_run(
             if distributed:
                 va = _summed(va)
             if data.n_val:
-                va.score = held_out_score(metric.name, va.probs, va.targets, classes, cfg.data.positive_class) if va.images else float("nan")
+                va.score = (held_out_score(metric.name, va.probs, va.targets, classes, cfg.data.positive_class, cfg.data.at_least_one_tag)
+                            if va.images else float("nan"))
             bad_files.update({p: "unreadable image" for p in tr.bad_files + va.bad_files})
             improved = update_best(state, epoch, va, metric, scored=data.n_val > 0)
             state.epoch = epoch

@@ -118,7 +118,8 @@ def _train_folds(cfg: Config, competition, data, splits, out_dir: Path, fold: Op
             break
     if not dist.is_main():
         return {}
-    cv = collect_oof(out_dir, competition.classes, k, cfg.metric, cfg.data.positive_class, multilabel=competition.task == "multilabel")
+    cv = collect_oof(out_dir, competition.classes, k, cfg.metric, cfg.data.positive_class, multilabel=competition.task == "multilabel",
+                     ensure_one=cfg.data.at_least_one_tag)
     _print_table(cv, log)
     return cv
 
@@ -134,6 +135,7 @@ def _finished(fold_dir: Path, cfg: Config) -> bool:
 
 def collect_oof(
     out_dir: Path, classes: list[str], k: int, metric: str = "accuracy", positive_class: Optional[str] = None, multilabel: bool = False,
+    ensure_one: bool = True,
 ) -> dict[str, Any]:
     """Gather fold_*/val_probs.csv into oof.csv and score it (accuracy and `metric`) into cv.json.
 
@@ -153,7 +155,7 @@ def collect_oof(
             raise UserError(f"{path}: classes differ from the competition's; retrain this fold")
         y = targets_of(meta["label"], path)
         fold_acc[i] = tag_accuracy(fprobs, y) if multilabel else accuracy(fprobs, y)
-        fold_score[i] = held_out_score(metric, fprobs, y, classes, positive_class)
+        fold_score[i] = held_out_score(metric, fprobs, y, classes, positive_class, ensure_one)
         ids += fids
         probs.append(fprobs)
         labels += meta["label"]
@@ -165,7 +167,7 @@ def collect_oof(
     y = targets_of(labels)
     cv = {
         "metric": metric,
-        "cv_score": held_out_score(metric, p, y, classes, positive_class),
+        "cv_score": held_out_score(metric, p, y, classes, positive_class, ensure_one),
         "cv_acc": tag_accuracy(p, y) if multilabel else accuracy(p, y),
         "fold_score": {str(i): a for i, a in fold_score.items()},
         "fold_acc": {str(i): a for i, a in fold_acc.items()},
@@ -178,12 +180,12 @@ def collect_oof(
         from comp.thresholds import fit_run_thresholds
 
         if get_tag_metric(metric).thresholded:
-            fit = fit_run_thresholds(out_dir, metric, "oof.csv")
+            fit = fit_run_thresholds(out_dir, metric, "oof.csv", ensure_one=ensure_one)
             cv.update(cv_score_thresholded=fit["score"], thresholds_global=fit["global"])
         elif metric == "log_loss":  # one sigmoid temperature for the run, on its out-of-fold predictions
-            from comp.calibration import calibrate_tag_run
+            from comp.calibration import calibrate_run
 
-            info = calibrate_tag_run(out_dir, "oof.csv")
+            info = calibrate_run(out_dir, "oof.csv", multilabel=True)
             cv.update(cv_score_calibrated=info["score_calibrated"], temperature=info["temperature"])
     elif metric == "log_loss":  # one temperature for the run, fitted on what its folds hold out (comp.calibration)
         from comp.calibration import calibrate_run

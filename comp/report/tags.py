@@ -23,11 +23,12 @@ CURVE = np.round(np.arange(0.02, 0.981, 0.02), 2)
 MAX_CURVES = 30  # beyond this, the rarest tags' curves (the ones a threshold matters most for)
 
 
-def per_tag_table(probs: np.ndarray, targets: np.ndarray, classes: Sequence[str], thresholds: Sequence[float]) -> pd.DataFrame:
-    """One row per tag: support, threshold, precision, recall, F1 (at the threshold), AP; sklearn."""
+def per_tag_table(probs: np.ndarray, targets: np.ndarray, classes: Sequence[str], thresholds: Sequence[float],
+                  ensure_one: bool = True) -> pd.DataFrame:
+    """One row per tag: support, threshold, precision, recall, F1 (of the tags predict writes), AP; sklearn."""
     from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
-    pred = predict_tags(probs, thresholds)
+    pred = predict_tags(probs, thresholds, ensure_one)
     precision, recall, f1, support = precision_recall_fscore_support(targets, pred, average=None, zero_division=0)
     ap = [average_precision_score(targets[:, c], probs[:, c]) if targets[:, c].any() else np.nan for c in range(len(classes))]
     return pd.DataFrame({"tag": list(classes), "support": support, "threshold": list(thresholds), "precision": precision,
@@ -35,7 +36,7 @@ def per_tag_table(probs: np.ndarray, targets: np.ndarray, classes: Sequence[str]
 
 
 def tag_top_losses(probs: np.ndarray, targets: np.ndarray, classes: Sequence[str], thresholds: Sequence[float],
-                   ids: Sequence[str], paths: Sequence[Path], n: int) -> pd.DataFrame:
+                   ids: Sequence[str], paths: Sequence[Path], n: int, ensure_one: bool = True) -> pd.DataFrame:
     """The `n` images with the highest mean binary cross-entropy over their tags, highest first.
 
     Columns as the single-label table: rank, id, path, true and predicted (tag sets), p_predicted
@@ -43,14 +44,14 @@ def tag_top_losses(probs: np.ndarray, targets: np.ndarray, classes: Sequence[str
     """
     p = np.clip(probs, 1e-7, 1 - 1e-7)
     loss = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean(1)
-    pred = predict_tags(probs, thresholds)
+    pred = predict_tags(probs, thresholds, ensure_one)
     order = np.argsort(-loss, kind="stable")[: max(0, n)]
 
     def tags(row) -> str:
         return " ".join(c for c, on in zip(classes, row) if on) or "-"
 
     rows = [dict(rank=r + 1, id=ids[i], path=str(paths[i]), true=tags(targets[i]), predicted=tags(pred[i]),
-                 p_predicted=float(probs[i][pred[i] == 1].mean()), p_true=float(probs[i][targets[i] == 1].mean()) if targets[i].any()
+                 p_predicted=float(probs[i][pred[i] == 1].mean()) if pred[i].any() else float("nan"), p_true=float(probs[i][targets[i] == 1].mean()) if targets[i].any()
                  else float("nan"), loss=float(loss[i])) for r, i in enumerate(order)]
     return pd.DataFrame(rows, columns=["rank", "id", "path", "true", "predicted", "p_predicted", "p_true", "loss"])
 
@@ -84,15 +85,16 @@ def plot_threshold_curves(probs: np.ndarray, targets: np.ndarray, classes: Seque
 
 
 def write_tag_report(out: Path, probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str], thresholds: Sequence[float],
-                     ids: Sequence[str], paths: Sequence[Path], *, title: dict[str, Any], top: int = 16, log: Log = print) -> dict[str, Any]:
+                     ids: Sequence[str], paths: Sequence[Path], *, title: dict[str, Any], top: int = 16, ensure_one: bool = True,
+                     log: Log = print) -> dict[str, Any]:
     """Write the multi-label report for held-out (N, C) `probs` against (N, C) 0/1 `targets` to `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     p, y = probs.double().numpy(), targets.numpy().astype(int)
-    table = per_tag_table(p, y, classes, thresholds)
+    table = per_tag_table(p, y, classes, thresholds, ensure_one)
     table.to_csv(out / "per_tag.csv", index=False)
     plot_threshold_curves(p, y, classes, thresholds, out / "thresholds.png")
-    losses = tag_top_losses(p, y, classes, thresholds, ids, paths, top)
+    losses = tag_top_losses(p, y, classes, thresholds, ids, paths, top, ensure_one)
     losses.to_csv(out / "top_losses.csv", index=False)
     plot_top_losses(losses, out / "top_losses.png")
     worst = table.sort_values(["f1", "support"]).head(10)
