@@ -277,3 +277,16 @@ def test_at_least_one_tag_can_be_switched_off(tmp_path, tags_comp):
     (on / "thresholds.json").write_text(json.dumps({**json.loads((on / "thresholds.json").read_text()), "thresholds": [0.999] * 3}))
     _ok(runner.invoke(app, ["predict", str(on), "--out", str(prediction)]))
     assert all(len(t.split()) == 1 for t in pd.read_csv(prediction)["tags"])  # the most probable tag each
+
+
+def test_onehot_single_run_evaluates_with_a_per_tag_report(tmp_path, onehot_comp):
+    config = _config(tmp_path, onehot_comp, "macro_f1")
+    run = tmp_path / "run"
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(run)]))
+    summary = json.loads((run / "summary.json").read_text())
+    out = _ok(runner.invoke(app, ["evaluate", str(run), "--report", str(tmp_path / "report")]))
+    assert f"{summary['best_val_score_thresholded']:.4f}, what comp predict writes" in out
+    table = pd.read_csv(tmp_path / "report" / "per_tag.csv")
+    fitted = json.loads((run / "thresholds.json").read_text())["thresholds"]
+    assert table["threshold"].tolist() == pytest.approx(fitted)
+    assert table["f1"].mean() == pytest.approx(summary["best_val_score_thresholded"], abs=1e-6)  # macro F1 = the mean per-tag F1
