@@ -59,8 +59,14 @@ def evaluate_tags(runs: Sequence[Path], held: dict, views: list[str], *, fit: bo
                 "what comp predict writes")
         result["runs"][str(run)] = entry
 
-    order, aligned, labels = _shared(held)
-    per_run = torch.stack([aligned[r] for r in held])  # (R, N, C)
+    order, index, labels = _shared(held)
+
+    def run_probs(h, keep: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """A run's `keep` views (default all) merged, its temperature for log loss, on the shared images in `order`."""
+        p = merge(h.probs if keep is None else h.probs[list(keep)])
+        return apply_tag_temperature(p, h.temperature if calibrated else 1.0)[index[id(h)]]
+
+    per_run = torch.stack([run_probs(h) for h in held.values()])  # (R, N, C)
     ensemble = merge(per_run)
     result.update(ensemble_score=at(ensemble, labels), ensemble_acc=tag_accuracy(ensemble, labels), ensemble_images=len(order))
     thresholds = _thresholds(ensemble, labels, metric, held, classes, one)
@@ -70,7 +76,7 @@ def evaluate_tags(runs: Sequence[Path], held: dict, views: list[str], *, fit: bo
         log(f"ensemble of {len(held)} runs (equal weights) on {len(order)} shared images: {metric.name} {result['ensemble_score']:.4f} at 0.5"
             + (f", {result['ensemble_thresholded_score']:.4f} at thresholds fitted on these predictions" if thresholds is not None else ""))
     if fit:
-        ensemble, thresholds = _fit(result, held, aligned, labels, views, metric, one, log)
+        ensemble, thresholds = _fit(result, held, per_run, run_probs, labels, views, metric, one, log)
     if report is not None:
         from comp.report.tags import write_tag_report
 
@@ -86,18 +92,18 @@ def evaluate_tags(runs: Sequence[Path], held: dict, views: list[str], *, fit: bo
 
 
 def _shared(held: dict) -> tuple[list[str], dict, torch.Tensor]:
-    """The ids every run holds out, and each run's merged views and the targets on them, in one order."""
+    """The ids every run holds out (in the first run's order), each run's row indices of them (keyed
+    by `id()` of its `HeldOut`), and their (N, C) targets."""
     common = set.intersection(*(set(h.ids) for h in held.values()))
     if len(held) > 1 and not common:
         raise UserError("the runs share no held-out image; ensemble runs trained on the same folds/split and data")
     order = [i for i in next(iter(held.values())).ids if i in common]
-    aligned, labels = {}, None
-    for run, h in held.items():
+    index = {}
+    for h in held.values():
         pos = {i: k for k, i in enumerate(h.ids)}
-        idx = [pos[i] for i in order]
-        aligned[run] = apply_tag_temperature(merge(h.probs), h.temperature if h.metric == "log_loss" else 1.0)[idx]
-        labels = h.labels[idx]
-    return order, aligned, labels
+        index[id(h)] = [pos[i] for i in order]
+    first = next(iter(held.values()))
+    return order, index, first.labels[index[id(first)]]
 
 
 def _thresholds(probs: torch.Tensor, labels: torch.Tensor, metric, held: dict, classes: list[str], one: bool) -> Optional[list[float]]:
@@ -109,11 +115,14 @@ def _thresholds(probs: torch.Tensor, labels: torch.Tensor, metric, held: dict, c
     return fit_thresholds(probs.numpy(), labels.numpy(), metric.name, ensure_one=one)["thresholds"]
 
 
-def _fit(result: dict, held: dict, aligned: dict, labels: torch.Tensor, views: list[str], metric, one: bool, log: Log):
-    """Run weights, then views, on the metric at 0.5; then thresholds for what was chosen. Returns (probs, thresholds)."""
+def _fit(result: dict, held: dict, per_run: torch.Tensor, run_probs, labels: torch.Tensor, views: list[str], metric, one: bool,
+         log: Log):
+    """Run weights, then views, on the metric at 0.5; then thresholds for what was chosen. Returns (probs, thresholds).
+
+    `per_run` is (R, N, C), every run's views merged; `run_probs(h, keep)` one run's `keep` views merged.
+    """
     sign = 1.0 if metric.higher_is_better else -1.0
     weights = None
-    per_run = torch.stack(list(aligned.values()))
     if len(held) > 1:
         counts = forward_selection(len(held), lambda c: (sign * tag_score(metric.name, merge(per_run, c), labels, ensure_one=one),))
         weights = [c / sum(counts) for c in counts]
@@ -122,15 +131,8 @@ def _fit(result: dict, held: dict, aligned: dict, labels: torch.Tensor, views: l
         log(f"fitted run weights {option}: {metric.name} {result['fitted_score']:.4f} at 0.5  -> comp predict ... --weights {option}")
     chosen = list(range(len(views)))
     if len(views) > 1:
-        order = next(iter(held.values())).ids
-        common = [i for i in order if all(i in set(h.ids) for h in held.values())]
-
         def predicted(keep: Sequence[int]) -> torch.Tensor:
-            runs = []
-            for h in held.values():
-                pos = {i: k for k, i in enumerate(h.ids)}
-                runs.append(merge(h.probs[list(keep)])[[pos[i] for i in common]])
-            return merge(torch.stack(runs), weights)
+            return merge(torch.stack([run_probs(h, keep) for h in held.values()]), weights)
 
         counts = forward_selection(len(views), lambda c: (sign * tag_score(metric.name, predicted([i for i, n in enumerate(c) if n]), labels,
                                                                             ensure_one=one),), repeats=False)

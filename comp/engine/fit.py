@@ -190,20 +190,30 @@ def held_out_score(metric: str, probs: torch.Tensor, targets: torch.Tensor, clas
 def _held_out_outputs(
     run: Path, val: Split, competition: Competition, device: torch.device, cfg: Config, pool: list[Path],
 ) -> dict[str, Any]:
-    """After training: val_probs.csv of best.pt (its images from `pool`'s cache), and for log loss the
-    temperature fitted on it; returns the summary's calibrated score (`best_val_score_calibrated`), the
-    score of what `comp predict` writes, recorded beside the raw one that chose the best epoch."""
+    """After training: val_probs.csv of best.pt (its images from `pool`'s cache), then `fit_held_out` on
+    it; returns the summary's `best_val_score_calibrated` / `_thresholded` (the score of what `comp
+    predict` writes, recorded beside the raw one that chose the best epoch) and what was fitted."""
     write_val_probs(run, val, competition, device, cfg, pool=pool)
-    if val.targets is not None:  # multi-label: per-tag thresholds for the F metrics, a sigmoid temperature for log loss
-        if cfg.metric == "log_loss":
-            info = calibrate_run(run, multilabel=True)
-            return {"best_val_score_calibrated": info["score_calibrated"], "temperature": info["temperature"]}
-        if not get_tag_metric(cfg.metric).thresholded:
-            return {}
-        fit = fit_run_thresholds(run, cfg.metric, ensure_one=cfg.data.at_least_one_tag)
-        return {"best_val_score_thresholded": fit["score"], "thresholds_global": fit["global"]}
-    info = calibrate_run(run) if cfg.metric == "log_loss" else None
-    return {"best_val_score_calibrated": info["score_calibrated"], "temperature": info["temperature"]} if info else {}
+    fits = fit_held_out(run, "val_probs.csv", cfg.metric, val.targets is not None, cfg.data.at_least_one_tag)
+    return {("best_val_" + k if k.startswith("score_") else k): v for k, v in fits.items()}
+
+
+def fit_held_out(run_dir: Path, table: str, metric: str, multilabel: bool, ensure_one: bool = True) -> dict[str, Any]:
+    """What a finished run fits on its held-out `table` (val_probs.csv, or a k-fold run's oof.csv):
+    for log loss the run's temperature (`comp.calibration`; a sigmoid one for multi-label), for a
+    multi-label F metric its per-tag thresholds (`comp.thresholds`).
+
+    Returns:
+        {"score_calibrated", "temperature"}, {"score_thresholded", "thresholds_global"} or {}:
+        the score of what `comp predict` writes, and what it applies.
+    """
+    if metric == "log_loss":
+        info = calibrate_run(run_dir, table, multilabel=multilabel)
+        return {"score_calibrated": info["score_calibrated"], "temperature": info["temperature"]} if info else {}
+    if multilabel and get_tag_metric(metric).thresholded:
+        fit = fit_run_thresholds(run_dir, metric, table, ensure_one=ensure_one)
+        return {"score_thresholded": fit["score"], "thresholds_global": fit["global"]}
+    return {}
 
 
 def train_run(
@@ -413,10 +423,7 @@ def _train_run(
     if stopped_by_hook:
         summary["stopped_by"] = "pruner"  # the only caller that stops runs: comp tune
     if summary["best_val_score"] is not None:
-        summary.update({k: v for k, v in held_out.items() if k in ("best_val_score_thresholded", "thresholds_global")})
-    if "best_val_score_calibrated" in held_out and summary["best_val_score"] is not None:
-        summary["best_val_score_calibrated"] = held_out["best_val_score_calibrated"]
-        summary["temperature"] = held_out["temperature"]
+        summary.update(held_out)  # the calibrated or thresholded score, beside the raw one that chose the epoch
     if main:
         write_json(summary, out_dir / "summary.json")
         tracking.finish(summary, [out_dir / f for f in ("summary.json", "curves.png", "config.yaml")])

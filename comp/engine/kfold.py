@@ -23,7 +23,7 @@ from comp.config import Config, save_config
 from comp.data.competition import open_configured
 from comp.data.folds import merged_labelled, split_kfold
 from comp.engine import distributed as dist
-from comp.engine.fit import check_submission, fit_split, held_out_score
+from comp.engine.fit import check_submission, fit_held_out, fit_split, held_out_score
 from comp.engine.tracking import Tracking, experiment_name, tracked_params
 from comp.engine.rundir import check_fold_folder, check_new_run_dir, clear_run_dir, saved_config
 from comp.files import write_json
@@ -175,23 +175,9 @@ def collect_oof(
         "folds_done": len(fold_acc),
         "images": len(ids),
     }
-    if multilabel:
-        from comp.metrics_multilabel import get_tag_metric
-        from comp.thresholds import fit_run_thresholds
-
-        if get_tag_metric(metric).thresholded:
-            fit = fit_run_thresholds(out_dir, metric, "oof.csv", ensure_one=ensure_one)
-            cv.update(cv_score_thresholded=fit["score"], thresholds_global=fit["global"])
-        elif metric == "log_loss":  # one sigmoid temperature for the run, on its out-of-fold predictions
-            from comp.calibration import calibrate_run
-
-            info = calibrate_run(out_dir, "oof.csv", multilabel=True)
-            cv.update(cv_score_calibrated=info["score_calibrated"], temperature=info["temperature"])
-    elif metric == "log_loss":  # one temperature for the run, fitted on what its folds hold out (comp.calibration)
-        from comp.calibration import calibrate_run
-
-        info = calibrate_run(out_dir, "oof.csv")
-        cv.update(cv_score_calibrated=info["score_calibrated"], temperature=info["temperature"])
+    # one temperature (log loss) or one set of thresholds (multi-label F metric) for the run, fitted on what its folds hold out
+    fits = fit_held_out(out_dir, "oof.csv", metric, multilabel, ensure_one)
+    cv.update({("cv_" + k if k.startswith("score_") else k): v for k, v in fits.items()})
     write_json(cv, out_dir / "cv.json")
     return cv
 
