@@ -87,22 +87,26 @@ def train(
     metric = summary.get("metric", "accuracy")
     if "cv_acc" in summary:
         extra = f" (acc {summary['cv_acc']:.4f})" if metric != "accuracy" else ""
-        if "cv_score_calibrated" in summary:
-            extra += f", calibrated {summary['cv_score_calibrated']:.4f}"
-        if "cv_score_thresholded" in summary:
-            extra += f", at the fitted thresholds {summary['cv_score_thresholded']:.4f}"
-        typer.echo(f"cv {metric} {summary['cv_score']:.4f}{extra} over {summary['folds_done']} folds; run: {summary['run_dir']}")
+        typer.echo(f"cv {metric} {summary['cv_score']:.4f}{extra}{_post_score(summary, 'cv_score')} over {summary['folds_done']} folds; "
+                   f"run: {summary['run_dir']}")
     elif summary["best_val_acc"] is None:
         typer.echo(f"trained {summary['epochs_run']} epochs without a validation split; run: {summary['run_dir']}")
     elif metric == "accuracy":
         typer.echo(f"best val acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
     else:
         value = "n/a" if summary["best_val_score"] is None else f"{summary['best_val_score']:.4f}"
-        if "best_val_score_calibrated" in summary:
-            value += f" (calibrated {summary['best_val_score_calibrated']:.4f})"
-        if "best_val_score_thresholded" in summary:
-            value += f" at 0.5, {summary['best_val_score_thresholded']:.4f} at the fitted thresholds"
-        typer.echo(f"best val {metric} {value} (acc {summary['best_val_acc']:.4f}) at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
+        typer.echo(f"best val {metric} {value}{_post_score(summary, 'best_val_score')} (acc {summary['best_val_acc']:.4f}) "
+                   f"at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
+
+
+def _post_score(summary: dict, key: str) -> str:
+    """", <what was fitted> <score>": the final score beside the raw `key` when it differs (`comp.tasks.final_score_key`)."""
+    from comp.tasks import POST_WORDS, final_score_key
+
+    final = final_score_key(summary, key)
+    if final is None or final == key:
+        return ""
+    return f", {POST_WORDS[final[len(key):]]} {summary[final]:.4f}"
 
 
 def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
@@ -185,7 +189,7 @@ def submit(
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="CSV layout: train.csv label column [default: from _meta.json].")] = None,
 ) -> None:
     """Validate against the sample submission, archive under submissions/, optionally submit to Kaggle."""
-    from comp.submit import submit as submit_file
+    from comp.submission.submit import submit as submit_file
 
     with user_errors():
         row = submit_file(
@@ -212,7 +216,7 @@ def lb(
     directory: Annotated[Path, typer.Option("--dir", help="Archive folder holding history.csv.")] = Path("submissions"),
 ) -> None:
     """Leaderboard scores in the submission ledger; prints CV beside LB and draws cv_vs_lb.png."""
-    from comp.lb import lb as leaderboard
+    from comp.submission.lb import lb as leaderboard
 
     with user_errors():
         leaderboard(directory, submission, score, private, kaggle, log=typer.echo)
@@ -239,7 +243,7 @@ def package(
     data: Annotated[Optional[Path], typer.Option("--data", help="Competition whose test images measure the --half agreement [default: the run's].")] = None,
 ) -> None:
     """An offline inference bundle for Kaggle code competitions: inference.py reproduces comp predict without comp installed."""
-    from comp.package import package as package_runs
+    from comp.ship.package import package as package_runs
 
     with user_errors():
         package_runs(runs, out=out, tta=tta, views=tta_views, weights=_floats(weights, "--weights"), merge_rule=merge, shape=shape,
@@ -256,7 +260,7 @@ def export(
     calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Apply the run's fitted temperature inside the model.")] = True,
 ) -> None:
     """One self-contained model: uint8 RGB (N, 3, S, S) in, class probabilities out; checked against PyTorch after export."""
-    from comp.export import export as export_run
+    from comp.ship.export import export as export_run
 
     with user_errors():
         export_run(run, format=format, out=out, calibrate=calibrate, log=typer.echo)
@@ -379,11 +383,10 @@ def data_check(
 ) -> None:
     """Audit a competition folder: layout, classes (tags) and counts, unreadable or odd images, duplicates."""
     from comp.data.audit import audit_competition, format_report
+    from comp.tasks import check_choice
 
     with user_errors():
-        if task not in ("auto", "single", "multilabel"):
-            raise UserError(f"--task {task!r}: use auto, single or multilabel")
-        report = audit_competition(directory, id_column, label_column, task=task)
+        report = audit_competition(directory, id_column, label_column, task=check_choice(task, "--task"))
     typer.echo(format_report(report))
     if not report.ok:
         raise typer.Exit(2)

@@ -78,7 +78,7 @@ def run_demo(out: Path = Path("demo"), *, epochs: Optional[int] = None, config: 
         {"test_acc", "seconds": {stage: s}, "prediction", "run_dir"}.
     """
     from comp.predict import predict
-    from comp.submit import submit
+    from comp.submission.submit import submit
     from comp.train import train
 
     config = Path(config) if config else DEMO_CONFIG

@@ -37,7 +37,8 @@ import yaml
 from comp.config import Config, config_from_dict, read_yaml_mapping
 from comp.data.augment import BatchAugment
 from comp.data.batches import TensorBatches
-from comp.data.folds import holdout_indices
+from comp.data.competition import Split
+from comp.tasks.splits import holdout_indices
 from comp.data.sources import DATASETS, load_dataset
 from comp.engine.checkpoint import load_checkpoint
 from comp.device import resolve_device
@@ -214,7 +215,8 @@ def run_row(name: str, cfg: Config, finds: dict, data: InMemoryData, out: Path, 
         cfg, write_plot = _apply_finders(cfg, finds, data, device, out, log)
     log(f"== {name}: {cfg.model.name}, {cfg.optim.name} lr {cfg.optim.lr:g}, batch {cfg.data.batch_size}, {cfg.train.epochs} epochs")
     training = TrainingData(
-        classes=list(data.classes), n_train=len(data.train[1]), n_val=len(data.val[1]), train_labels=data.train[1].tolist(),
+        classes=list(data.classes), n_train=len(data.train[1]), n_val=len(data.val[1]),
+        train_split=Split([], data.train[1].tolist()),  # class weights read the labels alone (tensor data has no paths)
         make_loaders=lambda c, dcfg, dev, progress: (_batches(c, data, data.train, True, dev), _batches(c, data, data.val, False, dev), []),
         source=name,
     )

@@ -21,8 +21,8 @@ import pandas as pd
 from comp.engine.rundir import ENVIRONMENT_KEYS, flat, run_state, saved_config
 from comp.errors import Log, UserError
 from comp.files import read_json
-from comp.metrics import get_metric
-from comp.report.tables import text_table
+from comp.tasks import find_metric
+from comp.evaluate.report.tables import text_table
 
 COLUMNS = ["run", "state", "metric", "score", "acc", "epochs", "model", "size", "seconds", "date"]
 # Keys that say where or how a run ran, not what it is: never shown as a difference.
@@ -99,7 +99,7 @@ def _best_so_far(run: Path, cfg) -> Optional[float]:
         return None
     if scores.empty or cfg is None:
         return None
-    return float(scores.max() if get_metric(cfg.metric).higher_is_better else scores.min())
+    return float(scores.max() if find_metric(cfg.metric, cfg.data.task).higher_is_better else scores.min())
 
 
 def _epochs_so_far(run: Path) -> int:
@@ -145,7 +145,7 @@ def sort_runs(table: pd.DataFrame, key: Optional[str] = None) -> pd.DataFrame:
     if table.empty:
         return table
     if key in (None, "score"):
-        sign = table["metric"].map(lambda m: -1.0 if get_metric(m).higher_is_better else 1.0)
+        sign = table["metric"].map(lambda m: -1.0 if find_metric(m).higher_is_better else 1.0)
         order = table.assign(_missing=table["score"].isna(), _key=table["score"].astype(float) * sign)
         return order.sort_values(["metric", "_missing", "_key", "run"], kind="stable").drop(columns=["_missing", "_key"])
     if key not in table.columns:

@@ -106,8 +106,6 @@ def lr_find(
     path), runs `comp.engine.finders.lr_range_test` on a copy of the model, saves the plot to `out`
     and returns the suggested learning rate (for `optim.lr`).
     """
-    import torch.nn as nn
-
     from comp.data.competition import open_configured
     from comp.data.folds import merged_labelled, train_val_split
     from comp.data.loaders import make_loaders
@@ -126,12 +124,7 @@ def lr_find(
     model = build_model(cfg.model, len(competition.classes))
     dcfg = data_config(cfg.data, model)
     batches, _, _ = make_loaders(cfg, dcfg, train_split, val_split, device, pool=merged_labelled(competition).paths)
-    if competition.task == "multilabel":  # the run's own loss on (B, C) tag targets
-        from comp.engine.fit import training_loss
-
-        criterion = training_loss(cfg.train, len(competition.classes), None, multilabel=True)[0]
-    else:
-        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    criterion = competition.task.loss(cfg.train, len(competition.classes))[0]  # the run's own loss (no class weights, no mixup)
     lrs, losses, lr = lr_range_test(model, batches, lambda m: create_optimizer(m, cfg.optim), criterion, device=device, steps=steps)
     plot_lr_test(lrs, losses, lr, Path(out))
     log(f"suggested lr {lr:.2e} over {len(lrs)} steps (plot: {out}); use --set optim.lr={lr:.2e}")

@@ -227,10 +227,9 @@ def tune(
     if not cfg.data.dir:
         raise UserError("no data folder: pass --data DIR or set data.dir in the config")
     from comp.data.competition import open_configured
-    from comp.engine.fit import check_task
 
     competition = open_configured(cfg.data)
-    metric = check_task(cfg, competition.classes, competition.task == "multilabel")
+    metric = competition.task.check(cfg, competition.classes)
     study_dir = Path(out) if out else Path("runs") / f"{Path(config_path).stem}-tune"
     if study_dir.exists() and not study_dir.is_dir():
         raise UserError(f"--out {study_dir} is a file; pass a folder for the study")
@@ -319,6 +318,7 @@ class _Objective:
         from comp.engine.fit import fit
         from comp.engine.kfold import fit_folds
         from comp.predict import run_score
+        from comp.tasks import final_score
 
         values = {p.key: p.value(p.suggest(trial)) for p in self.params}
         run_name = trial.user_attrs.get("run_dir") or f"trial_{trial.number:04d}"  # a retried trial resumes its own folder
@@ -353,8 +353,8 @@ class _Objective:
                 scores: list[float] = []
 
                 def after_fold(i: int, summary: dict) -> bool:
-                    scores.append(summary.get("best_val_score_calibrated", summary.get("best_val_score_thresholded",
-                                              summary.get("best_val_score"))) or float("nan"))
+                    value = final_score(summary, "best_val_score")  # the fold's score of what predict writes
+                    scores.append(value if value is not None else float("nan"))
                     return report(i, sum(scores) / len(scores))
 
                 fit_folds(cfg, run_dir, resume=resume, overwrite=not resume, log=quiet, after_fold=after_fold,

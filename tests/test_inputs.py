@@ -18,7 +18,7 @@ from comp.data.competition import open_competition
 from comp.data.synthetic import draw_shape, make_competition
 from comp.errors import UserError
 from comp.predict import predict
-from comp.submit import submit
+from comp.submission.submit import submit
 from comp.train import train
 from tests.conftest import one_line_error, write_config
 

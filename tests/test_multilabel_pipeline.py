@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from comp.cli import app
 from comp.config import load_config
-from comp.data.synthetic import make_multilabel_competition
-from comp.engine.fit import training_loss
-from comp.engine.losses import TagLoss, tag_pos_weights
-from comp.metrics_multilabel import tag_score
+from comp.data.synthetic import make_tagged_competition
+from comp.tasks.losses import TagLoss, tag_pos_weights
+from comp.tasks.multilabel import MultiLabel
+from comp.tasks.tag_metrics import tag_score
 from comp.probs import read_probs, tag_targets
 from tests.conftest import one_line_error, write_config
 
@@ -24,12 +24,12 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def tags_comp(tmp_path_factory):
-    return make_multilabel_competition(tmp_path_factory.mktemp("planet") / "planet", shape="tags")
+    return make_tagged_competition(tmp_path_factory.mktemp("planet") / "planet", shape="tags")
 
 
 @pytest.fixture(scope="module")
 def onehot_comp(tmp_path_factory):
-    return make_multilabel_competition(tmp_path_factory.mktemp("plants") / "plants", shape="onehot", seed=1)
+    return make_tagged_competition(tmp_path_factory.mktemp("plants") / "plants", shape="onehot", seed=1)
 
 
 def _config(tmp_path, data, metric):
@@ -71,8 +71,14 @@ def test_tags_train_predict_submit_with_fitted_thresholds(tmp_path, tags_comp):
     expected = [" ".join(c for c, p, t in zip(classes, row, fitted["thresholds"]) if p >= t) or classes[int(np.argmax(row))]
                 for row in test_probs.numpy()]
     assert written["tags"].tolist() == expected  # tags at the run's thresholds, the most probable one when none passes
-    assert json.loads((tmp_path / "prediction_meta.json").read_text())["shape"] == "tags"
+    meta_written = json.loads((tmp_path / "prediction_meta.json").read_text())
+    assert meta_written["shape"] == "tags" and meta_written["cv_score"] == pytest.approx(summary["best_val_score_thresholded"])
     _ok(runner.invoke(app, ["submit", str(prediction), "--dir", str(tmp_path / "subs")]))
+    # --no-calibrate drops a temperature, not the thresholds: the tags and the recorded score stay those at the thresholds
+    _ok(runner.invoke(app, ["predict", str(run), "--tta", "--no-calibrate", "--out", str(tmp_path / "raw.csv")]))
+    raw_meta = json.loads((tmp_path / "raw_meta.json").read_text())
+    assert raw_meta["cv_score"] == pytest.approx(summary["best_val_score_thresholded"]) and raw_meta["cv_score_raw"] == summary["best_val_score"]
+    assert pd.read_csv(tmp_path / "raw.csv", dtype=str, keep_default_na=False)["tags"].tolist() == written["tags"].tolist()
 
     bad = written.copy()
     bad.loc[0, "tags"] = "circle hexagon"
@@ -108,12 +114,25 @@ def test_tags_train_predict_submit_with_fitted_thresholds(tmp_path, tags_comp):
     probs_out = loaded(torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8))
     assert probs_out.shape == (4, 3) and not torch.allclose(probs_out.sum(1), torch.ones(4))
 
+    # a run recorded with tta.merge geometric (before training refused it) is refused by export as predict refuses it
+    import shutil
+
+    old = tmp_path / "geometric"
+    shutil.copytree(run, old)
+    ckpt = torch.load(old / "best.pt", weights_only=False)
+    ckpt["config"]["tta"]["merge"] = "geometric"
+    torch.save(ckpt, old / "best.pt")
+    one_line_error(runner.invoke(app, ["export", str(old), "--format", "torchscript", "--out", str(tmp_path / "g.pt")]), "merge")
+    one_line_error(runner.invoke(app, ["predict", str(old), "--out", str(tmp_path / "g.csv")]), "merge")
+    assert not (tmp_path / "g.pt").exists()
+
 
 def test_onehot_kfold_writes_probabilities_or_zero_one_columns_by_metric(tmp_path, onehot_comp):
     run = tmp_path / "auc"
     config = _config(tmp_path, onehot_comp, "roc_auc")
     out = _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--folds", "2", "--set", "train.epochs=1"]))
     cv = json.loads((run / "cv.json").read_text())
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["task"] == "multilabel"  # the k-fold run's own config, as its folds'
     ids, probs, classes, meta = read_probs(run / "oof.csv")
     assert classes == ["circle", "square", "triangle"] and len(ids) == 80 and sorted(set(meta["fold"])) == [0, 1]
     assert cv["cv_score"] == pytest.approx(tag_score("roc_auc", probs, tag_targets(meta["label"], classes)), abs=1e-6)
@@ -165,6 +184,12 @@ def test_multilabel_settings_that_do_not_fit_are_one_line(tmp_path, tags_comp):
     config = _config(tmp_path, tags_comp, "f2_samples")
     one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r"), "--set", "data.sampler=balanced"]),
                    "data.sampler=balanced")
+    # refused before training, not after it by predict (or silently merged by the mean in export)
+    one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r"), "--set", "tta.merge=geometric"]),
+                   "tta.merge=geometric", "set tta.merge=mean")
+    # timm's asymmetric loss takes no weights: refused rather than dropped while summary.json records them
+    one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r"), "--set", "train.loss=asl",
+                                       "--set", "train.class_weights=balanced"]), "train.class_weights", "asl")
     assert not (tmp_path / "r").exists()
 
 
@@ -180,7 +205,7 @@ def test_the_tag_losses(tmp_path):
     assert w.tolist() == [pytest.approx(1 / 3), 3.0, 1.0]  # negatives / positives; no positive: 1
     assert torch.isfinite(TagLoss(3, kind="asl")(logits, y)) and torch.isfinite(TagLoss(3, kind="focal")(logits, y))
     cfg = load_config(write_config(tmp_path / "c.yaml"), ["train.mixup=0.4", "train.label_smoothing=0.1"])
-    criterion, mixup = training_loss(cfg.train, 3, None, multilabel=True)
+    criterion, mixup = MultiLabel().loss(cfg.train, 3)
     x, target = mixup(torch.randn(4, 3, 8, 8), torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]]))
     assert target.shape == (4, 3) and target.min() >= 0.05 - 1e-6 and target.max() <= 0.95 + 1e-6
     assert isinstance(criterion, TagLoss)
@@ -201,7 +226,7 @@ def test_a_sample_tag_training_never_saw_stops_before_training(tmp_path, tags_co
 
 
 def test_the_offline_bundle_writes_the_tags_comp_predict_writes(tmp_path, tags_comp):
-    from tests.test_package import _run_offline
+    from tests.ship.test_package import _run_offline
 
     config = _config(tmp_path, tags_comp, "f2_samples")
     run = tmp_path / "run"
@@ -240,7 +265,7 @@ def test_tune_searches_a_multilabel_competition_on_the_thresholded_score(tmp_pat
 
 
 def test_a_multilabel_log_loss_run_gets_one_sigmoid_temperature_that_predict_applies(tmp_path, onehot_comp):
-    from comp.calibration import apply_tag_temperature
+    from comp.tasks.calibration import apply_tag_temperature
 
     config = _config(tmp_path, onehot_comp, "log_loss")
     run = tmp_path / "run"
@@ -253,6 +278,12 @@ def test_a_multilabel_log_loss_run_gets_one_sigmoid_temperature_that_predict_app
     calibrated = tag_score("log_loss", apply_tag_temperature(probs, saved["temperature"]), y)
     assert summary["best_val_score_calibrated"] == pytest.approx(calibrated, abs=1e-6)
     assert calibrated <= tag_score("log_loss", probs, y) + 1e-9  # fitted to lower it
+    from comp.evaluate import evaluate
+
+    scored = evaluate([run], log=lambda s: None)["runs"][str(run)]  # as predict writes it: with the temperature
+    raw = evaluate([run], calibrate=False, log=lambda s: None)["runs"][str(run)]  # --no-calibrate reaches multi-label runs too
+    assert scored["tta_score"] == pytest.approx(summary["best_val_score_calibrated"], abs=1e-6)
+    assert raw["tta_score"] == pytest.approx(summary["best_val_score"], abs=1e-6) and "temperature" not in raw
     _ok(runner.invoke(app, ["predict", str(run), "--no-tta", "--out", str(tmp_path / "cal.csv")]))
     _ok(runner.invoke(app, ["predict", str(run), "--no-tta", "--no-calibrate", "--out", str(tmp_path / "raw.csv")]))
     cal, raw = pd.read_csv(tmp_path / "cal.csv"), pd.read_csv(tmp_path / "raw.csv")

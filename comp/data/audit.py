@@ -84,11 +84,10 @@ def audit_competition(root: Path | str, id_column: Optional[str] = None, label_c
     comp = open_competition(root, id_column, label_column, task)
     report = AuditReport(comp)
     splits = {"train": comp.train.paths, "val": comp.val.paths if comp.val else [], "test": comp.test_paths}
-    # what "the same label" means: the class, or for multi-label the whole tag set
-    tagged = comp.train.targets is not None
-    labels = dict(zip(comp.train.paths, map(tuple, comp.train.targets) if tagged else comp.train.labels))
-    if comp.val:
-        labels.update(zip(comp.val.paths, comp.val.labels))
+    # what "the same label" means: the label text, a class or a whole tag set (the task's)
+    labels = {}
+    for split in (comp.train, comp.val) if comp.val else (comp.train,):
+        labels.update(zip(split.paths, comp.task.label_texts(split, range(len(split)), comp.classes)))
     paths = sorted({p for ps in splits.values() for p in ps})
     with ThreadPoolExecutor(threads) as pool:  # PIL releases the GIL while decoding
         infos = dict(zip(paths, pool.map(inspect_image, paths)))
@@ -130,17 +129,14 @@ def format_report(report: AuditReport, limit: int = 10) -> str:
     lines = [f"layout: {comp.layout}  ({comp.root})"]
     if comp.id_column is not None:  # which train.csv columns were read, so a wrong pick shows at once
         lines.append(f"train.csv columns: id {comp.id_column!r}, label {comp.label_column!r}")
-    if comp.task == "multilabel":
-        lines += _multilabel_lines(comp, limit)
-    else:
-        lines.append(f"classes: {len(comp.classes)}")
+    lines += comp.task.audit_lines(comp, limit)
     val_counts = comp.class_counts(comp.val) if comp.val else {}
     width = max(len(c) for c in comp.classes)
     for name, n in comp.class_counts().items():
         extra = f"  val {val_counts.get(name, 0)}" if comp.val else ""
-        share = f"  {n / max(1, len(comp.train)):.1%} of images" if comp.task == "multilabel" else ""
+        share = comp.task.count_note(n, len(comp.train))
         lines.append(f"  {name:<{width}}  train {n}{extra}{share}")
-    lines.append(_imbalance_line(report.imbalance_ratio))
+    lines.append(_imbalance_line(report.imbalance_ratio, comp.task.imbalance_fix()))
     sub = comp.submission
     lines.append(f"train images: {len(comp.train)}" + (f", val images: {len(comp.val)}" if comp.val else " (no val split: a stratified hold-out is used)"))
     lines.append(
@@ -169,32 +165,9 @@ def format_report(report: AuditReport, limit: int = 10) -> str:
     return "\n".join(lines)
 
 
-def _multilabel_lines(comp: Competition, limit: int) -> list[str]:
-    """The task, tags per image, how many images carry no tag, and the rarest tags."""
-    y = comp.train.targets
-    per_image = y.sum(1)
-    where = f"space-separated in column {comp.label_column!r}" if comp.label_kind == "tags" else "one 0/1 column per tag"
-    lines = [
-        f"task: multi-label ({where})",
-        f"tags per image: min {per_image.min()}, mean {per_image.mean():.2f}, max {per_image.max()}; "
-        f"{len({tuple(r) for r in y})} distinct tag sets",
-    ]
-    empty = int((per_image == 0).sum())
-    if empty:
-        lines.append(f"images with no tag: {empty} (a negative for every tag)")
-    counts = y.sum(0)
-    rare = sorted(range(len(comp.classes)), key=lambda c: (counts[c], comp.classes[c]))[: min(5, limit)]
-    lines.append("rarest tags: " + ", ".join(f"{comp.classes[c]} ({counts[c]})" for c in rare))
-    lines.append(f"tags: {len(comp.classes)} (images carrying each)")
-    return lines
-
-
-def _imbalance_line(ratio: float) -> str:
-    """The imbalance ratio, with the switches that address it when it is large."""
+def _imbalance_line(ratio: float, fix: str) -> str:
+    """The imbalance ratio, with the switches that address it (`fix`, the task's) when it is large."""
     if ratio < IMBALANCED:
         return f"imbalance: largest / smallest class {ratio:.1f}:1"
     shown = "a class has no labelled images" if ratio == float("inf") else f"largest / smallest class {ratio:.1f}:1"
-    return (
-        f"imbalance: {shown}; consider --set data.sampler=balanced or --set train.class_weights=balanced "
-        "(one of them, not both), and comp evaluate --report to see the per-class recall"
-    )
+    return f"imbalance: {shown}; {fix}, and comp evaluate --report to see the per-class recall"

@@ -1,4 +1,5 @@
-"""Competition folders: layout detection, class names, test ids and the submission format.
+"""Competition folders: layout detection, class names, test ids and the submission format (the
+sample's columns; the shape of the values is the task's, `comp.tasks`).
 
 Two layouts are recognised (see docs/contract.md):
 
@@ -26,6 +27,8 @@ from comp.config import DataConfig
 from comp.data.images import is_image_file, list_images, other_files
 from comp.data.labels import multi_hot, read_labels, sort_class_names
 from comp.errors import UserError
+from comp.tasks import Task, get_task
+from comp.tasks.single import SingleLabel
 
 TRAIN_IMAGE_DIRS = ("train", "train_images", "images")
 TEST_IMAGE_DIRS = ("test", "test_images")
@@ -57,6 +60,7 @@ class SubmissionFormat:
     columns: list[str]
     id_style: Literal["stem", "name"]  # "cat_01" or "cat_01.jpg"
     sample: Optional[Path] = None  # the sample_submission.csv it was copied from, if any
+    sample_values: Optional[list[str]] = None  # the sample's first value column, as written (its placeholder values)
 
     @property
     def id_column(self) -> str:
@@ -65,165 +69,6 @@ class SubmissionFormat:
     @property
     def label_column(self) -> str:
         return self.columns[1]
-
-
-ShapeKind = Literal["label", "probs", "positive", "topk", "tags", "onehot"]
-SHAPES = ("label", "probs", "positive", "topk", "tags", "onehot")
-TAG_SHAPES = ("tags", "probs", "onehot")  # what a multi-label competition's prediction can be
-
-
-@dataclass
-class Shape:
-    """The kind of values the prediction CSV holds, resolved for a competition, metric and classes.
-
-    - label: one column of class names;
-    - probs: one probability column per class, in the sample's column order (`columns[i]` holds
-      class `class_index[i]`'s probability);
-    - positive: binary; one column with the probability of class `positive`;
-    - topk: one column of `k` space-separated class names, best first (MAP@k);
-    - multi-label: tags (one column of space-separated tags, each tag at or above its threshold),
-      probs (one probability column per tag, not summing to 1), onehot (one 0/1 column per tag).
-    """
-
-    kind: ShapeKind
-    columns: list[str]  # every column of the file, the id column first
-    class_index: list[int] = field(default_factory=list)  # probs: the class of each value column
-    positive: int = 1  # positive: the class whose probability is written
-    k: int = 1  # topk: names per row
-
-    def describe(self, classes: list[str]) -> str:
-        if self.kind == "probs":
-            return f"one probability column per class ({len(self.class_index)})"
-        if self.kind == "positive":
-            return f"the probability of {classes[self.positive]!r} in column {self.columns[1]!r}"
-        if self.kind == "topk":
-            return f"the top {self.k} class names, best first, in column {self.columns[1]!r}"
-        if self.kind == "tags":
-            return f"space-separated tags in column {self.columns[1]!r}"
-        if self.kind == "onehot":
-            return f"one 0/1 column per tag ({len(self.class_index)})"
-        return f"class names in column {self.columns[1]!r}"
-
-
-def resolve_shape(
-    fmt: SubmissionFormat, classes: list[str], metric: str = "accuracy", positive_class: Optional[str] = None,
-    override: str = "auto", task: str = "single",
-) -> Shape:
-    """The shape of the prediction CSV: from the sample's columns and the metric, or `override`.
-
-    Auto rules: the sample's value columns are the class names (any order) -> probs; a single
-    column named after one of two classes -> positive (that class); a `map@K` metric -> topk;
-    a binary competition with `data.positive_class` set or a probability metric -> positive;
-    otherwise label. A probability metric (log_loss, roc_auc) with several classes and a single
-    label column is ambiguous (the sample cannot give the class order) and is refused.
-
-    Raises:
-        UserError: columns that match no class, or a shape that cannot hold this metric.
-    """
-    from comp.metrics import get_metric, positive_index, top_k
-
-    if task == "multilabel":
-        return _tag_shape(fmt, classes, metric, override)
-    if override in ("tags", "onehot"):
-        raise UserError(f"data.submission={override} is for multi-label competitions; this one has one class per image")
-    m = get_metric(metric)
-    k = top_k(m.name)
-    values = fmt.columns[1:]
-    index = {c: i for i, c in enumerate(classes)}
-    where = f"{fmt.sample}" if fmt.sample else "the prediction"
-    binary = len(classes) == 2
-
-    def probs_shape() -> Shape:
-        if len(values) > 1:
-            stray = [c for c in values if c.strip() not in index]
-            if stray or len(values) != len(classes):
-                raise UserError(
-                    f"{where}: columns {values} do not match the classes {classes[:6]}"
-                    f"{' (no class ' + repr(stray[0]) + ')' if stray else ''}; fix the sample or set data.submission"
-                )
-            return Shape("probs", list(fmt.columns), [index[c.strip()] for c in values])
-        return Shape("probs", [fmt.id_column, *classes], list(range(len(classes))))
-
-    kind = override
-    if kind == "auto":
-        if len(values) > 1:
-            kind = "probs"
-        elif binary and values[0].strip() in index:
-            kind = "positive"
-        elif k is not None:
-            kind = "topk"
-        elif binary and (positive_class is not None or m.probabilistic):
-            kind = "positive"
-        elif m.probabilistic:
-            raise UserError(
-                f"metric {m.name} scores probabilities, but {where} has one column {values[0]!r}; "
-                "set data.submission=probs (one column per class) or label"
-            )
-        else:
-            kind = "label"
-    if kind == "probs":
-        return probs_shape()
-    if len(values) > 1:
-        raise UserError(f"{where}: {len(values)} value columns {values}, but data.submission={kind} writes one")
-    if kind == "positive":
-        if not binary:
-            raise UserError(f"data.submission=positive is for binary competitions; this one has {len(classes)} classes")
-        named = values[0].strip()
-        if positive_class is None and named in index:
-            return Shape("positive", list(fmt.columns), positive=index[named])
-        return Shape("positive", list(fmt.columns), positive=positive_index(classes, positive_class))
-    if kind == "topk":
-        spaced = [c for c in classes if len(c.split()) != 1]
-        if spaced:
-            raise UserError(
-                f"class {spaced[0]!r} contains a space, so space-separated top-k names cannot hold it; "
-                "rename the classes (e.g. with underscores) for a map@K submission"
-            )
-        return Shape("topk", list(fmt.columns), k=k or 3)
-    return Shape("label", list(fmt.columns))
-
-
-def _tag_shape(fmt: SubmissionFormat, classes: list[str], metric: str, override: str) -> Shape:
-    """A multi-label prediction's shape. Auto: the sample's value columns are the tags -> probs for a
-    metric of probabilities (roc_auc, average_precision, log_loss), onehot for an F metric; one
-    column -> tags, refused for a metric of probabilities (tags cannot hold them)."""
-    from comp.metrics_multilabel import get_tag_metric
-
-    m = get_tag_metric(metric)
-    values = fmt.columns[1:]
-    where = f"{fmt.sample}" if fmt.sample else "the prediction"
-    if override not in ("auto", *TAG_SHAPES):
-        raise UserError(f"data.submission={override} is for single-label competitions; a multi-label one takes {', '.join(TAG_SHAPES)}")
-    kind = override
-    if kind == "auto":
-        if len(values) > 1:
-            kind = "onehot" if m.thresholded else "probs"
-        elif m.thresholded:
-            kind = "tags"
-        else:
-            raise UserError(
-                f"metric {m.name} scores per-tag probabilities, but {where} has one column {values[0]!r}; "
-                "set data.submission=probs (one column per tag) or tags"
-            )
-    if kind == "tags":
-        if len(values) != 1:
-            raise UserError(f"{where}: {len(values)} value columns {values}, but data.submission=tags writes one")
-        if fmt.sample is not None:  # the sample's placeholder tags are tags the competition scores
-            from comp.data.labels import check_tags
-
-            try:
-                check_tags(read_table(fmt.sample).iloc[:, 1], classes, str(fmt.sample))
-            except UserError as e:
-                raise UserError(f"{e}; training never saw it, so no prediction can hold it: check the train.csv tags") from None
-        return Shape("tags", list(fmt.columns))
-    index = {c: i for i, c in enumerate(classes)}
-    if len(values) <= 1:  # no sample with tag columns: one column per tag, in class order
-        return Shape(kind, [fmt.id_column, *classes], list(range(len(classes))))
-    stray = [c for c in values if c.strip() not in index]
-    if stray or len(values) != len(classes):
-        raise UserError(f"{where}: columns {values} do not match the tags {classes[:6]}"
-                        f"{' (no tag ' + repr(stray[0]) + ')' if stray else ''}; fix the sample or set data.submission")
-    return Shape(kind, list(fmt.columns), [index[c.strip()] for c in values])
 
 
 @dataclass
@@ -242,7 +87,7 @@ class Competition:
     test_problem: Optional[str] = None  # why the test set is unusable; training still works
     id_column: Optional[str] = None  # CSV layout: the train.csv columns used
     label_column: Optional[str] = None
-    task: str = "single"  # or "multilabel" (comp.data.labels): train.targets holds each image's tags
+    task: Task = field(default_factory=SingleLabel)  # the competition type (comp.tasks), resolved from the labels
     label_kind: str = "single"  # single | tags (space-separated, in label_column) | onehot (one 0/1 column per class)
 
     def require_test(self) -> None:
@@ -256,30 +101,29 @@ class Competition:
             raise UserError(f"{self.root}: no test images found; expected a test/ or test_images/ folder")
 
     def class_counts(self, split: Optional[Split] = None) -> dict[str, int]:
-        """Images per class name (multi-label: per tag) for `split` (default: train), in class order."""
+        """Images per class name (or per tag) for `split` (default: train), in class order."""
         split = split or self.train
-        if split.targets is not None:
-            return {name: int(n) for name, n in zip(self.classes, split.targets.sum(0))}
-        counts = Counter(split.labels)
-        return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
+        return dict(zip(self.classes, self.task.counts(split, self.classes)))
 
 
 def open_configured(data: DataConfig) -> Competition:
     """`open_competition` for a config's `data` section; no `data.dir` is a UserError."""
     if not data.dir:
         raise UserError("no data folder: pass --data DIR or set data.dir in the config")
-    return open_competition(data.dir, data.id_column, data.label_column, data.task)
+    return open_competition(data.dir, data.id_column, data.label_column, data.task, settings=data)
 
 
 def open_competition(
-    root: Path | str, id_column: Optional[str] = None, label_column: Optional[str] = None, task: str = "auto",
+    root: Path | str, id_column: Optional[str] = None, label_column: Optional[str] = None, task: str = "auto", settings=None,
 ) -> Competition:
     """Detect the layout of `root` and index its images, classes and submission format.
 
     Args:
         root: competition folder.
         id_column, label_column: CSV layout only; override the detected train.csv columns.
-        task: data.task, `auto`, `single` or `multilabel` (CSV layout; comp.data.labels).
+        task: data.task: `auto` or a task name (CSV layout; comp.data.labels reads which).
+        settings: the config's data section (or any object with its task keys, `positive_class`,
+            `at_least_one_tag`) the competition's `Task` is set up with (`comp.tasks.get_task`).
 
     Returns:
         A `Competition`; class indices of `train`/`val` refer to `classes` (multi-label: `targets`).
@@ -291,11 +135,16 @@ def open_competition(
     if not root.is_dir():
         raise UserError(f"data folder not found: {root}; pass the competition folder (the one holding train/ or train.csv)")
     if (root / "train.csv").is_file():
-        return _open_csv(root, id_column, label_column, task)
-    if task == "multilabel":
-        raise UserError(f"{root}: data.task=multilabel needs a train.csv (tags or one 0/1 column per class); class folders hold one label per image")
-    if (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
-        return _open_folders(root)
+        competition = _open_csv(root, id_column, label_column, task)
+    elif task not in ("auto", "single"):
+        raise UserError(f"{root}: data.task={task} needs a train.csv (tags or one 0/1 column per class); class folders hold one label per image")
+    elif (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
+        competition = _open_folders(root)
+    else:
+        competition = None
+    if competition is not None:
+        competition.task = get_task(competition.task.name, settings)  # with the run's task settings
+        return competition
     raise UserError(
         f"{root}: no competition layout found; expected train/<class>/ folders or train.csv + an image folder"
     )
@@ -426,7 +275,7 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str],
             skipped.append((f"train.csv line {line}", f"duplicate row for {path.relative_to(root).as_posix()} (used once)"))
     if not rows:
         raise UserError(f"{csv_path}: no row of column {id_col!r} matches an image in {image_dir}/")
-    if reading.task == "multilabel":
+    if reading.kind != "single":  # tags: each image's row of 0/1 over the tags
         classes = reading.classes
         train = Split(list(rows), [-1] * len(rows), multi_hot([lab.split() for lab in rows.values()], classes))
     else:
@@ -442,7 +291,7 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str],
         test_paths = [p for p in files.paths if p not in used]
     submission, test_paths, test_ids, problem = _test_set(root, test_paths, classes)
     return Competition(root, "csv", classes, train, None, test_paths, test_ids, submission, skipped, problem, id_col, lab_col,
-                       reading.task, reading.kind)
+                       get_task(reading.task), reading.kind)
 
 
 class _FileIndex:
@@ -566,5 +415,5 @@ def _test_set(
             f"{sample_path}: {len(missing)} of {len(ids)} ids have no test image (first: {missing[0]!r}); "
             "check the test folder matches the sample submission"
         )
-    fmt = SubmissionFormat([str(c) for c in sample.columns], style, sample_path)
+    fmt = SubmissionFormat([str(c) for c in sample.columns], style, sample_path, [str(v) for v in sample.iloc[:, 1]])
     return fmt, [p for p in found if p is not None], [i for i, p in zip(ids, found) if p is not None], problem

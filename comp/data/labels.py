@@ -157,15 +157,3 @@ def multi_hot(tag_lists: list[list[str]], classes: list[str]) -> np.ndarray:
     for i, tags in enumerate(tag_lists):
         out[i, [index[t] for t in tags]] = 1
     return out
-
-
-def check_tags(values, classes: list[str], where: str) -> None:
-    """Refuse tags of `values` (space-separated strings) that are not classes, or a repeated tag."""
-    known = set(classes)
-    for line, value in enumerate(values, start=2):
-        tags = str(value).split()
-        unknown = [t for t in tags if t not in known]
-        if unknown:
-            raise UserError(f"{where}: line {line}: tag {unknown[0]!r} is not one training knows ({', '.join(classes[:6])}, ...)")
-        if len(set(tags)) < len(tags):
-            raise UserError(f"{where}: line {line}: tag {Counter(tags).most_common(1)[0][0]!r} appears twice in {value!r}")

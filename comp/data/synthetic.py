@@ -114,7 +114,7 @@ def make_competition(
     return root
 
 
-def make_multilabel_competition(
+def make_tagged_competition(
     root: Path | str, *, tags: int = 3, images: int = 80, test_images: int = 12, size: int = 32,
     shape: Literal["tags", "onehot"] = "tags", rare: Optional[float] = None, seed: int = 0,
 ) -> Path:

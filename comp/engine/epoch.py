@@ -16,7 +16,6 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
@@ -24,6 +23,8 @@ from torch.utils.data import DataLoader
 from comp.engine import distributed as dist
 from comp.engine.logbook import LiveProgress
 from comp.errors import UserError
+from comp.tasks import Task
+from comp.tasks.single import SingleLabel
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -43,7 +44,7 @@ class NonFiniteLoss(UserError):
 class EpochStats:
     """An epoch's mean loss and accuracy over `images`; evaluation also keeps its predictions.
 
-    `probs` (N, C) and `targets` (N,) are the held-out softmax probabilities and labels (None for
+    `probs` (N, C) and `targets` are the held-out probabilities and the task's targets (None for
     training), from which the competition metric `score` is computed (NaN until then).
     """
 
@@ -96,18 +97,20 @@ def train_one_epoch(
     progress: Optional[LiveProgress] = None,
     start: Optional[EpochProgress] = None,
     after_batch: Optional[Callable[[EpochProgress], bool]] = None,
+    task: Optional[Task] = None,
 ) -> tuple[EpochStats, Optional[EpochProgress]]:
     """One pass over `loader` (or the rest of one), stepping the scheduler per iteration.
 
     Batches are `(images (B,3,H,W), labels (B,), bad_paths)` from `collate_skip_bad`. Accuracy is
     against the un-mixed labels. `start` continues an epoch begun earlier (the loader must already
     start at batch `start.batches`); `after_batch(progress)` runs after every update and returns
-    True to stop there.
+    True to stop there. `task` (default single-label) counts the hits.
 
     Returns:
         (mean loss and accuracy over the epoch's images, None) at the epoch end, or
         (those so far, the progress to resume from) when stopped early.
     """
+    task = task or SingleLabel()
     model.train()
     t0 = time.perf_counter()
     p = EpochProgress(**vars(start)) if start is not None else EpochProgress()
@@ -126,7 +129,7 @@ def train_one_epoch(
             raise
         p.bad_files += bad_paths
         if len(y) > 0:
-            _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler, grad_clip, channels_last, p)
+            _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler, grad_clip, channels_last, p, task)
         p.batches += 1
         update = start_update + p.batches
         if scheduler is not None:
@@ -140,7 +143,8 @@ def train_one_epoch(
     return _epoch_stats(p, t0), None
 
 
-def _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler, grad_clip, channels_last, p: EpochProgress) -> None:
+def _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler, grad_clip, channels_last, p: EpochProgress,
+                task: Task) -> None:
     """Forward, backward and optimizer step on one batch; adds its loss and hits to `p`."""
     x = x.to(device, non_blocking=True)
     y = y.to(device, non_blocking=True)
@@ -148,7 +152,7 @@ def _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler,
         x = x.contiguous(memory_format=torch.channels_last)
     target = y
     if mixup is not None and len(y) % 2 == 0:  # timm's Mixup needs an even batch
-        x, target = mixup(x, y)  # (B, C) tag targets: a Mixup made with multi_label=True
+        x, target = mixup(x, y)  # (B, C) blends, from the task's Mixup
     with _autocast(device, dtype):
         logits = model(x)
         loss = criterion(logits, target)
@@ -172,16 +176,8 @@ def _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler,
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
     p.loss_sum += value * len(y)
-    p.correct += hits(logits, y)
+    p.correct += task.hits(logits, y)  # against the un-mixed targets
     p.seen += len(y)
-
-
-def hits(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """Correct images in a batch: top-1 hits for (B,) class targets; for (B, C) tag targets the
-    share of tags right at probability 0.5, per image (so accuracy is 1 - the Hamming loss)."""
-    if y.ndim == 2:
-        return ((logits > 0) == (y > 0.5)).float().mean(1).sum().item()
-    return (logits.argmax(1) == y).sum().item()
 
 
 def _epoch_stats(p: EpochProgress, t0: float) -> EpochStats:
@@ -197,12 +193,13 @@ def evaluate(
     dtype: Optional[torch.dtype] = None,
     channels_last: bool = False,
     progress: Optional[LiveProgress] = None,
+    task: Optional[Task] = None,
 ) -> EpochStats:
-    """Mean cross-entropy (no smoothing), accuracy, and the (N, C) probabilities of `model` over `loader`.
-
-    Batches with (B, C) tag targets (multi-label) are scored with per-tag binary cross-entropy,
-    accuracy as in `hits`, and sigmoid probabilities; `targets` is then (N, C).
+    """The task's validation loss (no smoothing, no weights), accuracy, and the (N, C) probabilities
+    (the task's activation) of `model` over `loader`, with the targets they are scored against.
+    `task` defaults to single-label: cross-entropy, top-1 accuracy, softmax.
     """
+    task = task or SingleLabel()
     model.eval()
     t0 = time.perf_counter()
     total_loss, correct, seen, bad = 0.0, 0, 0, []
@@ -216,13 +213,9 @@ def evaluate(
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, dtype):
             logits = model(x)
-        if y.ndim == 2:
-            total_loss += F.binary_cross_entropy_with_logits(logits.float(), y.float(), reduction="sum").item() / y.shape[1]
-            probs.append(logits.float().sigmoid().cpu())
-        else:
-            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
-            probs.append(logits.float().softmax(1).cpu())
-        correct += hits(logits, y)
+        total_loss += task.eval_loss(logits, y)
+        probs.append(task.activation(logits).cpu())
+        correct += task.hits(logits, y)
         seen += len(y)
         targets.append(y.cpu())
         if progress is not None:

@@ -23,10 +23,8 @@ import torch.nn as nn
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
 
-from comp.calibration import calibrate_run
-from comp.thresholds import fit_run_thresholds
-from comp.config import Config, TrainConfig, save_config
-from comp.data.competition import Competition, Split, open_configured, resolve_shape
+from comp.config import Config, save_config
+from comp.data.competition import Competition, Split, open_configured
 from comp.data.folds import merged_labelled, train_val_split
 from comp.data.loaders import make_loaders
 from comp.data.sampling import epoch_seed
@@ -37,7 +35,6 @@ from comp.engine import distributed as dist
 from comp.device import amp_dtype, resolve_device, tune_cpu_allocator
 from comp.engine.epoch import EpochProgress, EpochStats, NonFiniteLoss, evaluate, train_one_epoch
 from comp.engine.infer import write_val_probs
-from comp.engine.losses import ClassWeightedLoss, TagLoss, class_weights, tag_pos_weights
 from comp.engine.logbook import LiveProgress, MetricsLog, environment, plot_curves
 from comp.engine.rundir import check_new_run_dir, clear_run_dir
 from comp.engine.state import CheckpointPolicy, LoopState, update_best
@@ -46,8 +43,8 @@ from comp.engine.threads import TrainingRegistry, apply_threads, default_registr
 from comp.files import read_json, save_atomic, write_json
 from comp.engine.optim import create_optimizer, create_scheduler
 from comp.errors import Interrupted, Log, UserError
-from comp.metrics import Metric, check_metric, score
-from comp.metrics_multilabel import get_tag_metric, tag_score
+from comp.tasks import Task
+from comp.tasks.single import SingleLabel
 from comp.models.factory import build_model, data_config
 from comp.models.heads import count_params
 
@@ -101,8 +98,8 @@ class TrainingData:
     n_train: int
     n_val: int
     make_loaders: Callable[[Config, dict, torch.device, LiveProgress], tuple[Any, Any, list]]
-    train_labels: list[int] = field(default_factory=list)  # class indices of the training images (class weights)
-    train_targets: Optional[Any] = None  # multi-label: (N, C) 0/1 tags of the training images; None: single-label
+    train_split: Optional[Split] = None  # the training images' labels (class weights; paths unused)
+    task: Task = field(default_factory=SingleLabel)  # the competition type (comp.tasks)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = "data"
     after: Optional[Callable[[Path, torch.device, Config], Optional[dict]]] = None
@@ -135,8 +132,8 @@ def fit_split(
         classes=competition.classes,
         n_train=len(train),
         n_val=len(val),
-        train_labels=list(train.labels),
-        train_targets=train.targets,
+        train_split=train,
+        task=competition.task,
         make_loaders=lambda c, dcfg, device, progress: make_loaders(
             c, dcfg, train, val, device, pool=pool, progress=progress, rank=dist.rank(),
             world=dist.world_size(),
@@ -158,33 +155,7 @@ def check_submission(cfg: Config, competition: Competition) -> None:
     a broken one, which predict reports) there is nothing to check yet.
     """
     if competition.submission.sample is not None:
-        resolve_shape(competition.submission, competition.classes, cfg.metric, cfg.data.positive_class, cfg.data.submission,
-                      competition.task)
-
-
-def check_task(cfg: Config, classes: list[str], multilabel: bool):
-    """The run's metric (`Metric`, or `TagMetric` for a multi-label run), refusing settings that do
-    not fit the task."""
-    if not multilabel:
-        if cfg.train.loss == "asl":
-            raise UserError("train.loss=asl is the multi-label asymmetric loss; this competition has one class per image: use ce or focal")
-        return check_metric(cfg.metric, classes, cfg.data.positive_class)
-    if cfg.data.sampler == "balanced":
-        raise UserError("data.sampler=balanced draws images by class; a multi-label run has tags: use train.class_weights=balanced "
-                        "(each tag's positives weighed against its negatives) or train.loss=asl")
-    if cfg.data.positive_class is not None:
-        raise UserError("data.positive_class is for binary single-label competitions; unset it for a multi-label one")
-    return get_tag_metric(cfg.metric)
-
-
-def held_out_score(metric: str, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], positive_class: Optional[str],
-                   ensure_one: bool = True) -> float:
-    """The run's metric of held-out predictions: (N,) class targets, or (N, C) tag targets scored
-    at threshold 0.5 (the per-tag thresholds are fitted once training is done; `ensure_one`:
-    data.at_least_one_tag)."""
-    if targets.ndim == 2:
-        return tag_score(metric, probs, targets, ensure_one=ensure_one)
-    return score(metric, probs, targets, classes, positive_class)
+        competition.task.resolve_shape(competition.submission, competition.classes, cfg.metric, cfg.data.submission)
 
 
 def _held_out_outputs(
@@ -194,26 +165,8 @@ def _held_out_outputs(
     it; returns the summary's `best_val_score_calibrated` / `_thresholded` (the score of what `comp
     predict` writes, recorded beside the raw one that chose the best epoch) and what was fitted."""
     write_val_probs(run, val, competition, device, cfg, pool=pool)
-    fits = fit_held_out(run, "val_probs.csv", cfg.metric, val.targets is not None, cfg.data.at_least_one_tag)
+    fits = competition.task.fit_held_out(run, "val_probs.csv", cfg.metric)
     return {("best_val_" + k if k.startswith("score_") else k): v for k, v in fits.items()}
-
-
-def fit_held_out(run_dir: Path, table: str, metric: str, multilabel: bool, ensure_one: bool = True) -> dict[str, Any]:
-    """What a finished run fits on its held-out `table` (val_probs.csv, or a k-fold run's oof.csv):
-    for log loss the run's temperature (`comp.calibration`; a sigmoid one for multi-label), for a
-    multi-label F metric its per-tag thresholds (`comp.thresholds`).
-
-    Returns:
-        {"score_calibrated", "temperature"}, {"score_thresholded", "thresholds_global"} or {}:
-        the score of what `comp predict` writes, and what it applies.
-    """
-    if metric == "log_loss":
-        info = calibrate_run(run_dir, table, multilabel=multilabel)
-        return {"score_calibrated": info["score_calibrated"], "temperature": info["temperature"]} if info else {}
-    if multilabel and get_tag_metric(metric).thresholded:
-        fit = fit_run_thresholds(run_dir, metric, table, ensure_one=ensure_one)
-        return {"score_thresholded": fit["score"], "thresholds_global": fit["global"]}
-    return {}
 
 
 def train_run(
@@ -252,10 +205,9 @@ def _train_run(
     classes = data.classes
     if len(classes) < 2:
         raise UserError(f"{data.source}: only one class ({classes[0]!r}) has training images; a classifier needs two or more")
-    multilabel = data.train_targets is not None
-    metric = check_task(cfg, classes, multilabel)
-    weight = (tag_pos_weights(cfg.train.class_weights, data.train_targets, classes) if multilabel
-              else class_weights(cfg.train.class_weights, data.train_labels, classes))
+    task = data.task
+    metric = task.check(cfg, classes)
+    weight = task.loss_weights(cfg.train.class_weights, data.train_split, classes) if data.train_split is not None else None
     device = resolve_device(cfg.train.device)
     distributed = dist.setup(device.type)
     if distributed and device.type == "cuda":
@@ -281,7 +233,7 @@ def _train_run(
     cfg = cfg.model_copy(deep=True)
     for key in ("image_size", "mean", "std", "crop_pct"):
         setattr(cfg.data, key, dcfg[key])  # the resolved config records what was actually used
-    cfg.data.task = "multilabel" if multilabel else "single"  # what predict and resume read the labels as
+    cfg.data.task = task.name  # what predict and resume read the labels as
 
     channels_last = cfg.train.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -292,7 +244,7 @@ def _train_run(
     # on the schedule of an N-epoch run (for cosine: the curve stretched to the new end, so the lr
     # rises again to where an N-epoch run would be at this update, then decays to min_lr at N).
     scheduler = create_scheduler(optimizer, cfg.sched, t.epochs, len(train_loader))
-    criterion, mixup = training_loss(t, len(classes), weight, multilabel)
+    criterion, mixup = task.loss(t, len(classes), weight)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
     state = LoopState.new(metric)
@@ -327,9 +279,8 @@ def _train_run(
     )
     log(f"input: {getattr(train_loader, 'describe', 'given batches')}")
     _log_imbalance(cfg, weight, classes, log)
-    if multilabel and (cfg.aug.scale[0] < 1 or tuple(cfg.aug.ratio) != (1.0, 1.0)):
-        log(f"note: random crops (aug.scale {list(cfg.aug.scale)}, aug.ratio {list(cfg.aug.ratio)}) can cut a tagged object out of an "
-            "image while its tag stays; configs/multilabel.yaml trains multi-label competitions on whole images")
+    for note in task.train_notes(cfg):
+        log(note)
     if data.n_val == 0:
         log("no validation images: best.pt follows the last epoch")
     bad_files = {p: r for p, r in data.skipped}
@@ -369,7 +320,7 @@ def _train_run(
                     net, train_loader, optimizer, device=device, criterion=criterion, scheduler=scheduler,
                     start_update=state.updates, mixup=mixup, dtype=dtype, scaler=scaler, grad_clip=t.grad_clip,
                     ema=ema, channels_last=channels_last, progress=progress, start=start,
-                    after_batch=functools.partial(policy.after_batch, epoch),
+                    after_batch=functools.partial(policy.after_batch, epoch), task=task,
                 )
             except NonFiniteLoss as e:
                 kept = f"best.pt (epoch {state.best_epoch + 1}) and last.pt are kept" if state.best_epoch >= 0 else "no checkpoint was written"
@@ -384,12 +335,12 @@ def _train_run(
             state.updates += len(train_loader)
             progress.begin("  validate", len(val_loader))
             eval_model = ema.module if ema is not None else model
-            va = evaluate(eval_model, val_loader, device=device, dtype=dtype, channels_last=channels_last, progress=progress)
+            va = evaluate(eval_model, val_loader, device=device, dtype=dtype, channels_last=channels_last, progress=progress, task=task)
             if distributed:
                 va = _summed(va)
             if data.n_val:
-                va.score = (held_out_score(metric.name, va.probs, va.targets, classes, cfg.data.positive_class, cfg.data.at_least_one_tag)
-                            if va.images else float("nan"))
+                # scored before any post-processing (thresholds at 0.5): those are fitted once training is done
+                va.score = task.score(metric.name, va.probs, va.targets, classes) if va.images else float("nan")
             bad_files.update({p: "unreadable image" for p in tr.bad_files + va.bad_files})
             improved = update_best(state, epoch, va, metric, scored=data.n_val > 0)
             state.epoch = epoch
@@ -433,7 +384,7 @@ def _train_run(
 
 def _record_epoch(
     metrics: MetricsLog, out_dir: Path, cfg: Config, classes: list[str], epoch: int, optimizer, tr: EpochStats, va: EpochStats,
-    new_best: Optional[nn.Module], metric: Metric, scored: bool, log: Log,
+    new_best: Optional[nn.Module], metric, scored: bool, log: Log,
 ) -> dict[str, float]:
     """The end-of-epoch bookkeeping of rank 0: metrics.csv, curves.png, best.pt (when `new_best`), the log line; returns the row."""
     lr = optimizer.param_groups[0]["lr"]
@@ -468,7 +419,7 @@ def _log_imbalance(cfg: Config, weight: Optional[torch.Tensor], classes: list[st
 
 
 def _summary(
-    state: LoopState, metric: Metric, cfg: Config, data: "TrainingData", dcfg: dict, n_params: int, stopped_early: bool,
+    state: LoopState, metric, cfg: Config, data: "TrainingData", dcfg: dict, n_params: int, stopped_early: bool,
     ranks_agree: bool, seconds: float, device: torch.device, weight: Optional[torch.Tensor] = None,
 ) -> dict[str, Any]:
     """summary.json: what the run was, what it reached, and on what."""
@@ -476,7 +427,7 @@ def _summary(
     return {
         "best_epoch": state.best_epoch,
         "metric": metric.name,
-        "task": "multilabel" if data.train_targets is not None else "single",
+        "task": data.task.name,
         "best_val_score": state.best_val_score if scored and math.isfinite(state.best_val_score) else None,
         "best_val_acc": state.best_val_acc if scored else None,
         "classes": data.classes,
@@ -497,29 +448,6 @@ def _summary(
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "environment": environment(),
     }
-
-
-def training_loss(t: TrainConfig, num_classes: int, weight: Optional[torch.Tensor] = None,
-                  multilabel: bool = False) -> tuple[nn.Module, Optional[Mixup]]:
-    """(criterion, timm Mixup or None) of `t`: cross-entropy or focal loss, class-weighted by `weight` (C,).
-
-    Multi-label (`multilabel`): `TagLoss` on (B, C) tag targets (`weight` is each tag's positive
-    weight) and a Mixup that blends tag targets (timm's `multi_label=True`).
-
-    The criterion takes logits (B, C) and targets (B,) class indices (smoothed by
-    `t.label_smoothing`) or (B, C) soft targets from the Mixup, which applies the smoothing itself;
-    a batch the Mixup skips (odd size) keeps index targets, so both reach the same loss.
-    """
-    mixup = None
-    if t.mixup > 0 or t.cutmix > 0:
-        mixup = Mixup(
-            mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, prob=t.mix_prob,
-            label_smoothing=t.label_smoothing, num_classes=num_classes, multi_label=multilabel,
-        )
-    if multilabel:
-        return TagLoss(num_classes, weight, label_smoothing=t.label_smoothing, kind=t.loss, gamma=t.focal_gamma), mixup
-    gamma = t.focal_gamma if t.loss == "focal" else 0.0
-    return ClassWeightedLoss(num_classes, weight, label_smoothing=t.label_smoothing, gamma=gamma), mixup
 
 
 def _resumable(out_dir: Path, classes: list[str]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Images are decoded once per preprocessing (size, crop) into uint8 batches by DataLoader workers;
 each model normalizes the batch with its own mean/std, then every view is a tensor op on it
-(comp/tta.py). So N views cost N forward passes and no extra decoding.
+(comp/data/tta.py). So N views cost N forward passes and no extra decoding.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from comp.engine.rundir import WEIGHTS_FILE, require_finished
 from comp.errors import UserError
 from comp.models.factory import build_model
 from comp.probs import write_probs
-from comp.tta import parse_view
+from comp.tasks import Task, get_task
+from comp.data.tta import parse_view
 
 
 @dataclass
@@ -43,9 +44,9 @@ class Member:
         return int(self.cfg.data.image_size)
 
     @property
-    def multilabel(self) -> bool:
-        """Trained on tags: its outputs are per-tag sigmoid probabilities, not a softmax."""
-        return self.cfg.data.task == "multilabel"
+    def task(self) -> Task:
+        """The competition type it was trained for (its saved config's resolved data.task)."""
+        return get_task(self.cfg.data.task, self.cfg.data)
 
     @property
     def crop_pct(self) -> float:
@@ -158,10 +159,11 @@ def predict_views(
         pool: a superset of `paths` whose cache to use (see `decoded_batches`).
 
     Returns:
-        ([ (V_m, N, C) float32 probabilities per member ], ok mask (N,) bool).
+        ([ (V_m, N, C) float32 probabilities per member (its task's activation) ], ok mask (N,) bool).
     """
     n = len(paths)
     fns = [[parse_view(v) for v in vs] for vs in views]
+    tasks = [m.task for m in members]
     out = [torch.full((len(vs), n, len(m.classes)), float("nan")) for m, vs in zip(members, views)]
     ok = torch.zeros(n, dtype=torch.bool)
     groups: dict[tuple[int, float], list[int]] = {}
@@ -187,8 +189,7 @@ def predict_views(
                     for v, fn in enumerate(fns[i]):
                         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                             logits = members[i].model(fn(xn))
-                        logits = logits.float()
-                        out[i][v, pos] = (logits.sigmoid() if members[i].multilabel else logits.softmax(1)).cpu()
+                        out[i][v, pos] = tasks[i].activation(logits).cpu()
             if progress is not None:
                 progress.step(seen)
     return out, ok
@@ -224,17 +225,13 @@ def write_val_probs(
         workers=cfg.data.workers, on_bad="skip", pool=pool,
     )
     keep = ok.nonzero().flatten().tolist()
-    if val.targets is not None:  # multi-label: the label is the tag set, space-separated; rows are not a distribution
-        labels = [" ".join(c for c, on in zip(competition.classes, val.targets[i]) if on) for i in keep]
-    else:
-        labels = [competition.classes[val.labels[i]] for i in keep]
     write_probs(
         run_dir / "val_probs.csv",
         [relative_id(val.paths[i], competition.root) for i in keep],
         probs[0][0][keep],
         competition.classes,
-        label=labels,
-        unit=val.targets is None,
+        label=competition.task.label_texts(val, keep, competition.classes),
+        unit=competition.task.unit_rows,
     )
 
 

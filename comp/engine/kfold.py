@@ -4,7 +4,7 @@ A k-fold run directory holds `fold_0/ ... fold_{K-1}/` (each a complete run dire
 `config.yaml`, `oof.csv` (every labelled image predicted by the fold that did not train on it),
 `cv.json` (`metric`, `cv_score`, `cv_acc`, per-fold scores; for log loss also `cv_score_calibrated`
 and `temperature`) and, for log loss, `calibration.json`: the run's one temperature, fitted on
-oof.csv (`comp.calibration`). `--fold I` trains one fold into the same folder, so folds can run on
+oof.csv (`comp.tasks.calibration`). `--fold I` trains one fold into the same folder, so folds can run on
 different machines; oof.csv, cv.json and calibration.json cover the folds finished so far, and
 `--resume` of a finished run (every fold skipped) writes them again, e.g. after copying in folds
 trained elsewhere.
@@ -13,7 +13,6 @@ trained elsewhere.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -23,13 +22,13 @@ from comp.config import Config, save_config
 from comp.data.competition import open_configured
 from comp.data.folds import merged_labelled, split_kfold
 from comp.engine import distributed as dist
-from comp.engine.fit import check_submission, fit_held_out, fit_split, held_out_score
+from comp.engine.fit import check_submission, fit_split
 from comp.engine.tracking import Tracking, experiment_name, tracked_params
 from comp.engine.rundir import check_fold_folder, check_new_run_dir, clear_run_dir, saved_config
 from comp.files import write_json
-from comp.ensemble import accuracy, tag_accuracy
 from comp.errors import Log, UserError
-from comp.probs import label_indices, read_probs, tag_targets, write_probs
+from comp.probs import read_probs, write_probs
+from comp.tasks import Task, tracked_keys
 
 
 def fit_folds(
@@ -53,12 +52,14 @@ def fit_folds(
     competition = open_configured(cfg.data)
     check_submission(cfg, competition)
     data = merged_labelled(competition)
-    counts = data.targets.sum(0) if data.targets is not None else [Counter(data.labels)[c] for c in range(len(competition.classes))]
+    counts = competition.task.counts(data, competition.classes)
     small = [f"{competition.classes[c]} ({n})" for c, n in enumerate(counts) if n < k]
     if small:
-        what = "tags" if data.targets is not None else "classes"
-        log(f"note: {len(small)} {what} have fewer images than {k} folds and are validated in fewer folds: {', '.join(small[:5])}")
-    splits = split_kfold(data, k, cfg.train.seed)
+        log(f"note: {len(small)} {competition.task.what} have fewer images than {k} folds and are validated in fewer folds: "
+            f"{', '.join(small[:5])}")
+    splits = split_kfold(competition, data, k, cfg.train.seed)
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.task = competition.task.name  # the k-fold run's config.yaml records the task its folds resolved
     out_dir = Path(out_dir)
     resume_command = resume_command or f"comp train CONFIG --resume --out {out_dir}" + (f" --fold {fold}" if fold is not None else "")
     whole = fold is None and not resume  # a new k-fold run over the whole folder
@@ -79,7 +80,7 @@ def fit_folds(
         raise
     if cv:
         tracking.start_once()
-        tracking.log_metrics({k: cv.get(k) for k in ("cv_score", "cv_score_calibrated", "cv_acc")}, cv["folds_done"])
+        tracking.log_metrics({k: cv.get(k) for k in tracked_keys(["cv_score", "cv_acc"]) if k in cv}, cv["folds_done"])
         tracking.finish(cv, [out_dir / "cv.json", out_dir / "config.yaml"])
     return cv
 
@@ -118,8 +119,7 @@ def _train_folds(cfg: Config, competition, data, splits, out_dir: Path, fold: Op
             break
     if not dist.is_main():
         return {}
-    cv = collect_oof(out_dir, competition.classes, k, cfg.metric, cfg.data.positive_class, multilabel=competition.task == "multilabel",
-                     ensure_one=cfg.data.at_least_one_tag)
+    cv = collect_oof(out_dir, competition.classes, k, cfg.metric, competition.task)
     _print_table(cv, log)
     return cv
 
@@ -133,17 +133,14 @@ def _finished(fold_dir: Path, cfg: Config) -> bool:
     return s.get("epochs_run", 0) >= cfg.train.epochs or bool(s.get("stopped_early"))
 
 
-def collect_oof(
-    out_dir: Path, classes: list[str], k: int, metric: str = "accuracy", positive_class: Optional[str] = None, multilabel: bool = False,
-    ensure_one: bool = True,
-) -> dict[str, Any]:
-    """Gather fold_*/val_probs.csv into oof.csv and score it (accuracy and `metric`) into cv.json.
-
-    Multi-label: labels are tag sets, scores at threshold 0.5 (`cv_score`), and for an F metric the
-    run's thresholds are fitted on oof.csv (`thresholds.json`; `cv_score_thresholded`).
+def collect_oof(out_dir: Path, classes: list[str], k: int, metric: str, task: Task) -> dict[str, Any]:
+    """Gather fold_*/val_probs.csv into oof.csv and score it (accuracy and `metric`, as `task` scores
+    them: before any post-processing) into cv.json; then the task's post-processing is fitted on
+    oof.csv (a temperature for log loss, `cv_score_calibrated`; per-tag thresholds for a multi-label
+    F metric, `thresholds.json` and `cv_score_thresholded`).
     """
     def targets_of(labels, source=None):
-        return tag_targets(labels, classes, source) if multilabel else label_indices(labels, classes, source)
+        return task.targets(labels, classes, source)
 
     ids, probs, labels, folds, fold_acc, fold_score = [], [], [], [], {}, {}
     for i in range(k):
@@ -154,8 +151,8 @@ def collect_oof(
         if fclasses != classes:
             raise UserError(f"{path}: classes differ from the competition's; retrain this fold")
         y = targets_of(meta["label"], path)
-        fold_acc[i] = tag_accuracy(fprobs, y) if multilabel else accuracy(fprobs, y)
-        fold_score[i] = held_out_score(metric, fprobs, y, classes, positive_class, ensure_one)
+        fold_acc[i] = task.accuracy(fprobs, y)
+        fold_score[i] = task.score(metric, fprobs, y, classes)
         ids += fids
         probs.append(fprobs)
         labels += meta["label"]
@@ -163,12 +160,12 @@ def collect_oof(
     if not probs:
         raise UserError(f"{out_dir}: no finished fold (fold_*/val_probs.csv)")
     p = torch.cat(probs)
-    write_probs(out_dir / "oof.csv", ids, p, classes, unit=not multilabel, label=labels, fold=folds)
+    write_probs(out_dir / "oof.csv", ids, p, classes, unit=task.unit_rows, label=labels, fold=folds)
     y = targets_of(labels)
     cv = {
         "metric": metric,
-        "cv_score": held_out_score(metric, p, y, classes, positive_class, ensure_one),
-        "cv_acc": tag_accuracy(p, y) if multilabel else accuracy(p, y),
+        "cv_score": task.score(metric, p, y, classes),
+        "cv_acc": task.accuracy(p, y),
         "fold_score": {str(i): a for i, a in fold_score.items()},
         "fold_acc": {str(i): a for i, a in fold_acc.items()},
         "folds": k,
@@ -176,7 +173,7 @@ def collect_oof(
         "images": len(ids),
     }
     # one temperature (log loss) or one set of thresholds (multi-label F metric) for the run, fitted on what its folds hold out
-    fits = fit_held_out(out_dir, "oof.csv", metric, multilabel, ensure_one)
+    fits = task.fit_held_out(out_dir, "oof.csv", metric)
     cv.update({("cv_" + k if k.startswith("score_") else k): v for k, v in fits.items()})
     write_json(cv, out_dir / "cv.json")
     return cv

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from comp.config import Config, config_from_dict
+from comp.tasks import TASKS
 from comp.errors import UserError
 
 # Everything a run or a k-fold run writes into its folder (fold_*/ hold runs of their own).
@@ -184,6 +185,8 @@ def check_fold_folder(out_dir: Path, cfg: Config) -> None:
         return
     if old.train.folds <= 1:
         raise UserError(f"{out_dir} holds a single run, not k folds; use a new --out for a k-fold run")
+    if old.data.task not in TASKS:  # auto: written by an older comp, before the k-fold run recorded the task its folds resolved
+        old.data.task = cfg.data.task
     changed = config_changes(old, cfg, ENVIRONMENT_KEYS)
     if changed:
         raise UserError(

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 from comp.config import TrainConfig
 from comp.engine import distributed as dist
 from comp.engine.epoch import EpochProgress, EpochStats
-from comp.metrics import METRICS, Metric
+from comp.tasks.metrics import METRICS, Metric
 
 
 @dataclass

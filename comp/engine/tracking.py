@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from comp.errors import Log, UserError
+from comp.tasks import tracked_keys
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 STATE_FILE = "tracking.json"
 # summary.json / cv.json entries that are numbers worth a chart (the rest goes in as the file)
-SUMMARY_METRICS = ("best_val_score", "best_val_score_calibrated", "best_val_acc", "best_epoch", "epochs_run", "seconds",
-                   "temperature", "cv_score", "cv_score_calibrated", "cv_acc", "folds_done")
+# (each score with its post-processed variants, `comp.tasks.tracked_keys`: calibrated, thresholded)
+SUMMARY_METRICS = tuple(tracked_keys(["best_val_score", "best_val_acc", "best_epoch", "epochs_run", "seconds", "temperature", "cv_score",
+                                      "cv_acc", "folds_done"]))
 _INSTALL = "pip install 'comp[track]' (or the library alone), or take it out of `track`"
 
 

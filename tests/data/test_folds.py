@@ -1,7 +1,8 @@
 from collections import Counter
 
 from comp.data.competition import open_competition
-from comp.data.folds import holdout_indices, train_val_split
+from comp.data.folds import train_val_split
+from comp.tasks.splits import holdout_indices
 from comp.data.synthetic import make_competition
 
 
@@ -30,7 +31,7 @@ def test_competition_val_folder_wins(tmp_path):
 def test_kfold_partitions_and_stratifies():
     import numpy as np
 
-    from comp.data.folds import kfold_indices
+    from comp.tasks.splits import kfold_indices
 
     labels = [0] * 30 + [1] * 15 + [2] * 2
     splits = kfold_indices(labels, 5, seed=0)
@@ -48,7 +49,7 @@ def test_kfold_partitions_and_stratifies():
 def test_kfold_refuses_when_every_class_is_smaller_than_k():
     import pytest
 
-    from comp.data.folds import kfold_indices
+    from comp.tasks.splits import kfold_indices
     from comp.errors import UserError
 
     with pytest.raises(UserError, match=r"--folds 5: every class has fewer than 5 images; use fewer folds"):

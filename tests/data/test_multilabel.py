@@ -9,11 +9,11 @@ from typer.testing import CliRunner
 
 from comp.cli import app
 from comp.data.competition import open_competition
-from comp.data.folds import multilabel_holdout_indices, multilabel_kfold_indices
+from comp.tasks.splits import tag_holdout_indices, tag_kfold_indices
 from comp.errors import UserError
-from comp.metrics import check_metric
-from comp.metrics_multilabel import TAG_METRICS, predict_tags, tag_score
-from comp.thresholds import fit_thresholds
+from comp.tasks.metrics import check_metric
+from comp.tasks.tag_metrics import TAG_METRICS, predict_tags, tag_score
+from comp.tasks.thresholds import fit_thresholds
 from tests.conftest import one_line_error, write_config
 
 runner = CliRunner()
@@ -38,7 +38,7 @@ TAGS = ["a b", "a", "b c", "c", "a c", "a b c", "b", "a"]  # a: 5 images, b: 4, 
 def test_a_column_of_tags_is_read_as_tag_sets(tmp_path):
     root = _competition(tmp_path / "planet", pd.DataFrame({"image_name": [f"i{k}" for k in range(8)], "tags": TAGS}))
     comp = open_competition(root)
-    assert comp.task == "multilabel" and comp.label_kind == "tags" and comp.classes == ["a", "b", "c"]
+    assert comp.task.name == "multilabel" and comp.label_kind == "tags" and comp.classes == ["a", "b", "c"]
     by_name = {p.stem: row.tolist() for p, row in zip(comp.train.paths, comp.train.targets)}
     assert by_name["i0"] == [1, 1, 0] and by_name["i5"] == [1, 1, 1] and by_name["i3"] == [0, 0, 1]
     assert comp.class_counts() == {"a": 5, "b": 4, "c": 4}
@@ -50,6 +50,17 @@ def test_a_column_of_tags_is_read_as_tag_sets(tmp_path):
     assert "task: multi-label (space-separated in column 'tags')" in out
     assert "tags per image: min 1, mean 1.62, max 3; 7 distinct tag sets" in out
     assert "rarest tags: b (4), c (4), a (5)" in out and "a  train 5  62.5% of images" in out
+
+
+def test_data_check_suggests_only_remedies_a_multilabel_run_accepts(tmp_path):
+    # A rare tag (1 image of 12 against 12) is an imbalance; data.sampler=balanced, which training refuses
+    # for tags, used to be suggested.
+    tags = ["a b"] + ["a"] * 11
+    root = _competition(tmp_path / "rare", pd.DataFrame({"image_name": [f"i{k}" for k in range(12)], "tags": tags}))
+    out = runner.invoke(app, ["data", "check", str(root), "--task", "multilabel"]).output
+    assert "task: multi-label" in out
+    assert "imbalance: largest / smallest class 12.0:1" in out and "train.class_weights=balanced" in out
+    assert "sampler" not in out
 
 
 def test_one_hot_columns_are_tags_in_column_order_and_a_row_of_zeros_is_kept(tmp_path):
@@ -67,7 +78,7 @@ def test_class_names_with_spaces_stay_single_label_and_unclear_columns_ask(tmp_p
     names = ["red fox", "arctic fox", "fox", "red fox", "arctic fox", "fox"]  # words that never recombine: class names
     root = _competition(tmp_path / "foxes", pd.DataFrame({"id": [f"i{k}" for k in range(6)], "label": names}))
     comp = open_competition(root)
-    assert comp.task == "single" and comp.classes == ["arctic fox", "fox", "red fox"]
+    assert comp.task.name == "single" and comp.classes == ["arctic fox", "fox", "red fox"]
 
     crops = ["Tomato healthy", "Tomato blight", "Potato healthy", "Potato blight", "Tomato Late blight"]
     root = _competition(tmp_path / "crops", pd.DataFrame({"id": [f"i{k}" for k in range(5)], "label": crops}))
@@ -165,11 +176,11 @@ def test_multilabel_folds_hold_every_tag_in_every_fold():
     y = np.zeros((90, 6), dtype=int)
     for tag, positives in enumerate([45, 30, 18, 9, 6, 5]):  # the rarest tag has one image per fold to give
         y[rng.choice(90, positives, replace=False), tag] = 1
-    folds = multilabel_kfold_indices(y, 5, seed=0)
+    folds = tag_kfold_indices(y, 5, seed=0)
     assert sorted(i for _, va in folds for i in va) == list(range(90))
     for tr, va in folds:
         assert set(tr).isdisjoint(va)
         assert (y[va].sum(0) >= 1).all()  # every tag is validated in every fold
-    assert multilabel_kfold_indices(y, 5, seed=0) == folds  # a pure function of the seed
-    train, val = multilabel_holdout_indices(y, 0.2, seed=0)
+    assert tag_kfold_indices(y, 5, seed=0) == folds  # a pure function of the seed
+    train, val = tag_holdout_indices(y, 0.2, seed=0)
     assert len(val) == pytest.approx(18, abs=2) and (y[val].sum(0) >= 1).all()

@@ -7,6 +7,7 @@ import timm
 import torch
 import yaml
 
+from comp.tasks.single import SingleLabel
 from comp.config import load_config
 from comp.engine.checkpoint import load_checkpoint
 from comp.engine.fit import fit
@@ -222,7 +223,7 @@ def _scripted_validation(monkeypatch, scores):
                           probs=stats.probs, targets=stats.targets)
 
     monkeypatch.setattr(fit_module, "evaluate", scripted)
-    monkeypatch.setattr(fit_module, "score", lambda *a, **k: current["score"])
+    monkeypatch.setattr(SingleLabel, "score", lambda self, *a, **k: current["score"])  # the epoch's score, as the task gives it
 
 
 def test_a_tie_in_the_metric_goes_to_the_lower_val_loss(tmp_path, shapes, monkeypatch):
@@ -249,7 +250,7 @@ def test_the_metric_chooses_the_best_epoch_and_its_direction(tmp_path, shapes, m
 def test_update_best_rule_and_patience_count():
     from comp.engine.epoch import EpochStats
     from comp.engine.state import LoopState, update_best
-    from comp.metrics import get_metric
+    from comp.tasks.metrics import get_metric
 
     def stats(acc, loss):
         return EpochStats(loss=loss, acc=acc, images=10, seconds=1.0, bad_files=[], score=acc)

@@ -16,7 +16,7 @@ from comp.data.loaders import make_loaders
 from comp.data.sampling import EpochBatchSampler, balanced_order
 from comp.data.synthetic import make_competition
 from comp.engine.fit import fit
-from comp.engine.losses import ClassWeightedLoss, class_weights
+from comp.tasks.losses import ClassWeightedLoss, class_weights
 from comp.errors import UserError
 from tests.conftest import write_config
 from tests.engine.test_crash_safety import DETERMINISTIC, assert_resume_is_exact

@@ -1,0 +1,61 @@
+"""`comp evaluate --fit`: the run weights, views and thresholds that score best on held-out images.
+
+Run weights come from greedy forward selection with repeats on the metric itself
+(`comp.predict.ensemble.greedy_weights`), then a subset of views (forward selection without
+repeats, since predict weighs the views it is given equally), each scored exactly as `comp predict
+--weights ... --tta-views ...` would predict; where the task cuts probabilities, the thresholds are
+then fitted again for the chosen combination. The gains are reported with the options that give them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from comp.errors import Log
+from comp.predict.ensemble import forward_selection, greedy_weights, merge
+from comp.tasks import Task
+
+
+def fit_combination(result: dict[str, Any], aligned: list, labels: torch.Tensor, views: list[str], rule: str, metric, task: Task,
+                    value: Callable[[torch.Tensor], float], log: Log) -> tuple[torch.Tensor, Optional[list[float]]]:
+    """Weights (several runs), then views (several views), then thresholds; entries added to `result`.
+
+    `aligned` are the runs' `HeldOut` predictions on the same images (targets `labels`); `value(p)`
+    the metric of (N, C) probabilities before any cut. Returns the chosen combination's (N, C)
+    probabilities and its thresholds (None where the task cuts nothing).
+    """
+    sign = 1.0 if metric.higher_is_better else -1.0  # hill-climb on the metric, oriented so that higher is better
+    at = " at 0.5" if metric.thresholded else ""
+    weights = None
+    if len(aligned) > 1:
+        per_run = torch.stack([h.predicted() for h in aligned])
+        weights = greedy_weights(per_run, labels, rule=rule, objective=lambda p: sign * value(p),
+                                 tiebreak=lambda p: -task.log_loss(p, labels))
+        fitted = value(merge(per_run, weights, rule))
+        result.update(weights=weights, fitted_score=fitted)
+        option = ",".join(f"{x:.3g}" for x in weights)
+        log(f"fitted run weights {option}: {metric.name} {fitted:.4f}{at} ({fitted - result['ensemble_score']:+.4f} vs equal weights)"
+            f"  -> comp predict ... --weights {option}")
+
+    def predicted(chosen: Sequence[int]) -> torch.Tensor:
+        return merge(torch.stack([h.predicted(chosen) for h in aligned]), weights, rule)
+
+    keep = list(range(len(views)))
+    if len(views) > 1:
+        counts = forward_selection(len(views), lambda c: (sign * value(predicted([i for i, n in enumerate(c) if n])),), repeats=False)
+        keep = [i for i, n in enumerate(counts) if n]
+        chosen = [views[i] for i in keep]
+        chosen_score, base = value(predicted(keep)), value(predicted(range(len(views))))
+        result.update(views_selected=chosen, views_score=chosen_score)
+        log(f"selected views {','.join(chosen)}: {metric.name} {chosen_score:.4f}{at} ({chosen_score - base:+.4f} vs all views"
+            f"{' with these weights' if weights else ''})  -> comp predict ... --tta-views {','.join(chosen)}")
+    probs = predicted(keep)
+    refit = task.refit_post(probs, labels, metric.name)
+    if refit is None:
+        return probs, None
+    result.update(fitted_thresholds=refit["thresholds"], fitted_thresholded_score=refit["score"])
+    log(f"thresholds fitted for that combination: {metric.name} {refit['score']:.4f} (at 0.5: {refit['score_at_0.5']:.4f}); "
+        "comp predict fits them the same way on the runs' out-of-fold predictions")
+    return probs, refit["thresholds"]

@@ -1,0 +1,279 @@
+"""The `Task` interface: everything that differs between competition types, in one object.
+
+A run's task is resolved once, from `data.task` and the data (`comp.data.labels` reads train.csv),
+and handed to every stage: data (targets, splits), engine (loss, activation, accuracy, the epoch's
+score, the post-fit on held-out predictions), predict (merge rules, decoding to the submission's
+shape), evaluate (scores of what predict writes), submission (validating a file) and ship (the
+exported graph's activation). Nothing outside `comp/tasks/` asks which task a run is; it calls the
+task's methods. timm's `timm/task/` (`ClassificationTask`, `MultiLabelClassificationTask`) is the
+model for the training half; ours also carries the competition half.
+
+How to add a task: subclass `Task`, fill in every method that raises NotImplementedError, register
+it in `comp/tasks/__init__.py`'s `TASKS`, and copy the tests of `tests/tasks/` for it (docs/contract.md).
+
+Tensors: `probs` are (N, C) probabilities (C = the number of outputs, `outputs(classes)`),
+`targets` what the loss compares with ((N,) class indices, or (N, C) 0/1 tag rows).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from comp.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: tasks sit below config, data and engine at run time
+    import pandas as pd
+    import torch.nn as nn
+    from timm.data import Mixup
+
+    from comp.config import Config, TrainConfig
+    from comp.tasks.shape import Shape
+
+
+# The suffixes of a held-out score after the post-processing `comp predict` applies, in the order
+# they are looked for: a temperature (`_calibrated`, log loss), per-tag thresholds (`_thresholded`).
+POST_SUFFIXES = ("_calibrated", "_thresholded")
+POST_WORDS = {"_calibrated": "calibrated", "_thresholded": "at the fitted thresholds"}  # how logs name them
+CALIBRATED = "_calibrated"
+
+
+def final_score_key(saved: dict, key: str, calibrated: bool = True) -> Optional[str]:
+    """Which entry of `saved` (a summary.json or cv.json) is a run's final score.
+
+    `key` is the raw score's key (`best_val_score` or `cv_score`); the score of what `comp predict`
+    writes is the first of `key` + `POST_SUFFIXES` present. `calibrated=False` (`--no-calibrate`)
+    skips the temperature only: thresholds are still applied, so their score is still the final one.
+    The one place predict, tune, runs, the CLI and the trackers learn which key that is.
+    """
+    for suffix in POST_SUFFIXES:
+        if suffix == CALIBRATED and not calibrated:
+            continue
+        if saved.get(key + suffix) is not None:
+            return key + suffix
+    return key if key in saved else None
+
+
+def final_score(saved: Optional[dict], key: str, calibrated: bool = True) -> Optional[float]:
+    """The value of `final_score_key`, or None."""
+    if not saved:
+        return None
+    name = final_score_key(saved, key, calibrated)
+    value = saved.get(name) if name else None
+    return float(value) if value is not None else None
+
+
+def tracked_keys(keys: Sequence[str]) -> list[str]:
+    """`keys` with each score key followed by its post-processed variants (what trackers log)."""
+    out: list[str] = []
+    for k in keys:
+        out.append(k)
+        if k.endswith("_score"):
+            out += [k + s for s in POST_SUFFIXES]
+    return out
+
+
+class Task:
+    """One competition type. Subclasses fill in every method; see the module docstring."""
+
+    name: str = ""
+    label: str = ""  # how messages name the type: single-label, multi-label
+    what: str = "classes"  # how messages name the outputs: classes, tags (and which report comp evaluate writes)
+    acc_name: str = "acc"  # how logs name its accuracy
+    from_tables: bool = True  # comp predict can re-ensemble its *_probs.csv tables (nothing to refit on held-out images)
+    unit_rows: bool = True  # probability rows are distributions (renormalised when written)
+    merge_rules: tuple[str, ...] = ("mean",)
+    shapes: tuple[str, ...] = ()
+
+    def __init__(self, positive_class: Optional[str] = None, ensure_one: bool = True):
+        self.positive_class = positive_class  # binary single-label competitions (data.positive_class)
+        self.ensure_one = ensure_one  # multi-label: data.at_least_one_tag
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # -- metrics and config ----------------------------------------------------------------
+
+    def metric(self, name: str):
+        """The metric `name` of this task (its own registry); an unknown name is a UserError."""
+        raise NotImplementedError
+
+    def check(self, cfg: "Config", classes: list[str]):
+        """The run's metric, refusing before any training the settings this task cannot use."""
+        raise NotImplementedError
+
+    def check_merge(self, rule: str) -> None:
+        """Refuse a merge rule (tta.merge, --merge) this task's probabilities cannot be merged by."""
+        if rule not in self.merge_rules:
+            raise UserError(f"tta.merge / --merge {rule}: {self.name} runs merge by {' or '.join(self.merge_rules)}")
+
+    # -- labels and splits -----------------------------------------------------------------
+
+    def targets(self, labels: Sequence[str], classes: Sequence[str], source: Optional[Path] = None) -> torch.Tensor:
+        """Label texts (a CSV label column) -> targets."""
+        raise NotImplementedError
+
+    def split_targets(self, split) -> torch.Tensor:
+        """The targets of a `comp.data.competition.Split`, as the loss compares with them."""
+        raise NotImplementedError
+
+    def label_texts(self, split, idx: Sequence[int], classes: Sequence[str]) -> list[str]:
+        """The label text of images `idx` of `split` (what val_probs.csv's label column holds)."""
+        raise NotImplementedError
+
+    def counts(self, split, classes: Sequence[str]) -> list[int]:
+        """Images per class (or tag) of `split`, in class order."""
+        raise NotImplementedError
+
+    def kfold(self, split, k: int, seed: int) -> list[tuple[list[int], list[int]]]:
+        """K stratified (train_idx, val_idx) pairs whose val parts partition the split."""
+        raise NotImplementedError
+
+    def holdout(self, split, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+        """A stratified hold-out of about `fraction`: sorted (train_idx, val_idx)."""
+        raise NotImplementedError
+
+    # -- training --------------------------------------------------------------------------
+
+    def loss_weights(self, spec, split, classes: Sequence[str]) -> Optional[torch.Tensor]:
+        """The (C,) loss weights of `train.class_weights` for the training `split`, or None."""
+        raise NotImplementedError
+
+    def loss(self, t: "TrainConfig", num_classes: int, weight: Optional[torch.Tensor] = None) -> tuple["nn.Module", Optional["Mixup"]]:
+        """(criterion(logits (B, C), targets), timm Mixup or None) of the train section `t`."""
+        raise NotImplementedError
+
+    def eval_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
+        """The summed validation loss of a batch (no smoothing, no weights), per image."""
+        raise NotImplementedError
+
+    def activation(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (..., C) -> probabilities (..., C): the one used in training, prediction and export."""
+        raise NotImplementedError
+
+    def hits(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
+        """Correct images in a batch (the epoch's accuracy counts them)."""
+        raise NotImplementedError
+
+    def accuracy(self, probs: torch.Tensor, targets: torch.Tensor) -> float:
+        """The accuracy printed beside the metric; NaN without images."""
+        raise NotImplementedError
+
+    def train_notes(self, cfg: "Config") -> list[str]:
+        """Lines the training log adds for settings that work but may surprise (e.g. crops and tags)."""
+        return []
+
+    # -- scores and post-processing --------------------------------------------------------
+
+    def score(self, metric: str, probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str],
+              thresholds: Optional[Sequence[float]] = None) -> float:
+        """The metric of `probs` against `targets` (at `thresholds` where the metric cuts); NaN without images."""
+        raise NotImplementedError
+
+    temperature_kind: Optional[str] = None  # calibration.json's "kind" (None: softmax)
+
+    def apply_temperature(self, probs: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Probabilities rescaled by a fitted temperature (1 = unchanged); never reorders a row."""
+        raise NotImplementedError
+
+    def fit_temperature(self, probs: torch.Tensor, targets: torch.Tensor) -> float:
+        """The temperature minimising the log loss of held-out `probs` against `targets`."""
+        raise NotImplementedError
+
+    def log_loss(self, probs: torch.Tensor, targets: torch.Tensor) -> float:
+        """The log loss calibration.json reports before and after the temperature."""
+        raise NotImplementedError
+
+    def fit_held_out(self, run_dir: Path, table: str, metric: str) -> dict[str, Any]:
+        """What a finished run fits on its held-out `table` (val_probs.csv or oof.csv), written into
+        the run (calibration.json, thresholds.json). Returns the entries for summary.json/cv.json:
+        `score_calibrated` or `score_thresholded` (the score of what predict writes) and what was fitted."""
+        raise NotImplementedError
+
+    def prediction_post(self, run_dirs: list[Path], weights: list[float], metric: str, classes: list[str],
+                        shape: Optional["Shape"], given: Optional[Sequence[float]] = None) -> tuple[Optional[list[float]], Optional[str]]:
+        """The thresholds `comp predict` applies to an ensemble of `run_dirs` in `shape` (None: not
+        known yet, as for a bundle; `given`: a bundle's, fixed when it was packaged), and where they
+        come from; (None, None): none are cut."""
+        return None, None
+
+    def refit_post(self, probs: torch.Tensor, targets: torch.Tensor, metric: str) -> Optional[dict]:
+        """Thresholds fitted again on merged held-out predictions (`comp evaluate --fit`), or None."""
+        return None
+
+    def run_post(self, run_dir: Path, classes: list[str], metric: str) -> Optional[list[float]]:
+        """A run's own stored thresholds (None when the task or metric has none)."""
+        return None
+
+    # -- export ----------------------------------------------------------------------------
+
+    probabilities: str = "probabilities"  # what the exported model outputs, in words
+
+    def export_head(self, logits: list[torch.Tensor], inv_t: torch.Tensor, rule: str) -> torch.Tensor:
+        """The graph `comp export` writes after the models: each model's (N, C) logits through the
+        activation, merged by `rule`, then the temperature (`inv_t` = 1 / T), as predict computes it."""
+        raise NotImplementedError
+
+    def export_facts(self, run_dir: Path, metric: str, classes: list[str]) -> dict[str, str]:
+        """Metadata the exported file carries beyond classes and image size (e.g. thresholds)."""
+        return {}
+
+    # -- the submission --------------------------------------------------------------------
+
+    def resolve_shape(self, fmt, classes: list[str], metric: str, override: str = "auto") -> "Shape":
+        """The prediction CSV's shape from the sample's columns (`fmt`), the metric and the classes."""
+        raise NotImplementedError
+
+    def decode(self, probs: torch.Tensor, classes: Sequence[str], shape: "Shape", thresholds: Optional[Sequence[float]] = None,
+               clip: bool = False) -> dict[str, Any]:
+        """The value columns of the prediction CSV: {column: values}, rows as `probs`."""
+        raise NotImplementedError
+
+    def guess_shape(self, df: "pd.DataFrame", fmt, classes: list[str]) -> "Shape":
+        """The shape of a prediction file written without a `_meta.json`, from the sample and its values."""
+        raise NotImplementedError
+
+    def check_values(self, path: Path, df: "pd.DataFrame", shape: "Shape", classes: list[str]) -> None:
+        """Refuse values that do not fit `shape`, naming the first bad line."""
+        raise NotImplementedError
+
+    decision: str = "label"  # what one image's written prediction is called: label, tag set
+
+    def same_decisions(self, a: torch.Tensor, b: torch.Tensor, thresholds: Optional[Sequence[float]] = None) -> torch.Tensor:
+        """(N,) bool: whether two (N, C) predictions write the same `decision` for each image."""
+        raise NotImplementedError
+
+    def may_be_empty(self, shape: "Shape") -> bool:
+        """Whether a value cell of `shape` may be empty (an image with no tag)."""
+        return False
+
+    def compared(self, values: "pd.Series", shape: "Shape", classes: list[str]) -> Optional["pd.Series"]:
+        """What `comp submit` compares with the previous file (its agreement): one value per id, or
+        None when the shape holds nothing comparable or `values` are not of it."""
+        return None
+
+    # -- data check ------------------------------------------------------------------------
+
+    def audit_lines(self, comp, limit: int) -> list[str]:
+        """`comp data check`'s lines about the task and its labels."""
+        raise NotImplementedError
+
+    def count_note(self, n: int, images: int) -> str:
+        """What `comp data check` adds after a class's (or tag's) image count `n` of `images`."""
+        return ""
+
+    def imbalance_fix(self) -> str:
+        """The settings `comp data check` suggests for a large imbalance (ones training accepts)."""
+        raise NotImplementedError
+
+
+def sample_k(fmt) -> Optional[int]:
+    """K of a top-k sample submission whose value column holds space-separated names, else None."""
+    values = getattr(fmt, "sample_values", None)
+    if not values:
+        return None
+    counts = np.array([len(str(v).split()) for v in values])
+    return int(np.bincount(counts).argmax()) if (counts > 1).any() else None
