@@ -44,7 +44,7 @@ from comp.engine.checkpoint import load_checkpoint
 from comp.device import resolve_device
 from comp.engine.epoch import evaluate
 from comp.engine.finders import find_batch_size, lr_range_test, plot_lr_test
-from comp.engine.fit import TrainingData, train_run
+from comp.engine.loop import TrainingData, train_run
 from comp.files import write_json
 from comp.engine.optim import create_optimizer
 from comp.errors import Log, UserError

@@ -14,7 +14,6 @@ otherwise lexicographic; predictions are always written as names, never as indic
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from comp.config import DataConfig
+from comp.data.file_index import FileIndex
 from comp.data.images import is_image_file, list_images, other_files
 from comp.data.labels import multi_hot, read_labels, sort_class_names
 from comp.errors import UserError
@@ -237,7 +237,7 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str],
     image_dir = next((root / d for d in TRAIN_IMAGE_DIRS if (root / d).is_dir()), None)
     if image_dir is None:
         raise UserError(f"{root}: train.csv found but no image folder; expected one of {', '.join(TRAIN_IMAGE_DIRS)}/")
-    files = _FileIndex(list_images(image_dir), image_dir)
+    files = FileIndex(list_images(image_dir), image_dir)
     other = other_files(image_dir)
     id_col = id_column or _detect_id_column(df, files, csv_path)
     if id_col not in df.columns:
@@ -294,46 +294,7 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str],
                        get_task(reading.task), reading.kind)
 
 
-class _FileIndex:
-    """Look up image files by their CSV id: a path relative to the image folder, a file name or a stem.
-
-    A relative path ("dog/000.png", with or without the extension, optionally starting with the
-    image folder's own name) matches exactly one file. A bare name or stem matches every file of
-    that name in any subfolder; `lookup` returns them all, so a caller can refuse the ambiguity
-    instead of picking one.
-    """
-
-    def __init__(self, paths: list[Path], root: Optional[Path] = None):
-        self.paths = paths
-        if root is None and paths:
-            root = Path(os.path.commonpath([p.parent for p in paths]))
-        self.root_parts = Path(root).parts if root is not None else ()
-        self.by_rel: dict[str, Path] = {}
-        self.by_name: dict[str, list[Path]] = {}
-        for p in paths:
-            rel = p.relative_to(root).as_posix() if root is not None else p.name
-            self.by_rel.setdefault(rel, p)
-            if p.suffix:
-                self.by_rel.setdefault(rel[: -len(p.suffix)], p)
-            for key in dict.fromkeys((p.name, p.stem)):
-                self.by_name.setdefault(key, []).append(p)
-
-    def lookup(self, key: str) -> list[Path]:
-        """Every file `key` may mean: one for a relative path, possibly several for a bare name."""
-        parts = [part for part in key.strip().replace("\\", "/").split("/") if part not in ("", ".")]
-        if len(parts) == 1:
-            return list(self.by_name.get(parts[0], []))
-        for i in range(len(parts)):
-            # The id may start with the image folder's own name ("train_images/0001.jpg").
-            if i and tuple(parts[:i]) != self.root_parts[len(self.root_parts) - i:]:
-                continue
-            hit = self.by_rel.get("/".join(parts[i:]))
-            if hit is not None:
-                return [hit]
-        return []  # a path that names no file never falls back to another folder's file of that name
-
-
-def _detect_id_column(df: pd.DataFrame, files: _FileIndex, csv_path: Path) -> str:
+def _detect_id_column(df: pd.DataFrame, files: FileIndex, csv_path: Path) -> str:
     """The column whose values address the most distinct image files.
 
     A label column can match files too (labels 0-2 and files 0.png-2.png), but it addresses only
@@ -398,7 +359,7 @@ def _test_set(
     ids = [str(v).strip() for v in sample.iloc[:, 0]]
     has_ext = sum(is_image_file(Path(i)) for i in ids)
     style: Literal["stem", "name"] = "name" if ids and has_ext > len(ids) / 2 else "stem"
-    index = _FileIndex(test_paths)
+    index = FileIndex(test_paths)
     matches = [index.lookup(i) for i in ids]
     found = [m[0] if len(m) == 1 else None for m in matches]
     missing = [i for i, m in zip(ids, matches) if not m]

@@ -14,6 +14,7 @@ larger batch would see. Only rank 0 writes files, logs and shows progress bars.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 from typing import Any, Optional
 
@@ -114,3 +115,28 @@ def _device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def summed_stats(stats):
+    """Epoch statistics over all ranks: images, loss and hits summed, then averaged."""
+    mine = [stats.loss * stats.images, stats.acc * stats.images] if stats.images else [0.0, 0.0]  # no nan from an empty shard
+    loss_sum, hits, n = sum_across([*mine, float(stats.images)])
+    bad = [p for part in gather_objects(stats.bad_files) for p in part]
+    # a copy of `stats` (an engine.epoch.EpochStats) with the sums: no import of the epoch module here
+    summed = dataclasses.replace(stats, loss=loss_sum / max(n, 1), acc=hits / max(n, 1), images=int(n), bad_files=bad, probs=None, targets=None)
+    if stats.targets is not None or stats.probs is not None:  # evaluation: the metric needs every rank's predictions
+        parts = [p for p in gather_objects((stats.probs, stats.targets)) if p[0] is not None]
+        if parts:
+            summed.probs, summed.targets = torch.cat([p for p, _ in parts]), torch.cat([t for _, t in parts])
+    return summed
+
+
+def weights_digest(model) -> str:
+    """sha1 of every parameter and buffer, in state-dict order: equal weights, equal digest."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()

@@ -1,4 +1,5 @@
-"""What a run leaves for a person to read: metrics.csv, curves.png, summary.json, progress bars."""
+"""What a run leaves for a person to read: metrics.csv, curves.png, summary.json, progress bars,
+and the lines the training loop logs about them."""
 
 from __future__ import annotations
 
@@ -7,12 +8,24 @@ import math
 import platform
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
 import comp
+from comp.engine import distributed as dist
+from comp.engine.checkpoint import weights_payload
+from comp.errors import Log
+from comp.files import save_atomic
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from comp.config import Config
+    from comp.engine.epoch import EpochStats
+    from comp.engine.state import LoopState
 
 try:
     from rich.console import Console
@@ -160,3 +173,82 @@ def environment() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+# -- what the training loop records (comp.engine.loop) ------------------------------------
+
+
+def record_epoch(
+    metrics: MetricsLog, out_dir: Path, cfg: "Config", classes: list[str], epoch: int, optimizer, tr: "EpochStats", va: "EpochStats",
+    new_best: Optional["nn.Module"], metric, scored: bool, log: Log,
+) -> dict[str, float]:
+    """The end-of-epoch bookkeeping of rank 0: metrics.csv, curves.png, best.pt (when `new_best`), the log line; returns the row."""
+    lr = optimizer.param_groups[0]["lr"]
+    row = dict(epoch=epoch, lr=lr, train_loss=tr.loss, train_acc=tr.acc, val_loss=va.loss, val_acc=va.acc, val_score=va.score,
+               seconds=tr.seconds + va.seconds)
+    metrics.append(row)
+    plot_curves(metrics.rows, out_dir / "curves.png", title=f"{cfg.model.name} - {out_dir.name}")
+    if new_best is not None:
+        save_atomic(weights_payload(new_best, cfg, classes, epoch, va.acc), out_dir / "best.pt")
+    val = f"val loss {va.loss:.4f} acc {va.acc:.4f}  " if scored else ""
+    if scored and metric.name != "accuracy":
+        val += f"{metric.name} {va.score:.4f}  "
+    log(
+        f"epoch {epoch + 1}/{cfg.train.epochs}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
+        f"{val}{tr.images / max(tr.seconds, 1e-9):.0f} img/s  {row['seconds']:.1f}s{'  *best' if new_best is not None and scored else ''}"
+    )
+    return row
+
+
+def log_imbalance(cfg: "Config", weight: Optional[torch.Tensor], classes: list[str], log: Log) -> None:
+    """One line per imbalance remedy in use, so the log says how the classes were weighed."""
+    t = cfg.train
+    if weight is not None:
+        shown = ", ".join(f"{c} {w:.3g}" for c, w in zip(classes[:10], weight.tolist()))
+        log(f"class weights ({t.class_weights if isinstance(t.class_weights, str) else 'given'}): {shown}{', ...' if len(classes) > 10 else ''}")
+    if t.loss == "focal":
+        log(f"loss: focal, gamma {t.focal_gamma:g}")
+    if cfg.data.sampler == "balanced":
+        log("sampler: balanced (each class drawn equally often per epoch; rare images repeat, common ones are subsampled)")
+        if weight is not None:
+            log("note: class weights and the balanced sampler both correct the imbalance; together they over-weight rare classes")
+
+
+def run_summary(
+    state: "LoopState", metric, cfg: "Config", data, dcfg: dict, n_params: int, stopped_early: bool,
+    ranks_agree: bool, seconds: float, device: torch.device, weight: Optional[torch.Tensor] = None,
+) -> dict[str, Any]:
+    """summary.json: what the run was, what it reached, and on what."""
+    scored = data.n_val > 0
+    return {
+        "best_epoch": state.best_epoch,
+        "metric": metric.name,
+        "task": data.task.name,
+        "best_val_score": state.best_val_score if scored and math.isfinite(state.best_val_score) else None,
+        "best_val_acc": state.best_val_acc if scored else None,
+        "classes": data.classes,
+        "model": cfg.model.name,
+        "epochs_run": state.epoch + 1,
+        "stopped_early": stopped_early,
+        "world_size": dist.world_size(),
+        "ranks_agree": ranks_agree,
+        "train_images": data.n_train,
+        "class_weights": [round(w, 6) for w in weight.tolist()] if weight is not None else None,
+        "sampler": cfg.data.sampler,
+        "val_images": data.n_val,
+        "image_size": dcfg["image_size"],
+        "params": n_params,
+        "seconds": round(seconds, 2),
+        "seed": cfg.train.seed,
+        "device": str(device),
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
+    }
+
+
+def write_skipped(bad: dict[str, str], path: Path, log: Log) -> None:
+    """skipped_files.txt: each unreadable image or unusable row with its reason (nothing when there is none)."""
+    if not bad:
+        return
+    path.write_text("".join(f"{p}\t{r}\n" for p, r in sorted(bad.items())))
+    log(f"warning: skipped {len(bad)} files or rows, listed in {path}")

@@ -29,11 +29,11 @@ from comp.engine.infer import Member, find_model_dirs, load_member, predict_view
 from comp.engine.logbook import LiveProgress
 from comp.errors import Log, UserError
 from comp.files import read_json, write_json
-from comp.predict.combine import check_options, combine_members, member_views, run_probabilities  # noqa: F401  (the stage's API)
+from comp.predict.combine import check_options, combine_members, member_views
 from comp.predict.ensemble import merge
 from comp.predict.write import output_paths, write_prediction_csv
 from comp.probs import read_probs, write_probs
-from comp.tasks import final_score_key
+from comp.tasks import final_score_key, recorded_settings
 from comp.tasks.calibration import run_temperature
 from comp.tasks.shape import Shape
 
@@ -157,7 +157,7 @@ def _resolve(runs: Sequence[Path], data: Optional[Path], dev: torch.device, weig
         id_column or (first_cfg.data.id_column if first_cfg else recorded.get("id_column")),
         label_column or (first_cfg.data.label_column if first_cfg else recorded.get("label_column")),
         first_cfg.data.task if first_cfg else recorded.get("task", "auto"),
-        settings=first_cfg.data if first_cfg else _Recorded(recorded),
+        settings=first_cfg.data if first_cfg else recorded_settings(recorded),
     )
     task = competition.task
     if any(m.task.name != task.name for m in all_members):
@@ -181,14 +181,6 @@ def _resolve(runs: Sequence[Path], data: Optional[Path], dev: torch.device, weig
     if source:
         log(f"thresholds: {source}")
     return _Ensemble(members, tables, run_dirs, competition, classes, rule, metric, out_shape, cut)
-
-
-class _Recorded:
-    """The task settings a probability table's `_meta.json` recorded (`comp.tasks.get_task`)."""
-
-    def __init__(self, meta: dict):
-        self.positive_class = meta.get("positive_class")
-        self.at_least_one_tag = meta.get("at_least_one_tag", True)
 
 
 def _predict_runs(ens: _Ensemble, tta: bool, views: Optional[Sequence[str]], temperatures: dict[Path, float], dev: torch.device,

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from types import SimpleNamespace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -44,7 +43,7 @@ from comp.engine.rundir import WEIGHTS_FILE
 from comp.errors import Log, UserError
 from comp.files import read_json, write_json
 from comp.predict import check_options
-from comp.tasks import get_task
+from comp.tasks import get_task, recorded_settings
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = 1
@@ -82,18 +81,7 @@ def package(
     if any(Path(r).suffix == ".csv" for r in runs):
         raise UserError("a bundle needs the models; pass run directories, not probability tables")
     weights, views = check_options(len(runs), weights, tta, views, merge_rule, shape)
-    members = {Path(r): find_model_dirs(Path(r)) for r in runs}
-    for d in (d for ds in members.values() for d in ds):
-        if not (d / "best.pt").is_file():
-            raise UserError(f"{d} has no best.pt (a bundle's model?); package the trained runs themselves")
-    checkpoints = {d: load_checkpoint(d / "best.pt") for ds in members.values() for d in ds}
-    classes = None
-    for d, ckpt in checkpoints.items():
-        if classes is not None and list(ckpt["classes"]) != classes:
-            raise UserError(f"{d} was trained on other classes than the rest; package runs of one competition")
-        classes = list(ckpt["classes"])
-    first, ckpt = next(iter(checkpoints.items()))
-    first_cfg = config_from_dict(ckpt["config"], str(first / "best.pt"))
+    members, checkpoints, classes, first_cfg = _trained_runs(runs)
     task = get_task(first_cfg.data.task, first_cfg.data)
     task.check_merge(merge_rule or first_cfg.tta.merge)
     out_shape = _check_shape(first_cfg, classes, shape, data)
@@ -105,16 +93,7 @@ def package(
 
     names = _run_names(list(members))
     out.mkdir(parents=True, exist_ok=True)
-    for (run, dirs), name in zip(members.items(), names):
-        dest = out / "models" / name
-        kfold = dirs != [run]
-        if kfold:
-            dest.mkdir(parents=True, exist_ok=True)
-            for f in ("config.yaml", "cv.json", "calibration.json"):  # the run's own temperature, fitted on oof.csv
-                if (run / f).is_file():
-                    shutil.copy2(run / f, dest / f)
-        for d in dirs:
-            _write_member(d, checkpoints[d], dest / d.name if kfold else dest, half)
+    _write_models(out, members, names, checkpoints, half)
     shutil.copytree(Path(comp.__file__).parent, out / "comp", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     settings = {
         "format": BUNDLE_FORMAT,
@@ -146,6 +125,37 @@ def package(
     if half:
         result["half_agreement"] = _half_agreement(list(members), out, settings, data or first_cfg.data.dir, log)
     return result
+
+
+def _trained_runs(runs: Sequence[Path]) -> tuple[dict[Path, list[Path]], dict[Path, dict], list[str], Any]:
+    """Each run's model folders (folds), their best.pt checkpoints, the classes they share and the
+    first one's config; refused when a folder has no best.pt or the runs disagree on the classes."""
+    members = {Path(r): find_model_dirs(Path(r)) for r in runs}
+    for d in (d for ds in members.values() for d in ds):
+        if not (d / "best.pt").is_file():
+            raise UserError(f"{d} has no best.pt (a bundle's model?); package the trained runs themselves")
+    checkpoints = {d: load_checkpoint(d / "best.pt") for ds in members.values() for d in ds}
+    classes = None
+    for d, ckpt in checkpoints.items():
+        if classes is not None and list(ckpt["classes"]) != classes:
+            raise UserError(f"{d} was trained on other classes than the rest; package runs of one competition")
+        classes = list(ckpt["classes"])
+    first, ckpt = next(iter(checkpoints.items()))
+    return members, checkpoints, classes, config_from_dict(ckpt["config"], str(first / "best.pt"))
+
+
+def _write_models(out: Path, members: dict[Path, list[Path]], names: list[str], checkpoints: dict[Path, dict], half: bool) -> None:
+    """models/<run>/ (a k-fold run: its config, cv.json and temperature, and a folder per fold)."""
+    for (run, dirs), name in zip(members.items(), names):
+        dest = out / "models" / name
+        kfold = dirs != [run]
+        if kfold:
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in ("config.yaml", "cv.json", "calibration.json"):  # the run's own temperature, fitted on oof.csv
+                if (run / f).is_file():
+                    shutil.copy2(run / f, dest / f)
+        for d in dirs:
+            _write_member(d, checkpoints[d], dest / d.name if kfold else dest, half)
 
 
 def _check_shape(cfg, classes: list[str], shape: str, data: Optional[Path]):
@@ -223,13 +233,13 @@ def _half_agreement(runs: list[Path], bundle: Path, settings: dict, data: Option
     from comp.device import resolve_device
     from comp.engine.infer import load_member, predict_views
     from comp.predict.ensemble import merge
-    from comp.predict import combine_members, member_views
+    from comp.predict.combine import combine_members, member_views
 
     if not data or not Path(data).is_dir():
         log("fp16: no competition folder to measure the agreement on; pass --data DIR")
         return None
     competition = open_competition(Path(data), settings["id_column"], settings["label_column"], settings.get("task", "auto"),
-                                   settings=SimpleNamespace(positive_class=None, at_least_one_tag=settings.get("at_least_one_tag", True)))
+                                   settings=recorded_settings(settings))
     paths = competition.test_paths[:256]
     device = resolve_device("auto")
 

@@ -29,6 +29,7 @@ from comp.errors import UserError
 from comp.probs import read_probs
 from comp.submission.ledger import append_row, read_ledger
 from comp.submission.validate import validate_prediction
+from comp.tasks import recorded_settings
 from comp.tasks.shape import Shape
 
 
@@ -77,7 +78,7 @@ def submit(
     if data is None:
         raise UserError("no data folder: pass --data DIR (the competition the prediction is for)")
     competition = open_competition(data, id_column or meta.get("id_column"), label_column or meta.get("label_column"),
-                                   meta.get("task", "auto"), settings=_Recorded(meta))
+                                   meta.get("task", "auto"), settings=recorded_settings(meta))
     competition.require_test()
     task = competition.task
     shape = None
@@ -116,14 +117,6 @@ def _read_meta(prediction: Path) -> dict[str, Any]:
         return json.loads(meta.read_text()) if meta.is_file() else {}
     except ValueError as e:
         raise UserError(f"{meta}: not valid JSON ({e}); predict again or delete it and pass --data") from e
-
-
-class _Recorded:
-    """The task settings comp predict recorded in a prediction's `_meta.json` (`comp.tasks.get_task`)."""
-
-    def __init__(self, meta: dict):
-        self.positive_class = meta.get("positive_class")
-        self.at_least_one_tag = meta.get("at_least_one_tag", True)
 
 
 def _unique(path: Path) -> Path:

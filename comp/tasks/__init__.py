@@ -8,6 +8,7 @@ add a task, and `final_score` for which summary key is a run's score.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Optional
 
 from comp.errors import UserError
@@ -50,6 +51,11 @@ def known_metric(name: str) -> str:
     return find_metric(name).name
 
 
+def recorded_settings(meta: dict) -> SimpleNamespace:
+    """The task settings a prediction's `_meta.json` or a bundle's settings recorded, as `get_task` reads them."""
+    return SimpleNamespace(positive_class=meta.get("positive_class"), at_least_one_tag=meta.get("at_least_one_tag", True))
+
+
 def check_choice(name: str, option: str = "data.task") -> str:
     """`name` if it is a task name or auto; else one line with the choices."""
     if name not in CHOICES:
@@ -58,4 +64,4 @@ def check_choice(name: str, option: str = "data.task") -> str:
 
 
 __all__ = ["CHOICES", "POST_SUFFIXES", "POST_WORDS", "TASKS", "Task", "check_choice", "final_score", "final_score_key", "find_metric", "get_task",
-           "known_metric", "tracked_keys"]
+           "known_metric", "recorded_settings", "tracked_keys"]

@@ -9,7 +9,7 @@ probabilities, the positive class's probability or the top-k names (`resolve_sha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd

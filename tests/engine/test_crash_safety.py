@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import comp.engine.fit as fit_module
+import comp.engine.loop as loop_module  # the training loop builds the model
 from comp.config import load_config
 from comp.engine.checkpoint import load_checkpoint
 from comp.files import save_atomic
@@ -34,7 +34,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 def _interrupt_at_forward(monkeypatch, n: int) -> None:
     """Deliver a real SIGINT to this process during the n-th training forward pass."""
-    build = fit_module.build_model
+    build = loop_module.build_model
     calls = {"n": 0}
 
     def hook(module, inputs):
@@ -48,7 +48,7 @@ def _interrupt_at_forward(monkeypatch, n: int) -> None:
         model.register_forward_pre_hook(hook)
         return model
 
-    monkeypatch.setattr(fit_module, "build_model", build_with_hook)
+    monkeypatch.setattr(loop_module, "build_model", build_with_hook)
 
 
 def assert_resume_is_exact(cfg, tmp_path: Path, monkeypatch, at_forward: int, partial_batches: int) -> list[str]:
@@ -131,7 +131,7 @@ def test_ctrl_c_via_cli_exits_130_with_the_resume_command(tmp_path, shapes):
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_best_checkpoint(tmp_path, shapes, monkeypatch):
     cfg = load_config(write_config(tmp_path / "c.yaml", data={"dir": str(shapes), "batch_size": 8}, train={"epochs": 4}))
-    build = fit_module.build_model
+    build = loop_module.build_model
     calls = {"n": 0}
 
     def poison(module, inputs, output):  # the 3rd training batch of epoch 2 diverges
@@ -145,7 +145,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_best_checkpoint(tmp_path, s
         model.register_forward_hook(poison)
         return model
 
-    monkeypatch.setattr(fit_module, "build_model", build_poisoned)
+    monkeypatch.setattr(loop_module, "build_model", build_poisoned)
     with pytest.raises(UserError, match=r"loss became nan.*epoch 2; best\.pt \(epoch 1\) and last\.pt are kept"):
         fit(cfg, tmp_path / "run", log=lambda s: None)
     best = load_checkpoint(tmp_path / "run" / "best.pt")

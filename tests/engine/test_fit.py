@@ -210,11 +210,11 @@ def _scripted_validation(monkeypatch, scores):
     Real runs' ties and orderings depend on the last bits of float results, so the selection rule
     is tested on given numbers; the model, the loop and best.pt stay real.
     """
-    import comp.engine.fit as fit_module
+    import comp.engine.loop as loop_module  # the training loop validates
     from comp.engine.epoch import EpochStats
 
     scores, current = iter(scores), {}
-    real = fit_module.evaluate
+    real = loop_module.evaluate
 
     def scripted(*args, **kwargs):
         stats = real(*args, **kwargs)
@@ -222,7 +222,7 @@ def _scripted_validation(monkeypatch, scores):
         return EpochStats(loss=loss, acc=stats.acc, images=stats.images, seconds=stats.seconds, bad_files=stats.bad_files,
                           probs=stats.probs, targets=stats.targets)
 
-    monkeypatch.setattr(fit_module, "evaluate", scripted)
+    monkeypatch.setattr(loop_module, "evaluate", scripted)
     monkeypatch.setattr(SingleLabel, "score", lambda self, *a, **k: current["score"])  # the epoch's score, as the task gives it
 
 
