@@ -213,7 +213,7 @@ class AugConfig(_Section):
 
 
 class TTAConfig(_Section):
-    """Test-time augmentation used by `comp predict --tta` / `comp evaluate --tta` (see comp/data/tta.py)."""
+    """Test-time augmentation used by `comp predict --tta` / `comp evaluate --tta` (see comp/tta.py)."""
 
     views: list[str] = ["identity", "hflip"]  # e.g. [identity, hflip, rot10, rot-10, crop0.9, scale1.15]
     merge: Literal["mean", "geometric", "logit"] = "mean"  # mean of probabilities; geometric = logit (mean of logits)
@@ -221,7 +221,7 @@ class TTAConfig(_Section):
     @field_validator("views")
     @classmethod
     def _known_views(cls, v: list[str]) -> list[str]:
-        from comp.data.tta import parse_views  # checked when the config loads, not first at predict time
+        from comp.tta import parse_views  # checked when the config loads, not first at predict time
 
         try:
             return parse_views(v)

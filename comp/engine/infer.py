@@ -2,7 +2,7 @@
 
 Images are decoded once per preprocessing (size, crop) into uint8 batches by DataLoader workers;
 each model normalizes the batch with its own mean/std, then every view is a tensor op on it
-(comp/data/tta.py). So N views cost N forward passes and no extra decoding.
+(comp/tta.py). So N views cost N forward passes and no extra decoding.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from comp.errors import UserError
 from comp.models.factory import build_model
 from comp.probs import write_probs
 from comp.tasks import Task, get_task
-from comp.data.tta import parse_view
+from comp.tta import parse_view
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from comp.data.tta import parse_views
+from comp.tta import parse_views
 from comp.device import resolve_device
 from comp.engine.infer import find_model_dirs, load_member, predict_views, shared_classes
 from comp.errors import Log, UserError

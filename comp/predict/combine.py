@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from comp.data.tta import parse_views
+from comp.tta import parse_views
 from comp.engine.infer import Member
 from comp.errors import UserError
 from comp.predict.ensemble import check_weights, merge

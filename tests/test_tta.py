@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from comp.errors import UserError
-from comp.data.tta import center_zoom, parse_view, parse_views, rescale, rotate
+from comp.tta import center_zoom, parse_view, parse_views, rescale, rotate
 
 
 @pytest.mark.parametrize(
