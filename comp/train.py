@@ -123,7 +123,8 @@ def lr_find(
     device = resolve_device(cfg.train.device)
     model = build_model(cfg.model, len(competition.classes))
     dcfg = data_config(cfg.data, model)
-    batches, _, _ = make_loaders(cfg, dcfg, train_split, val_split, device, pool=merged_labelled(competition).paths)
+    batches, _, _ = make_loaders(cfg, dcfg, train_split, val_split, device, pool=merged_labelled(competition).paths,
+                                 task=competition.task)
     criterion = competition.task.loss(cfg.train, len(competition.classes))[0]  # the run's own loss (no class weights, no mixup)
     lrs, losses, lr = lr_range_test(model, batches, lambda m: create_optimizer(m, cfg.optim), criterion, device=device, steps=steps)
     plot_lr_test(lrs, losses, lr, Path(out))

@@ -199,12 +199,11 @@ class ImageFileDataset(torch.utils.data.Dataset):
 
 
 def collate_skip_bad(items: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Stack good items; return `(images (B,3,H,W), labels (B,), bad_paths)`. B may be 0."""
+    """Stack good items; return `(images (B,3,H,W), targets, bad_paths)`: the items' targets stacked,
+    (B,) class indices or (B, C) rows as the task made them (`Task.split_targets`). B may be 0."""
     good = [(x, y) for x, y in items if x is not None]
     bad = [y for x, y in items if x is None]
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), bad
     xs, ys = zip(*good)
-    if isinstance(ys[0], np.ndarray):  # multi-label: (C,) tag rows
-        return torch.stack(xs), torch.as_tensor(np.stack(ys), dtype=torch.float32), bad
-    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long), bad
+    return torch.stack(xs), torch.as_tensor(np.stack(ys)), bad

@@ -19,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -31,12 +30,14 @@ from comp.data.competition import Split
 from comp.data.images import ImageFileDataset, collate_skip_bad
 from comp.data.sampling import EpochBatchSampler
 from comp.errors import UserError
+from comp.tasks import Task
+from comp.tasks.single import SingleLabel
 from comp.data.transforms import eval_preset, eval_resize, train_preset
 
 
 def make_loaders(
     cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device, pool: Optional[Sequence[Path]] = None, progress=None,
-    rank: int = 0, world: int = 1,
+    rank: int = 0, world: int = 1, task: Optional[Task] = None,
 ) -> tuple[object, object, list[Path]]:
     """Train and val batch iterables for `cfg`, and the images found unreadable up front.
 
@@ -46,22 +47,24 @@ def make_loaders(
             built over it so that all folds and runs share one cache file.
         rank, world: this process's share under DistributedDataParallel (`data.batch_size` per
             process; see `comp.data.sampling.rank_batches`).
+        task: the competition's task, whose targets the batches carry (default single-label).
 
     Returns:
         (train batches, val batches, unreadable paths). The file path reports unreadable images
         per batch instead, so its list is empty.
     """
+    task = task or SingleLabel()
     pool = list(pool) if pool is not None else list(train.paths) + list(val.paths)
     choice = choose_cache(cfg.data.cache, pool, dcfg["image_size"], dcfg["crop_pct"], cfg.data.cache_max_gb)
     if choice.use:
-        train_batches, val_batches, bad = _cached_loaders(cfg, dcfg, train, val, device, pool, progress, rank, world)
+        train_batches, val_batches, bad = _cached_loaders(cfg, dcfg, train, val, device, pool, progress, rank, world, task)
     else:
-        (train_batches, val_batches), bad = _file_loaders(cfg, dcfg, train, val, device, rank, world), []
+        (train_batches, val_batches), bad = _file_loaders(cfg, dcfg, train, val, device, rank, world, task), []
     train_batches.describe = choice.reason
     return train_batches, val_batches, bad
 
 
-def _cached_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress, rank: int = 0, world: int = 1):
+def _cached_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress, rank: int, world: int, task: Task):
     size, crop, mean, std = dcfg["image_size"], dcfg["crop_pct"], dcfg["mean"], dcfg["std"]
     squares, ok = load_or_build(pool, size, crop, cfg.data.cache_dir, threads=max(1, cfg.data.workers), progress=progress)
 
@@ -69,7 +72,7 @@ def _cached_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress,
         idx = cache_rows(pool, split.paths)
         good = ok[idx]
         bad = [split.paths[i] for i in (~good).nonzero().flatten().tolist()]
-        return idx[good], split_targets(split)[good], bad
+        return idx[good], task.split_targets(split)[good], bad
 
     tr_rows, tr_y, tr_bad = rows(train)
     va_rows, va_y, va_bad = rows(val)
@@ -82,20 +85,6 @@ def _cached_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress,
     )
     val_batches = TensorBatches(eval_crops(squares, size, crop), va_y, rows=va_rows, batch_size=bs * 2, **common)
     return train_batches, val_batches, tr_bad + va_bad
-
-
-def split_targets(split: Split) -> torch.Tensor:
-    """What the loss compares with: (N,) class indices, or (N, C) float tags of a multi-label split."""
-    if split.targets is not None:
-        return torch.as_tensor(split.targets, dtype=torch.float32)
-    return torch.tensor(split.labels, dtype=torch.long)
-
-
-def item_targets(split: Split) -> list:
-    """Per-image targets for `ImageFileDataset`: class indices, or (C,) float32 tag rows."""
-    if split.targets is not None:
-        return list(split.targets.astype(np.float32))
-    return list(split.labels)
 
 
 class FileBatches:
@@ -131,7 +120,7 @@ class FileBatches:
 
 
 def _file_loaders(
-    cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device, rank: int = 0, world: int = 1
+    cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device, rank: int, world: int, task: Task,
 ) -> tuple[FileBatches, FileBatches]:
     """File-path loaders: albumentations train/eval presets, bad files skipped via the collate fn."""
     size, mean, std = dcfg["image_size"], dcfg["mean"], dcfg["std"]
@@ -148,8 +137,8 @@ def _file_loaders(
     common = dict(num_workers=cfg.data.workers, collate_fn=collate_skip_bad, pin_memory=device.type == "cuda", rank=rank, world=world)
     bs, seed = cfg.data.batch_size, cfg.train.seed
     train_batches = FileBatches(
-        ImageFileDataset(train.paths, item_targets(train), train_tf, draft), bs, seed=seed, shuffle=True,
+        ImageFileDataset(train.paths, list(task.split_targets(train).numpy()), train_tf, draft), bs, seed=seed, shuffle=True,
         drop_last=len(train) > bs, balanced=cfg.data.sampler == "balanced", **common,
     )
-    val_batches = FileBatches(ImageFileDataset(val.paths, item_targets(val), eval_tf, draft), bs * 2, seed=seed, shuffle=False, drop_last=False, **common)
+    val_batches = FileBatches(ImageFileDataset(val.paths, list(task.split_targets(val).numpy()), eval_tf, draft), bs * 2, seed=seed, shuffle=False, drop_last=False, **common)
     return train_batches, val_batches

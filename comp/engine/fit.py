@@ -85,7 +85,7 @@ def fit_split(
         task=competition.task,
         make_loaders=lambda c, dcfg, device, progress: make_loaders(
             c, dcfg, train, val, device, pool=pool, progress=progress, rank=dist.rank(),
-            world=dist.world_size(),
+            world=dist.world_size(), task=competition.task,
         ),
         skipped=list(competition.skipped),
         source=str(competition.root),
