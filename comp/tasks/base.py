@@ -11,7 +11,7 @@ model for the training half; ours also carries the competition half.
 How to add a task: subclass `Task`, fill in every method that raises NotImplementedError, register
 it in `comp/tasks/__init__.py`'s `TASKS`, and copy the tests of `tests/tasks/` for it (docs/contract.md).
 
-Tensors: `probs` are (N, C) probabilities (C = the number of outputs, `outputs(classes)`),
+Tensors: `probs` are (N, C) probabilities (C = the number of classes or tags, one output each),
 `targets` what the loss compares with ((N,) class indices, or (N, C) 0/1 tag rows).
 """
 
@@ -25,7 +25,7 @@ import torch
 
 from comp.errors import UserError
 
-if TYPE_CHECKING:  # annotations only: tasks sit below config, data and engine at run time
+if TYPE_CHECKING:  # annotations only: tasks come before config, data and engine and import none of them at run time
     import pandas as pd
     import torch.nn as nn
     from timm.data import Mixup
