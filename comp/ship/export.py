@@ -84,7 +84,7 @@ def export(run: Path, *, format: str, out: Path, calibrate: bool = True, log: Lo
         if (m.size, m.crop_pct, m.cfg.data.mean, m.cfg.data.std) != (first.size, first.crop_pct, first.cfg.data.mean, first.cfg.data.std):
             raise UserError(f"{m.run_dir} has another image size or normalisation than {first.run_dir}; export one run at a time")
     task = first.task
-    task.check_merge(first.cfg.tta.merge)  # as comp predict refuses it, not silently another rule
+    task.check_merge(first.cfg.tta.merge, "tta.merge")  # as comp predict refuses it, not silently another rule
     model = ExportedModel(members, run_temperature(Path(run)) if calibrate else 1.0, first.cfg.tta.merge).eval()
     for m in model.models:
         m.to(memory_format=torch.contiguous_format)

@@ -105,10 +105,13 @@ class Task:
         """The run's metric, refusing before any training the settings this task cannot use."""
         raise NotImplementedError
 
-    def check_merge(self, rule: str) -> None:
-        """Refuse a merge rule (tta.merge, --merge) this task's probabilities cannot be merged by."""
+    merge_why: str = ""  # why the other rules do not apply, for the refusal
+
+    def check_merge(self, rule: str, option: str = "--merge") -> None:
+        """Refuse a merge rule (`option`: tta.merge, --merge) this task's probabilities cannot be merged by."""
         if rule not in self.merge_rules:
-            raise UserError(f"tta.merge / --merge {rule}: {self.name} runs merge by {' or '.join(self.merge_rules)}")
+            raise UserError(f"{option}={rule}: {self.label} runs merge their probabilities by {' or '.join(self.merge_rules)}"
+                            f"{self.merge_why}; set {option}={self.merge_rules[0]}")
 
     # -- labels and splits -----------------------------------------------------------------
 

@@ -34,7 +34,8 @@ class MultiLabel(Task):
     what = "tags"
     acc_name = "tag accuracy"
     unit_rows = False  # per-tag probabilities need not sum to 1
-    merge_rules = ("mean",)  # a geometric mean renormalises a class distribution; tags have none
+    merge_rules = ("mean",)
+    merge_why = " (a geometric mean renormalises a class distribution, which per-tag probabilities are not)"
     shapes = ("tags", "probs", "onehot")
     temperature_kind = "sigmoid"
 
@@ -52,14 +53,8 @@ class MultiLabel(Task):
         if cfg.train.loss == "asl" and cfg.train.class_weights != "none":
             raise UserError("train.class_weights with train.loss=asl: timm's asymmetric loss takes no weights (it down-weighs the "
                             "easy negatives itself); set train.class_weights=none or use train.loss=ce or focal")
-        if cfg.tta.merge not in self.merge_rules:
-            raise UserError(f"tta.merge={cfg.tta.merge}: a multi-label run merges per-tag probabilities by their mean "
-                            "(a geometric mean renormalises a class distribution); set tta.merge=mean")
+        self.check_merge(cfg.tta.merge, "tta.merge")
         return self.metric(cfg.metric)
-
-    def check_merge(self, rule: str) -> None:
-        if rule not in self.merge_rules:
-            raise UserError("multi-label runs merge per-tag probabilities with --merge mean; geometric is for class distributions")
 
     # -- labels and splits
 
@@ -73,7 +68,7 @@ class MultiLabel(Task):
         return [" ".join(c for c, on in zip(classes, split.targets[i]) if on) for i in idx]
 
     def counts(self, split, classes) -> list[int]:
-        return [int(n) for n in split.targets.sum(0)] if len(split) else [0] * len(classes)
+        return [int(n) for n in split.targets.sum(0)]
 
     def kfold(self, split, k, seed):
         return tag_kfold_indices(split.targets, k, seed)

@@ -44,7 +44,7 @@ class SingleLabel(Task):
     def check(self, cfg, classes: list[str]) -> metrics.Metric:
         if cfg.train.loss == "asl":
             raise UserError("train.loss=asl is the multi-label asymmetric loss; this competition has one class per image: use ce or focal")
-        self.check_merge(cfg.tta.merge)
+        self.check_merge(cfg.tta.merge, "tta.merge")
         return metrics.check_metric(cfg.metric, classes, cfg.data.positive_class)
 
     # -- labels and splits
@@ -59,7 +59,7 @@ class SingleLabel(Task):
         return [classes[split.labels[i]] for i in idx]
 
     def counts(self, split, classes) -> list[int]:
-        return np.bincount(np.asarray(split.labels, dtype=np.int64), minlength=len(classes)).tolist() if len(split) else [0] * len(classes)
+        return np.bincount(np.asarray(split.labels, dtype=np.int64), minlength=len(classes)).tolist()
 
     def kfold(self, split, k, seed):
         return kfold_indices(split.labels, k, seed)
