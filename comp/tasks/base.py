@@ -193,8 +193,16 @@ class Task:
     def fit_held_out(self, run_dir: Path, table: str, metric: str) -> dict[str, Any]:
         """What a finished run fits on its held-out `table` (val_probs.csv or oof.csv), written into
         the run (calibration.json, thresholds.json). Returns the entries for summary.json/cv.json:
-        `score_calibrated` or `score_thresholded` (the score of what predict writes) and what was fitted."""
-        raise NotImplementedError
+        `score_calibrated` or `score_thresholded` (the score of what predict writes) and what was fitted.
+
+        Every task: for log loss, its temperature (`comp.tasks.calibration.calibrate_run`); a task
+        that fits more (thresholds) extends this."""
+        if self.metric(metric).name != "log_loss":
+            return {}
+        from comp.tasks.calibration import calibrate_run
+
+        info = calibrate_run(run_dir, table, self)
+        return {"score_calibrated": info["score_calibrated"], "temperature": info["temperature"]} if info else {}
 
     def prediction_post(self, run_dirs: list[Path], weights: list[float], metric: str, classes: list[str],
                         shape: Optional["Shape"], given: Optional[Sequence[float]] = None) -> tuple[Optional[list[float]], Optional[str]]:

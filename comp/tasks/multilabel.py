@@ -132,15 +132,12 @@ class MultiLabel(Task):
         return tag_score("log_loss", probs, targets)
 
     def fit_held_out(self, run_dir: Path, table: str, metric: str) -> dict[str, Any]:
-        """For log loss the run's sigmoid temperature; for an F metric its per-tag thresholds."""
+        """For log loss the run's sigmoid temperature (`Task.fit_held_out`); for an F metric its per-tag thresholds."""
         m = self.metric(metric)
-        if m.name == "log_loss":
-            info = calibration.calibrate_run(run_dir, table, self)
-            return {"score_calibrated": info["score_calibrated"], "temperature": info["temperature"]} if info else {}
-        if m.thresholded:
-            fit = thr.fit_run_thresholds(run_dir, m.name, table, ensure_one=self.ensure_one)
-            return {"score_thresholded": fit["score"], "thresholds_global": fit["global"]}
-        return {}
+        if not m.thresholded:
+            return super().fit_held_out(run_dir, table, metric)
+        fit = thr.fit_run_thresholds(run_dir, m.name, table, ensure_one=self.ensure_one)
+        return {"score_thresholded": fit["score"], "thresholds_global": fit["global"]}
 
     def prediction_post(self, run_dirs, weights, metric, classes, shape, given=None):
         """The thresholds of a tags or onehot submission: `given` (a bundle's), one run's own, or

@@ -8,7 +8,6 @@ probabilities, the positive class's probability or the top-k names (`resolve_sha
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -116,13 +115,6 @@ class SingleLabel(Task):
 
     def log_loss(self, probs, targets) -> float:
         return calibration.nll(probs, targets)
-
-    def fit_held_out(self, run_dir: Path, table: str, metric: str) -> dict[str, Any]:
-        """For log loss: the run's softmax temperature (calibration.json) and the calibrated score."""
-        if self.metric(metric).name != "log_loss":
-            return {}
-        info = calibration.calibrate_run(run_dir, table, self)
-        return {"score_calibrated": info["score_calibrated"], "temperature": info["temperature"]} if info else {}
 
     probabilities = "probabilities"
 
