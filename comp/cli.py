@@ -206,12 +206,13 @@ def submit(
         "  comp lb 3 0.9412 --private 0.9387\n\n"
         "  comp lb 20261129-101500_prediction.csv 0.9412\n\n"
         "  comp lb --kaggle dog-breed-identification"
-    )
+    ),
+    context_settings={"ignore_unknown_options": True},  # a negative score (-0.5) is a value, not an option
 )
 def lb(
     submission: Annotated[Optional[str], typer.Argument(help="Archived submission: its row number in the ledger or its file name.")] = None,
-    score: Annotated[Optional[float], typer.Argument(help="Its public leaderboard score.")] = None,
-    private: Annotated[Optional[float], typer.Option("--private", help="Its private leaderboard score.")] = None,
+    score: Annotated[Optional[str], typer.Argument(help="Its public leaderboard score (negative ones too).")] = None,
+    private: Annotated[Optional[str], typer.Option("--private", help="Its private leaderboard score.")] = None,
     kaggle: Annotated[Optional[str], typer.Option("--kaggle", help="Fetch the scores of your submissions to this competition with the Kaggle CLI.")] = None,
     directory: Annotated[Path, typer.Option("--dir", help="Archive folder holding history.csv.")] = Path("submissions"),
 ) -> None:

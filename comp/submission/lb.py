@@ -59,10 +59,18 @@ def find_row(table: pd.DataFrame, submission: str) -> int:
     raise UserError(f"{submission!r} names {len(hits)} archived submissions, rows {rows}; give the row number")
 
 
-def _score_text(value: float, what: str) -> str:
-    if not math.isfinite(value):
+def _score_text(value, what: str) -> str:
+    """A leaderboard score as the ledger stores it; a number typed as text (the CLI's) is parsed here,
+    so that every bad value is one line: not a number, a decimal comma, NaN or infinity."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        comma = "," in str(value)
+        raise UserError(f"{what} {value!r} is not a number; give the number the leaderboard shows"
+                        + (" with a decimal point, e.g. " + str(value).replace(",", ".") if comma else "")) from None
+    if not math.isfinite(number):
         raise UserError(f"{what} {value} is not a score; give the number the leaderboard shows")
-    return f"{value:.10g}"
+    return f"{number:.10g}"
 
 
 def record_score(directory: Path, submission: str, public: Optional[float] = None, private: Optional[float] = None,
@@ -70,12 +78,13 @@ def record_score(directory: Path, submission: str, public: Optional[float] = Non
     """Write the `public` / `private` leaderboard score of one archived submission; returns its row."""
     if public is None and private is None:
         raise UserError("give the public score (comp lb SUBMISSION SCORE) and/or --private SCORE")
+    # every value is checked before a change is printed or written: a refused command changes nothing
+    given = {column: _score_text(value, what) for column, value, what in
+             (("public_score", public, "SCORE"), ("private_score", private, "--private")) if value is not None}
     table = _ledger(directory)
     i = find_row(table, submission)
-    for column, value, what in (("public_score", public, "SCORE"), ("private_score", private, "--private")):
-        if value is None:
-            continue
-        new, old = _score_text(value, what), table.at[i, column]
+    for column, new in given.items():
+        old = table.at[i, column]
         if old and old != new:
             log(f"row {i + 1}: {column.replace('_', ' ')} {old} -> {new}")
         table.at[i, column] = new
@@ -205,8 +214,8 @@ def show(directory: Path, log: Log = print) -> pd.DataFrame:
     return numbers
 
 
-def lb(directory: Path = Path("submissions"), submission: Optional[str] = None, score: Optional[float] = None,
-       private: Optional[float] = None, kaggle: Optional[str] = None, log: Log = print) -> pd.DataFrame:
+def lb(directory: Path = Path("submissions"), submission: Optional[str] = None, score: Optional[float | str] = None,
+       private: Optional[float | str] = None, kaggle: Optional[str] = None, log: Log = print) -> pd.DataFrame:
     """`comp lb`: record a score (`submission` with `score` and/or `private`), or fetch them
     (`kaggle`), then print the ledger and draw cv_vs_lb.png."""
     if kaggle and submission is not None:

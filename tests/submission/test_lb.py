@@ -139,3 +139,17 @@ def test_the_same_file_scored_twice_differently_is_left_alone(subs, tmp_path, mo
     result = runner.invoke(app, ["lb", "--kaggle", "c", "--dir", str(subs)])
     assert result.exit_code == 0 and "lists 2 scores for it" in result.output
     assert read_ledger(subs)["public_score"].tolist() == ["", "", ""]
+
+
+def test_bad_scores_are_one_line_before_any_change_and_negative_scores_are_accepted(subs):
+    # Used to print "row 1: public score 0.61 -> 0.5" and then refuse --private nan (nothing written);
+    # "abc" and "0,85" gave Typer's boxed usage error; "-0.5" read as an option "-0".
+    assert runner.invoke(app, ["lb", "1", "0.61", "--dir", str(subs)]).exit_code == 0
+    result = runner.invoke(app, ["lb", "1", "0.5", "--private", "nan", "--dir", str(subs)])
+    one_line_error(result, "--private nan is not a score")
+    assert "->" not in result.output and read_ledger(subs)["public_score"].tolist() == ["0.61", "", ""]
+    one_line_error(runner.invoke(app, ["lb", "1", "abc", "--dir", str(subs)]), "SCORE 'abc' is not a number")
+    one_line_error(runner.invoke(app, ["lb", "1", "0,85", "--dir", str(subs)]), "decimal point, e.g. 0.85")
+    result = runner.invoke(app, ["lb", "2", "-0.5", "--private", "-1.25", "--dir", str(subs)])
+    assert result.exit_code == 0, result.output
+    assert read_ledger(subs).loc[1, ["public_score", "private_score"]].tolist() == ["-0.5", "-1.25"]
