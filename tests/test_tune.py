@@ -53,6 +53,9 @@ def _states(study) -> list[str]:
     ({"optim.lr": {"uniform": [0.1, 0.2]}}, "give one of {float: [lo, hi]}"),
     ({"optim.lr": {"log": [0.0, 0.1]}}, "log bounds must be > 0"),
     ({"train.epochs": {"int": [3, 1]}}, "lo must be below hi"),
+    # whole bounds on an integer key passed the check and the first trial failed with train.epochs=2.0976
+    ({"train.epochs": {"float": [1, 3]}}, "float draws fractional values such as 1.637, which train.epochs does not take"),
+    ({"train.epochs": {"float": [1, 3]}}, "use {int: [1, 3]}"),
 ])
 def test_a_bad_space_is_refused_before_any_trial(tmp_path, data, space, message):
     config = _config(tmp_path, data, space)

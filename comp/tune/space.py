@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -10,6 +11,8 @@ from comp.config import load_config
 from comp.errors import UserError
 
 KINDS = ("float", "log", "int", "choice")
+
+
 @dataclass(frozen=True)
 class Param:
     """One key of the search space: `kind` with (lo, hi) bounds or `choices`."""
@@ -64,8 +67,26 @@ def parse_space(space: dict[str, Any], config: Path, overrides: Sequence) -> lis
                 load_config(config, [*overrides, (key, value)])
             except UserError as e:
                 raise UserError(f"{where}: {str(e).removeprefix(f'--set {key}: ')}") from None
+        if param.kind in ("float", "log"):
+            _check_fractions(param, config, overrides)
         params.append(param)
     return params
+
+
+def _check_fractions(param: Param, config: Path, overrides: Sequence) -> None:
+    """A float or log range draws fractional values: refuse it now for a key that takes whole numbers
+    (`train.epochs`), whose whole bounds alone would pass, rather than fail the first trial."""
+    lo, hi = param.lo, param.hi
+    probe = lo + (hi - lo) / math.pi  # fractional unless by a coincidence that e then avoids
+    if float(probe).is_integer():
+        probe = lo + (hi - lo) / math.e
+    try:
+        load_config(config, [*overrides, (param.key, probe)])
+    except UserError as e:
+        whole = float(lo).is_integer() and float(hi).is_integer()
+        fix = f"; use {{int: [{int(lo)}, {int(hi)}]}}" if whole else ""
+        raise UserError(f"tune.space {param.key!r}: {param.kind} draws fractional values such as {probe:.4g}, which "
+                        f"{param.key} does not take ({str(e).removeprefix(f'--set {param.key}: ')}){fix}") from None
 
 
 def _param(key: str, spec: Any) -> Param:
