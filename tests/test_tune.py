@@ -2,6 +2,7 @@
 Ctrl-C and kill -9, prunes, and is shared by workers through SQLite or a real PostgreSQL."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -144,8 +145,10 @@ def test_ctrl_c_mid_trial_resumes_that_trial_on_the_next_run(tmp_path, data, mon
     config = _config(tmp_path, data, trials=2)
     study_dir = tmp_path / "study"
     _interrupt_at_forward(monkeypatch, 3)  # the 3rd training batch of trial 0
-    with pytest.raises(Interrupted, match=r"trial_0000/ holds the trial's last.pt .* continue with: comp tune .* --out"):
-        tune(config, out=study_dir, **QUIET)
+    # the printed command carries every option given (it used to drop --data, so it failed with "no data folder")
+    again = f"continue with: comp tune {config} --out {study_dir} --data {data} --trials 2 --set train.checkpoint_minutes=0"
+    with pytest.raises(Interrupted, match=r"trial_0000/ holds the trial's last.pt .* " + re.escape(again) + "$"):
+        tune(config, out=study_dir, data=data, trials=2, overrides=["train.checkpoint_minutes=0"], **QUIET)
     monkeypatch.undo()
     assert _states(_study(study_dir)) == ["FAIL", "WAITING"]
     lines: list[str] = []

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -73,6 +74,7 @@ def tune(
     from comp.train import absolute_paths
 
     optuna = _require_optuna()
+    again = _again(config_path, out, data, trials, timeout, storage, study_name, jobs, overrides)
     overrides = list(overrides) + ([("data.dir", str(data))] if data is not None else [])
     if trials is not None:
         overrides.append(("tune.trials", trials))
@@ -96,7 +98,7 @@ def tune(
     children = _start_workers(config_path, study_dir, url, name, jobs, data, overrides, log) if jobs > 1 else []
     log(f"study {name} ({url}): {metric.name} to {direction}, {_finished(study)}/{cfg.tune.trials} trials finished; "
         f"space: {', '.join(p.key for p in params)}")
-    objective = _Objective(cfg, params, study_dir, Path(config_path), overrides, log)
+    objective = _Objective(cfg, params, study_dir, Path(config_path), overrides, log, again)
     try:
         if _finished(study) < cfg.tune.trials:
             from optuna.study import MaxTrialsCallback
@@ -109,13 +111,23 @@ def tune(
             )
     except Interrupted:
         run = objective.queue_again(study)
-        again = f"comp tune {config_path} --out {study_dir}" + (f" --storage {storage}" if storage else "") + (
-            f" --study {study_name}" if study_name else "")
         raise Interrupted(f"interrupted: {run}/ holds the trial's last.pt and the trial is queued again; continue with: {again}") from None
     finally:
         for child in children:
             child.wait()
     return summarize(study_dir, storage=storage, study_name=name, log=log)
+
+
+def _again(config_path, out, data, trials, timeout, storage, study_name, jobs, overrides) -> str:
+    """The command that continues this study after Ctrl-C: every option this one was given."""
+    words = ["comp", "tune", str(config_path), "--out", str(Path(out) if out else Path("runs") / f"{Path(config_path).stem}-tune")]
+    for option, value in (("--data", data), ("--trials", trials), ("--timeout", timeout), ("--storage", storage),
+                          ("--study", study_name), ("--jobs", jobs if jobs > 1 else None)):
+        if value is not None:
+            words += [option, f"{value:g}" if isinstance(value, float) else str(value)]
+    for o in overrides:
+        words += ["--set", o if isinstance(o, str) else f"{o[0]}={_yaml_value(o[1])}"]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _open_study(optuna, cfg: Config, params: list[Param], metric, study_dir: Path, url: str, name: str):
@@ -161,8 +173,9 @@ def _start_workers(config_path, study_dir, url, name, jobs, data, overrides, log
 class _Objective:
     """One trial: its parameters applied to the base config, trained as `comp train` would, pruned by epoch or fold."""
 
-    def __init__(self, cfg: Config, params: list[Param], study_dir: Path, config_path: Path, overrides: list, log: Log):
+    def __init__(self, cfg: Config, params: list[Param], study_dir: Path, config_path: Path, overrides: list, log: Log, again: str):
         self.cfg, self.params, self.study_dir, self.config_path, self.overrides, self.log = cfg, params, study_dir, config_path, overrides, log
+        self.again = again  # the command that continues the study, printed on Ctrl-C
         self.current = None  # (params, distributions, user attrs) of the trial in progress, to queue again on Ctrl-C
 
     def __call__(self, trial) -> float:
@@ -212,11 +225,11 @@ class _Objective:
                     return report(i, sum(scores) / len(scores))
 
                 fit_folds(cfg, run_dir, resume=resume, overwrite=not resume, log=quiet, after_fold=after_fold,
-                          resume_command=f"comp tune {self.config_path} --out {self.study_dir}")
+                          resume_command=self.again)
             else:
                 fit(cfg, run_dir, resume=resume, overwrite=not resume, log=quiet,
                     on_epoch=lambda epoch, va: report(epoch, va.score),
-                    resume_command=f"comp tune {self.config_path} --out {self.study_dir}")
+                    resume_command=self.again)
         except NonFiniteLoss as e:  # a diverging recipe is a hopeless trial, not the end of the study
             self.log(f"trial {trial.number}: pruned, {e}")
             raise optuna.TrialPruned(str(e)) from None
