@@ -141,7 +141,9 @@ def format_report(report: AuditReport, limit: int = 10) -> str:
     lines.append(f"train images: {len(comp.train)}" + (f", val images: {len(comp.val)}" if comp.val else " (no val split: a stratified hold-out is used)"))
     lines.append(
         f"test images: {len(comp.test_paths)}; submission columns {sub.columns}, ids as file {sub.id_style}"
-        + (f" (from {sub.sample.name})" if sub.sample else " (no sample_submission.csv: NYCU format)")
+        + (f" (from {sub.sample.name})" if sub.sample else
+           " (sample_submission.csv cannot be used: see PROBLEM)" if (comp.root / "sample_submission.csv").is_file() and comp.test_problem
+           else " (no sample_submission.csv: NYCU format)")
     )
     if comp.test_problem:
         lines.append(f"PROBLEM: {comp.test_problem}")

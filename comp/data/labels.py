@@ -116,12 +116,12 @@ def read_labels(df: pd.DataFrame, id_col: str, label_column: Optional[str], task
     if len(onehot) >= 2:
         if task == "single":
             raise UserError(
-                f"{csv_path}: columns {onehot[:4]}... hold only 0/1, one column per class; that is a multi-label table, "
+                f"{csv_path}: columns {_listed(onehot)} hold only 0/1, one column per class; that is a multi-label table, "
                 "not data.task=single (set data.label_column=<column> to train on one text column instead)"
             )
         if text:
             raise UserError(
-                f"{csv_path}: 0/1 columns {onehot[:3]} sit beside the text column {text[0]!r}; say which labels to use: "
+                f"{csv_path}: 0/1 columns {_listed(onehot)} sit beside the text column {text[0]!r}; say which labels to use: "
                 f"data.label_column={text[0]} (single-label or tags), or remove the other columns"
             )
         return LabelReading("multilabel", onehot, "onehot", list(onehot))
@@ -148,6 +148,12 @@ def read_labels(df: pd.DataFrame, id_col: str, label_column: Optional[str], task
         )
     tags = sorted({t for v in values for t in v.split()})
     return LabelReading("multilabel", [column], "tags", sort_class_names(tags))
+
+
+def _listed(columns: list[str], most: int = 8) -> str:
+    """Column names for a message: every one, or the first `most` and how many more."""
+    shown = ", ".join(repr(c) for c in columns[:most])
+    return shown + (f" and {len(columns) - most} more" if len(columns) > most else "")
 
 
 def multi_hot(tag_lists: list[list[str]], classes: list[str]) -> np.ndarray:

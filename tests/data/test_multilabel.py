@@ -90,6 +90,16 @@ def test_class_names_with_spaces_stay_single_label_and_unclear_columns_ask(tmp_p
     assert runner.invoke(app, ["data", "check", str(root), "--task", "single"]).exit_code == 0
 
 
+def test_the_mixed_table_error_names_every_zero_one_column(tmp_path):
+    # Used to list 3 of the 5 0/1 columns.
+    table = pd.DataFrame({"id": ["i0", "i1", "i2"], **{c: [1, 0, 1] for c in "abcde"}, "note": ["x", "y", "z"]})
+    root = _competition(tmp_path / "five", table)
+    one_line_error(runner.invoke(app, ["data", "check", str(root)]), "'a', 'b', 'c', 'd', 'e' sit beside the text column 'note'")
+    wide = pd.DataFrame({"id": ["i0", "i1", "i2"], **{f"t{k}": [1, 0, 1] for k in range(11)}, "note": ["x", "y", "z"]})
+    root = _competition(tmp_path / "eleven", wide)
+    one_line_error(runner.invoke(app, ["data", "check", str(root)]), "'t7' and 3 more sit beside")
+
+
 def test_unclear_or_broken_multilabel_tables_are_one_line_and_lr_find_runs(tmp_path):
     mixed = pd.DataFrame({"id": ["i0", "i1", "i2"], "a": [1, 0, 1], "b": [0, 1, 1], "note": ["x", "y", "z"]})
     root = _competition(tmp_path / "mixed", mixed)

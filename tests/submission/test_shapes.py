@@ -96,6 +96,8 @@ def test_shapes_that_cannot_hold_the_metric_or_the_classes_are_refused(tmp_path)
     bad = _comp(tmp_path / "b", 3, sample_columns=["id", "circle", "square", "hexagon"])
     result = CliRunner().invoke(app, ["data", "check", str(bad)])
     assert result.exit_code == 2 and "'hexagon'] match no class" in result.output
+    # one true thing about the sample: it exists and cannot be used (it used to say "no sample_submission.csv")
+    assert "sample_submission.csv cannot be used: see PROBLEM" in result.output and "NYCU" not in result.output
     one_line_error(CliRunner().invoke(app, ["predict", str(tmp_path / "x"), "--shape", "pie"]), "--shape 'pie'")
 
 
