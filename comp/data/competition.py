@@ -246,9 +246,9 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str],
     lab_col = reading.label_columns[0] if reading.kind != "onehot" else None
     # A multi-label row's label is its tag set, written as sorted space-separated tags.
     label_texts = (df[lab_col] if reading.kind == "single"
-                   else pd.Series([" ".join(sorted(reading.tags_of(r) or [])) for _, r in df.iterrows()], index=df.index))
+                   else pd.Series([" ".join(sorted(set(reading.tags_of(r) or []))) for _, r in df.iterrows()], index=df.index))
 
-    skipped: list[tuple[str, str]] = [(str(p), "not an image file (extension)") for p in other]
+    skipped: list[tuple[str, str]] = [(str(p), "not an image file (extension)") for p in other] + reading.repeats
     rows: dict[Path, str] = {}  # one training sample per image file
     for line, (image_id, label) in enumerate(zip(df[id_col], label_texts), start=2):
         found = files.lookup(image_id)

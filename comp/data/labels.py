@@ -43,6 +43,7 @@ class LabelReading:
     label_columns: list[str]  # single or tags: [the label column]; one-hot: the class columns
     kind: Literal["single", "tags", "onehot"]
     classes: list[str] = field(default_factory=list)  # multi-label only: the tag names, in class order
+    repeats: list[tuple[str, str]] = field(default_factory=list)  # (train.csv line, what) of a tag given twice in a cell (used once)
 
     def tags_of(self, row: pd.Series) -> Optional[list[str]]:
         """A multi-label row's tags (None when the row has no usable label: an empty tags cell)."""
@@ -95,10 +96,11 @@ def tag_reading(values: pd.Series) -> Optional[bool]:
         return False
     words = Counter(w for v in labels for w in set(v.split()))  # in how many distinct labels each word is
     recombined = [v for v in multi if all(words[w] > 1 for w in v.split())]
-    repeated = [v for v in multi if len(set(v.split())) < len(v.split())]
     if not recombined:
         return False
-    if len(recombined) == len(multi) and not repeated and len(words) < len(labels):
+    # a tag given twice in a cell ("bag bag sandal") is a slip in a tags column, not a class name: it
+    # is read once and reported (`read_labels`), as a repeated row is
+    if len(recombined) == len(multi) and len(words) < len(labels):
         return True
     return None
 
@@ -133,10 +135,10 @@ def read_labels(df: pd.DataFrame, id_col: str, label_column: Optional[str], task
     values = df[column].astype(str)
     reading = True if task == "multilabel" else tag_reading(values)
     if reading is None:
-        sample = next((v for v in values if len(v.split()) > 1), "")
+        line, sample = next(((i + 2, v) for i, v in enumerate(values) if len(v.split()) > 1), (0, ""))
         raise UserError(
-            f"{csv_path}: column {column!r} holds labels with spaces ({sample!r}) that may be several tags or one class name; "
-            "set data.task=multilabel (space-separated tags) or data.task=single (class names with spaces)"
+            f"{csv_path}: column {column!r} holds labels with spaces (line {line}: {sample!r}) that may be several tags or one "
+            "class name; set data.task=multilabel (space-separated tags) or data.task=single (class names with spaces)"
         )
     if not reading:
         return LabelReading("single", [column], "single")
@@ -147,7 +149,9 @@ def read_labels(df: pd.DataFrame, id_col: str, label_column: Optional[str], task
             "at least one tag: fill them, or drop the rows"
         )
     tags = sorted({t for v in values for t in v.split()})
-    return LabelReading("multilabel", [column], "tags", sort_class_names(tags))
+    repeats = [(f"train.csv line {i + 2}", f"tag {t!r} given twice in {v.strip()!r} (used once)")
+               for i, v in enumerate(values) for t, n in Counter(v.split()).items() if n > 1]
+    return LabelReading("multilabel", [column], "tags", sort_class_names(tags), repeats)
 
 
 def _listed(columns: list[str], most: int = 8) -> str:

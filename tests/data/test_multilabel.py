@@ -90,6 +90,20 @@ def test_class_names_with_spaces_stay_single_label_and_unclear_columns_ask(tmp_p
     assert runner.invoke(app, ["data", "check", str(root), "--task", "single"]).exit_code == 0
 
 
+def test_a_tag_given_twice_in_a_cell_is_read_once_and_reported(tmp_path):
+    # One "a a b" cell used to flip auto-detection to "set data.task" without naming the cell, and
+    # --task multilabel collapsed it silently.
+    tags = list(TAGS)
+    tags[2] = "b c c"
+    root = _competition(tmp_path / "twice", pd.DataFrame({"image_name": [f"i{k}" for k in range(8)], "tags": tags}))
+    comp = open_competition(root)
+    assert comp.task.name == "multilabel"
+    assert {p.stem: row.tolist() for p, row in zip(comp.train.paths, comp.train.targets)}["i2"] == [0, 1, 1]
+    assert ("train.csv line 4", "tag 'c' given twice in 'b c c' (used once)") in comp.skipped
+    out = runner.invoke(app, ["data", "check", str(root)]).output
+    assert "train.csv line 4  tag 'c' given twice in 'b c c' (used once)" in out
+
+
 def test_the_mixed_table_error_names_every_zero_one_column(tmp_path):
     # Used to list 3 of the 5 0/1 columns.
     table = pd.DataFrame({"id": ["i0", "i1", "i2"], **{c: [1, 0, 1] for c in "abcde"}, "note": ["x", "y", "z"]})
