@@ -266,3 +266,16 @@ def test_two_workers_share_one_postgresql_study(tmp_path, data, postgres):
     assert len(numbers) == len(set(numbers)) and len({t.user_attrs["run_dir"] for t in finished}) == len(finished)
     shown = runner.invoke(app, ["tune", "--summary", postgres, "--study", "shared"])
     assert shown.exit_code == 0 and "best: trial" in shown.output
+
+
+def test_a_storage_that_does_not_open_is_one_line_and_writes_nothing(tmp_path, data, monkeypatch):
+    # --summary used to print a 156-line SQLAlchemy traceback; comp tune --storage left an empty --out folder.
+    pytest.importorskip("psycopg")
+    monkeypatch.chdir(tmp_path)  # where --summary URL would write runs/<study>-tune
+    dead = "postgresql+psycopg://postgres@127.0.0.1:1/comp"  # nothing listens on port 1
+    missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'study.db'}"
+    for url in (dead, missing):
+        one_line_error(runner.invoke(app, ["tune", "--summary", url]), "cannot open the study storage")
+    one_line_error(runner.invoke(app, ["tune", str(_config(tmp_path, data)), "--storage", dead, "--out", str(tmp_path / "study")]),
+                   "cannot open the study storage", "--storage")
+    assert not (tmp_path / "study").exists() and not (tmp_path / "no").exists() and not Path("runs").exists()

@@ -91,10 +91,13 @@ def tune(
     study_dir = Path(out) if out else Path("runs") / f"{Path(config_path).stem}-tune"
     if study_dir.exists() and not study_dir.is_dir():
         raise UserError(f"--out {study_dir} is a file; pass a folder for the study")
-    study_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url(study_dir, storage)
     name = study_name or study_dir.resolve().name
-    study, direction = _open_study(optuna, cfg, params, metric, study_dir, url, name)
+    if storage is None:  # the default SQLite file lives in the study folder
+        study_dir.mkdir(parents=True, exist_ok=True)
+    store = _storage(optuna, url, cfg.tune.heartbeat)  # a given URL is opened before the folder is made: a dead one leaves none
+    study_dir.mkdir(parents=True, exist_ok=True)
+    study, direction = _open_study(optuna, cfg, params, metric, study_dir, store, url, name)
     children = _start_workers(config_path, study_dir, url, name, jobs, data, overrides, log) if jobs > 1 else []
     log(f"study {name} ({url}): {metric.name} to {direction}, {_finished(study)}/{cfg.tune.trials} trials finished; "
         f"space: {', '.join(p.key for p in params)}")
@@ -130,10 +133,9 @@ def _again(config_path, out, data, trials, timeout, storage, study_name, jobs, o
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _open_study(optuna, cfg: Config, params: list[Param], metric, study_dir: Path, url: str, name: str):
-    """The study `name` in `url`, created or joined (refused when it optimises the other way), with
-    the base config recorded and this worker's sampler and pruner; returns (study, direction)."""
-    store = _storage(optuna, url, cfg.tune.heartbeat)
+def _open_study(optuna, cfg: Config, params: list[Param], metric, study_dir: Path, store, url: str, name: str):
+    """The study `name` in `store` (at `url`), created or joined (refused when it optimises the other
+    way), with the base config recorded and this worker's sampler and pruner; returns (study, direction)."""
     direction = "maximize" if metric.higher_is_better else "minimize"
     try:
         study = optuna.create_study(storage=store, study_name=name, direction=direction, load_if_exists=True)

@@ -28,15 +28,18 @@ def storage_url(study_dir: Path, storage: Optional[str]) -> str:
     return storage or f"sqlite:///{(Path(study_dir) / 'study.db').resolve()}"
 
 
-def _storage(optuna, url: str, heartbeat: int):
+def _storage(optuna, url: str, heartbeat: Optional[int] = None):
+    """Optuna's storage at `url` (with heartbeats for a worker; without, to read a study); a URL that
+    does not open (no server, a folder that is not there, no driver) is one line."""
     import time
 
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    for attempt in range(4):
+    beats = {} if heartbeat is None else dict(heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+    for attempt in range(4 if heartbeat is not None else 1):  # only workers race to create the tables
         try:
-            return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+            return RDBStorage(url, **beats)
         except Exception as e:  # sqlalchemy's errors for a bad URL, a missing driver, a server that is down
             error = e
             # Workers started together race to create the tables of a new database (a unique-key

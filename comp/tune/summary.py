@@ -10,7 +10,7 @@ import yaml
 
 from comp.errors import Log, UserError
 from comp.tune.space import _param
-from comp.tune.study import _require_optuna, storage_url
+from comp.tune.study import _require_optuna, _storage, storage_url
 
 
 def _yaml_value(v: Any) -> str:
@@ -45,11 +45,12 @@ def summarize(
     url = storage_url(study_dir, storage) if study_dir is not None else storage
     if storage is None and not (Path(study_dir) / "study.db").is_file():
         raise UserError(f"{study_dir}: no study.db; pass the study folder comp tune wrote, or --storage URL --study NAME")
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage=url)] if study_name is None else [study_name]
+    store = _storage(optuna, url)  # a dead server or an unopenable file: one line, nothing written
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage=store)] if study_name is None else [study_name]
     if len(names) != 1:
         raise UserError(f"{url} holds {len(names)} studies ({', '.join(names[:5])}); pass --study NAME")
     try:
-        study = optuna.load_study(study_name=names[0], storage=url)
+        study = optuna.load_study(study_name=names[0], storage=store)
     except KeyError:
         raise UserError(f"no study {names[0]!r} in {url}") from None
     out = Path(study_dir) if study_dir is not None else Path("runs") / f"{names[0]}-tune"
