@@ -198,12 +198,17 @@ def show(directory: Path, log: Log = print) -> pd.DataFrame:
     submission has both a CV and a public score. Returns the table printed."""
     numbers = cv_lb_table(_ledger(directory))
     log(text_table(numbers, four_places=("cv", "public", "private")))
-    for side in ("public", "private"):
-        rho, n = rank_correlation(numbers["cv"], numbers[side])
-        if rho is not None:
-            log(f"CV vs {side} LB: Spearman rank correlation {rho:+.3f} over {n} submissions")
-        elif n and side == "public":
-            log(f"CV vs public LB: {n} submissions with both; a rank correlation needs 3")
+    # Scores in different metrics do not rank against each other: one correlation (and one panel of
+    # the figure) per metric, as comp runs groups its table by metric.
+    groups = list(numbers.groupby("metric", sort=True))
+    for metric, rows in groups:
+        which = f" ({metric})" if len(groups) > 1 else ""
+        for side in ("public", "private"):
+            rho, n = rank_correlation(rows["cv"], rows[side])
+            if rho is not None:
+                log(f"CV vs {side} LB{which}: Spearman rank correlation {rho:+.3f} over {n} submissions")
+            elif n and side == "public":
+                log(f"CV vs public LB{which}: {n} submissions with both; a rank correlation needs 3")
     if (numbers["cv"].notna() & numbers["public"].notna()).any():
         from comp.evaluate.report.figures import plot_cv_vs_lb
 

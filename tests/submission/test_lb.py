@@ -153,3 +153,22 @@ def test_bad_scores_are_one_line_before_any_change_and_negative_scores_are_accep
     result = runner.invoke(app, ["lb", "2", "-0.5", "--private", "-1.25", "--dir", str(subs)])
     assert result.exit_code == 0, result.output
     assert read_ledger(subs).loc[1, ["public_score", "private_score"]].tolist() == ["-0.5", "-1.25"]
+
+
+def test_submissions_of_two_metrics_are_ranked_and_drawn_per_metric(subs):
+    # One Spearman "over 4 submissions" used to mix f2_samples and roc_auc scores, on one pair of axes.
+    from PIL import Image
+
+    ledger = read_ledger(subs)
+    ledger = pd.concat([ledger, ledger], ignore_index=True)
+    ledger["metric"] = ["accuracy"] * 3 + ["roc_auc"] * 3
+    ledger["cv_score"] = ["0.5", "0.6", "0.7", "0.91", "0.93", "0.92"]
+    ledger["public_score"] = ["0.52", "0.61", "0.69", "0.90", "0.95", "0.91"]
+    ledger.to_csv(subs / "history.csv", index=False)
+    result = runner.invoke(app, ["lb", "--dir", str(subs)])
+    assert result.exit_code == 0, result.output
+    assert "CV vs public LB (accuracy): Spearman rank correlation +1.000 over 3 submissions" in result.output
+    rho = spearmanr([0.91, 0.93, 0.92], [0.90, 0.95, 0.91]).statistic
+    assert f"CV vs public LB (roc_auc): Spearman rank correlation {rho:+.3f} over 3 submissions" in result.output
+    assert "over 6 submissions" not in result.output
+    assert Image.open(subs / "cv_vs_lb.png").size[0] == 2 * 715  # a 6.5-inch panel per metric at 110 dpi, side by side

@@ -146,14 +146,25 @@ def plot_reliability(bins: pd.DataFrame, ece: float, path: Path) -> None:
 
 
 def plot_cv_vs_lb(table: pd.DataFrame, path: Path) -> None:
-    """CV (x) against the leaderboard (y), one point per submission, labelled `#row runs`.
+    """CV (x) against the leaderboard (y), one point per submission, labelled `#row runs`; one panel
+    per metric (scores in different metrics share no scale).
 
-    `table` has columns "#", "runs", "cv", "public", "private" (`comp.submission.lb.cv_lb_table`). Filled dots
-    are public scores, hollow squares private ones; the dashed line is LB = CV, so the gap between
-    what a recipe promised and what it scored reads off directly.
+    `table` has columns "#", "runs", "metric", "cv", "public", "private" (`comp.submission.lb.cv_lb_table`).
+    Filled dots are public scores, hollow squares private ones; the dashed line is LB = CV, so the
+    gap between what a recipe promised and what it scored reads off directly.
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    groups = [(m, rows) for m, rows in table.groupby("metric", sort=True) if (rows["cv"].notna() & rows["public"].notna()).any()]
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 5.5), squeeze=False)
+    for ax, (metric, rows) in zip(axes[0], groups):
+        _cv_lb_panel(ax, rows, metric)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _cv_lb_panel(ax, table: pd.DataFrame, metric: str) -> None:
+    """One metric's submissions on `ax` (see `plot_cv_vs_lb`)."""
     public = table.dropna(subset=["cv", "public"])
     private = table.dropna(subset=["cv", "private"])
     ax.scatter(public["cv"], public["public"], color="tab:blue", zorder=3, label="public LB")
@@ -167,13 +178,9 @@ def plot_cv_vs_lb(table: pd.DataFrame, path: Path) -> None:
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=1, label="LB = CV")
     ax.set_xlim(lo - pad, hi + pad)
     ax.set_ylim(lo - pad, hi + pad)
-    metrics = sorted({m for m in table["metric"] if m and m != "-"})
-    unit = f" ({', '.join(metrics)})" if metrics else ""
+    unit = f" ({metric})" if metric and metric != "-" else ""
     ax.set_xlabel(f"CV{unit}")
     ax.set_ylabel(f"leaderboard{unit}")
-    ax.set_title(f"CV against leaderboard, {len(public)} submissions")
+    ax.set_title(f"CV against leaderboard{unit}, {len(public)} submissions")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
