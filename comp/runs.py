@@ -4,7 +4,8 @@ Every run directory under the given folders is one row: single runs, k-fold runs
 not listed again) and `comp tune` trials alike. A row holds the run's name, its state (finished,
 or where an unfinished one stands), the metric and its held-out score (`best_val_score`, or the
 k-fold run's `cv_score`; calibrated for log loss, as `comp predict` scores what it writes), the
-accuracy, the epochs trained, the model, the image size, the training time and the date, and then
+accuracy, the epochs trained (per fold for a k-fold run), the model, the image size, the training
+time and the date, and then
 one column per config key whose value differs among the listed runs, so the table shows what
 changed from run to run. Rows are sorted by score in the metric's direction (runs of another
 metric in their own group; runs without a score last); unfinished runs are marked, not hidden.
@@ -75,7 +76,12 @@ def run_row(run: Path, cfg) -> dict[str, Any]:
         finished, words = run_state(run)
         state = "finished" if finished else words
         acc = summaries[0].get("best_val_acc") if summaries else None
-    score = run_score(run) if summaries else _best_so_far(run, cfg)
+    if summaries:
+        score = run_score(run)
+    else:  # unfinished: the best epoch so far, scored before the post-fit a finished run gets
+        score, acc = _best_so_far(run, cfg)
+        if score is not None and cfg is not None:
+            state += _raw_note(cfg)
     when = max((s.get("finished_utc", "") for s in summaries), default="") or _modified(run)
     return {
         "run": str(run),  # as the folder was given, so that runs of several folders stay apart
@@ -83,7 +89,8 @@ def run_row(run: Path, cfg) -> dict[str, Any]:
         "metric": (summaries[0].get("metric") if summaries else None) or (cfg.metric if cfg else "accuracy"),
         "score": score,
         "acc": acc,
-        "epochs": sum(int(s.get("epochs_run", 0)) for s in summaries) if summaries else _epochs_so_far(run),
+        # per fold for a k-fold run (the most any fold ran), so runs of 1 and of k folds compare
+        "epochs": max(int(s.get("epochs_run", 0)) for s in summaries) if summaries else _epochs_so_far(run),
         "model": cfg.model.name if cfg else None,
         "size": cfg.data.image_size if cfg else None,
         "seconds": round(sum(float(s.get("seconds", 0)) for s in summaries), 1) if summaries else None,
@@ -91,15 +98,28 @@ def run_row(run: Path, cfg) -> dict[str, Any]:
     }
 
 
-def _best_so_far(run: Path, cfg) -> Optional[float]:
-    """An unfinished single run's best val score so far, from its metrics.csv."""
+def _best_so_far(run: Path, cfg) -> tuple[Optional[float], Optional[float]]:
+    """An unfinished single run's best val score so far and that epoch's val accuracy, from its metrics.csv."""
     try:
-        scores = pd.read_csv(run / "metrics.csv")["val_score"].dropna()
+        rows = pd.read_csv(run / "metrics.csv").dropna(subset=["val_score"])
     except (OSError, KeyError, pd.errors.EmptyDataError):
-        return None
-    if scores.empty or cfg is None:
-        return None
-    return float(scores.max() if find_metric(cfg.metric, cfg.data.task).higher_is_better else scores.min())
+        return None, None
+    if rows.empty or cfg is None:
+        return None, None
+    scores = rows["val_score"]
+    best = scores.idxmax() if find_metric(cfg.metric, cfg.data.task).higher_is_better else scores.idxmin()
+    acc = rows.at[best, "val_acc"] if "val_acc" in rows else None
+    return float(scores[best]), (float(acc) if pd.notna(acc) else None)
+
+
+def _raw_note(cfg) -> str:
+    """What an unfinished run's score lacks that a finished run's has (`comp.tasks.POST_SUFFIXES`)."""
+    metric = find_metric(cfg.metric, cfg.data.task)
+    if metric.thresholded:
+        return " (score at 0.5: no fitted thresholds yet)"
+    if metric.name == "log_loss":
+        return " (score uncalibrated: no temperature yet)"
+    return ""
 
 
 def _epochs_so_far(run: Path) -> int:

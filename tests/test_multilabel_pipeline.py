@@ -170,6 +170,16 @@ def test_a_multilabel_run_resumes(tmp_path, tags_comp):
     config = _config(tmp_path, tags_comp, "f1_samples")
     run = tmp_path / "run"
     _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--set", "train.epochs=1"]))
+    # comp runs: an unfinished run's score is at 0.5, finished runs' at their thresholds: it says so
+    import shutil
+
+    from comp.runs import leaderboard
+
+    shutil.copytree(run, tmp_path / "listed" / "cut")
+    (tmp_path / "listed" / "cut" / "summary.json").unlink()
+    row = leaderboard([tmp_path / "listed"]).iloc[0]
+    assert row["state"].endswith("(score at 0.5: no fitted thresholds yet)") and row["acc"] == pytest.approx(
+        pd.read_csv(run / "metrics.csv")["val_acc"].iloc[0])
     _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--resume", "--epochs", "2"]))
     assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [0, 1]
     assert json.loads((run / "summary.json").read_text())["epochs_run"] == 2

@@ -33,9 +33,13 @@ def folder(tmp_path_factory):
 def test_every_run_is_one_row_with_what_differs(folder):
     table = leaderboard([folder]).set_index("run")
     assert sorted(table.index) == sorted(str(folder / n) for n in ("lr-01", "lr-001", "kfold", "cut"))  # folds are not rows
-    assert table.loc[str(folder / "kfold"), "epochs"] == 2 and table.loc[str(folder / "kfold"), "state"] == "finished"
+    # epochs per fold (2 folds of 1 epoch used to read 2, beside single runs' 2 epochs)
+    assert table.loc[str(folder / "kfold"), "epochs"] == 1 and table.loc[str(folder / "kfold"), "state"] == "finished"
     assert table.loc[str(folder / "cut"), "state"] == "interrupted after epoch 3 of 3"  # marked, not hidden
-    assert pd.notna(table.loc[str(folder / "cut"), "score"])  # its best so far, from metrics.csv
+    metrics = pd.read_csv(folder / "cut" / "metrics.csv")
+    best = metrics["val_score"].idxmax()
+    assert table.loc[str(folder / "cut"), "score"] == pytest.approx(metrics.at[best, "val_score"])  # its best so far
+    assert table.loc[str(folder / "cut"), "acc"] == pytest.approx(metrics.at[best, "val_acc"])  # and that epoch's acc (was "-")
     assert {"optim.lr", "train.epochs", "train.folds"} <= set(table.columns)  # the keys that differ among the runs
     assert "data.dir" not in table.columns and "model.name" not in table.columns  # equal everywhere, or where it ran
     assert "data.crop_pct" not in table.columns  # a k-fold run's values as its folds resolved them, not its top config's None
