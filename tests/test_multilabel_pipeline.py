@@ -187,8 +187,13 @@ def test_a_multilabel_run_resumes(tmp_path, tags_comp):
 
 def test_multilabel_settings_that_do_not_fit_are_one_line(tmp_path, tags_comp):
     config = _config(tmp_path, tags_comp, "roc_auc")
-    one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r")]), "roc_auc scores per-tag probabilities",
-                   "data.submission=probs")
+    # a tags sample cannot hold probabilities: the message used to suggest data.submission=probs, whose file
+    # (image_name,circle,square,...) the sample does not describe and comp submit then called valid
+    result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r")])
+    one_line_error(result, "roc_auc scores per-tag probabilities", "cannot hold probabilities", "data.submission=tags")
+    assert "data.submission=probs" not in result.output
+    one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r"), "--set", "data.submission=probs"]),
+                   "data.submission=probs writes one column per tag", "one value column 'tags'")
     config = _config(tmp_path, tags_comp, "accuracy")
     one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r")]), "single-label competitions")
     config = _config(tmp_path, tags_comp, "f2_samples")
@@ -331,3 +336,19 @@ def test_onehot_single_run_evaluates_with_a_per_tag_report(tmp_path, onehot_comp
     fitted = json.loads((run / "thresholds.json").read_text())["thresholds"]
     assert table["threshold"].tolist() == pytest.approx(fitted)
     assert table["f1"].mean() == pytest.approx(summary["best_val_score_thresholded"], abs=1e-6)  # macro F1 = the mean per-tag F1
+
+
+def test_a_probability_metric_submitted_as_tags_records_no_cv_score_for_them(tmp_path, tags_comp):
+    # The ledger's CV used to be the AUC of the probabilities while the file held 0/1 tag sets.
+    config = _config(tmp_path, tags_comp, "roc_auc")
+    run = tmp_path / "run"
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--set", "data.submission=tags", "--set", "train.epochs=1"]))
+    out = _ok(runner.invoke(app, ["predict", str(run), "--no-tta", "--out", str(tmp_path / "p.csv")]))
+    meta = json.loads((tmp_path / "p_meta.json").read_text())
+    assert meta["shape"] == "tags" and meta["cv_score"] is None and "roc_auc scores probabilities" in meta["cv_score_missing"]
+    assert "no cv_score recorded" in out
+    _ok(runner.invoke(app, ["submit", str(tmp_path / "p.csv"), "--dir", str(tmp_path / "subs")]))
+    assert pd.read_csv(tmp_path / "subs" / "history.csv", dtype=str, keep_default_na=False)["cv_score"].tolist() == [""]
+    # comp evaluate no longer says "at 0.5" of a metric that scores probabilities
+    scored = _ok(runner.invoke(app, ["evaluate", str(run)]))
+    assert "roc_auc at 0.5" not in scored and "held-out images, roc_auc" in scored

@@ -215,6 +215,11 @@ def _write_outputs(ens: _Ensemble, runs: Sequence[Path], out: Path, final: torch
                          clip=task.metric(ens.metric).name == "log_loss")
     scores = [s for s in (run_score(r, calibrated=calibrate) for r in ens.run_dirs) if s is not None]
     raw_scores = [s for s in (run_score(r, raw=True) for r in ens.run_dirs) if s is not None]
+    unscored = None
+    if not task.scored_as_written(ens.metric, ens.shape):  # the held-out score is of probabilities this file does not hold
+        unscored = f"{ens.metric} scores probabilities; this file holds {ens.shape.describe(ens.classes)}"
+        scores = raw_scores = []
+        log(f"note: no cv_score recorded: {unscored}")
     meta = {
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": [str(r) for r in runs],
@@ -224,6 +229,7 @@ def _write_outputs(ens: _Ensemble, runs: Sequence[Path], out: Path, final: torch
         "merge": ens.rule,
         "cv_score": sum(scores) / len(scores) if scores else None,  # of what is written: calibrated and thresholded as it is
         "cv_score_raw": sum(raw_scores) / len(raw_scores) if raw_scores else None,
+        "cv_score_missing": unscored,  # why cv_score is None although the runs have held-out scores
         "images": len(competition.test_ids),
         "data": str(Path(competition.root).resolve()),
         "id_column": competition.id_column,  # the train.csv columns (CSV layout), for comp submit

@@ -257,6 +257,11 @@ class Task:
         """(N,) bool: whether two (N, C) predictions write the same `decision` for each image."""
         raise NotImplementedError
 
+    def scored_as_written(self, metric: str, shape: "Shape") -> bool:
+        """Whether the runs' held-out score is the score of a file in `shape`: not when the metric
+        scores probabilities and the file holds only decisions (labels, top-k names, tags, 0/1)."""
+        return not self.metric(metric).probabilistic or shape.kind in ("probs", "positive")
+
     def may_be_empty(self, shape: "Shape") -> bool:
         """Whether a value cell of `shape` may be empty (an image with no tag)."""
         return False

@@ -180,17 +180,27 @@ class MultiLabel(Task):
         values = fmt.columns[1:]
         if override not in ("auto", *self.shapes):
             raise UserError(f"data.submission={override} is for single-label competitions; a multi-label one takes {', '.join(self.shapes)}")
+        one_value = fmt.sample is not None and len(values) == 1  # a sample of tag sets: `image_name,tags`
         kind = override
         if kind == "auto":
             if len(values) > 1:
                 kind = "onehot" if m.thresholded else "probs"
             elif m.thresholded:
                 kind = "tags"
+            elif one_value:  # probability columns would be a file the sample does not describe, and Kaggle refuses
+                raise UserError(
+                    f"metric {m.name} scores per-tag probabilities, but {where(fmt)} has one column {values[0]!r} of tag sets, "
+                    "which cannot hold probabilities; check the competition's metric (an F metric such as f2_samples scores "
+                    "tags), or set data.submission=tags to submit tag sets"
+                )
             else:
                 raise UserError(
                     f"metric {m.name} scores per-tag probabilities, but {where(fmt)} has one column {values[0]!r}; "
                     "set data.submission=probs (one column per tag) or tags"
                 )
+        if kind in ("probs", "onehot") and one_value:
+            raise UserError(f"data.submission={kind} writes one column per tag, but {where(fmt)} has one value column "
+                            f"{values[0]!r}: the competition would refuse that file; use data.submission=tags (or auto)")
         if kind == "tags":
             one_column(fmt, "tags")
             if fmt.sample_values is not None:  # the sample's placeholder tags are tags the competition scores

@@ -39,6 +39,11 @@ class TagMetric(Direction):
     fn: Callable[[np.ndarray, np.ndarray, np.ndarray, bool], float]
     thresholded: bool  # scored on tag sets (F metrics), so thresholds matter; else on probabilities
 
+    @property
+    def probabilistic(self) -> bool:
+        """Scored on the probabilities themselves (AUC, AP, log loss), as a single-label Metric says it."""
+        return not self.thresholded
+
 
 def predict_tags(probs: np.ndarray, thresholds, ensure_one: bool = True) -> np.ndarray:
     """(N, C) 0/1 tag sets: probability >= the tag's threshold; with `ensure_one`, a row left
