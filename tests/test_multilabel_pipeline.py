@@ -73,6 +73,8 @@ def test_tags_train_predict_submit_with_fitted_thresholds(tmp_path, tags_comp):
     assert written["tags"].tolist() == expected  # tags at the run's thresholds, the most probable one when none passes
     meta_written = json.loads((tmp_path / "prediction_meta.json").read_text())
     assert meta_written["shape"] == "tags" and meta_written["cv_score"] == pytest.approx(summary["best_val_score_thresholded"])
+    # a TTA prediction's cv_score says what it scores: the identity view's held-out predictions
+    assert meta_written["cv_score_views"] == ["identity"] and "held-out score of the identity view" in out
     _ok(runner.invoke(app, ["submit", str(prediction), "--dir", str(tmp_path / "subs")]))
     # --no-calibrate drops a temperature, not the thresholds: the tags and the recorded score stay those at the thresholds
     _ok(runner.invoke(app, ["predict", str(run), "--tta", "--no-calibrate", "--out", str(tmp_path / "raw.csv")]))

@@ -230,6 +230,9 @@ def _write_outputs(ens: _Ensemble, runs: Sequence[Path], out: Path, final: torch
         "cv_score": sum(scores) / len(scores) if scores else None,  # of what is written: calibrated and thresholded as it is
         "cv_score_raw": sum(raw_scores) / len(raw_scores) if raw_scores else None,
         "cv_score_missing": unscored,  # why cv_score is None although the runs have held-out scores
+        # what cv_score scores: the runs' held-out predictions as training wrote them (val_probs.csv,
+        # oof.csv), of the identity view alone; comp evaluate RUN --tta scores the views written here
+        "cv_score_views": ["identity"],
         "images": len(competition.test_ids),
         "data": str(Path(competition.root).resolve()),
         "id_column": competition.id_column,  # the train.csv columns (CSV layout), for comp submit
@@ -247,6 +250,9 @@ def _write_outputs(ens: _Ensemble, runs: Sequence[Path], out: Path, final: torch
         write_probs(probs_path, competition.test_ids, final, ens.classes, unit=task.unit_rows)
         write_json(meta, meta_path)
     views = sorted({v for vs in used_views.values() for v in vs}) or "-"
+    if scores and views not in ("-", ["identity"]):
+        log(f"cv_score {meta['cv_score']:.4f} is the runs' held-out score of the identity view; comp evaluate RUN --tta "
+            "scores the views used here")
     log(f"wrote {csv_path} ({len(competition.test_ids)} rows){f', {probs_path.name}, {meta_path.name}' if sidecars else ''} "
         f"from {len(ens.all_members)} models x views {views}")
     return meta
