@@ -102,6 +102,9 @@ def test_tags_train_predict_submit_with_fitted_thresholds(tmp_path, tags_comp):
     assert "at the run's thresholds" in out and "selected views" in out and "thresholds fitted for that combination" in out
     table = pd.read_csv(report / "per_tag.csv")
     assert table["tag"].tolist() == classes and table["support"].tolist() == y.sum(0).tolist()
+    # the report's thresholds are those comp predict applies (it used to show ones refitted for the views)
+    assert table["threshold"].tolist() == pytest.approx(fitted["thresholds"])
+    assert "at the thresholds comp predict applies to that combination" in out
     assert {"thresholds.png", "top_losses.png", "top_losses.csv", "report.md"} <= {p.name for p in report.iterdir()}
     assert set(pd.read_csv(report / "top_losses.csv")["true"]) <= set(meta["label"])  # captioned with tag sets
 

@@ -12,8 +12,8 @@ its merged prediction, with the log loss before and after reported; where the ta
 probabilities (multi-label F metrics), also at the thresholds predict applies: one run's own
 (thresholds.json), several runs' fitted again on their merged held-out predictions. With
 `fit=True` (`comp.evaluate.fit`), run weights and then a subset of views are chosen on the metric
-itself, each scored exactly as `comp predict --weights ... --tta-views ...` would predict, and the
-thresholds are fitted again for that combination.
+itself, each scored exactly as `comp predict --weights ... --tta-views ...` would predict, at the
+thresholds predict applies (what refitting them on that combination would give is reported beside).
 """
 
 from __future__ import annotations
@@ -167,14 +167,22 @@ def evaluate(
         return task.score(metric.name, p, labels, classes, cut)
 
     result.update(ensemble_score=value(ensemble), ensemble_acc=task.accuracy(ensemble, labels), ensemble_images=len(order))
-    cut = _ensemble_thresholds(task, held, ensemble, labels, metric.name, classes)
+
+    def applied(weights: Optional[Sequence[float]] = None) -> Optional[list[float]]:
+        """The thresholds comp predict applies to these runs with `weights`: one run's own, several
+        runs' fitted on their held-out predictions as training wrote them (`Task.prediction_post`)."""
+        if not metric.thresholded:
+            return None
+        return task.prediction_post([Path(r) for r in held], list(weights or [1.0] * len(held)), metric.name, classes, None)[0]
+
+    cut = applied()
     if cut is not None:
         result["ensemble_thresholded_score"] = value(ensemble, cut)
     if len(runs) > 1:
         log(f"ensemble of {len(runs)} runs (equal weights) on {len(order)} shared images: {metric.name} {result['ensemble_score']:.4f}"
-            + (f" at 0.5, {result['ensemble_thresholded_score']:.4f} at thresholds fitted on these predictions" if cut is not None else ""))
+            + (f" at 0.5, {result['ensemble_thresholded_score']:.4f} at the thresholds comp predict fits for it" if cut is not None else ""))
     if fit:
-        ensemble, cut = fit_combination(result, aligned, labels, view_list, rule, metric, task, value, log)
+        ensemble, cut = fit_combination(result, aligned, labels, view_list, rule, metric, task, value, log, applied)
     if report is not None:
         result["report"] = _report(report, task, ensemble, labels, classes, cut, order, aligned, runs, view_list, rule, fit, value,
                                    top_losses, log)
@@ -225,15 +233,6 @@ def _aligned(held: dict[str, HeldOut]) -> tuple[list[HeldOut], list[str], torch.
         pos = {i: k for k, i in enumerate(h.ids)}
         aligned.append(h.subset([pos[i] for i in order], h.temperature))
     return aligned, order, aligned[0].labels
-
-
-def _ensemble_thresholds(task: Task, held: dict[str, HeldOut], probs: torch.Tensor, labels: torch.Tensor, metric: str,
-                         classes: list[str]) -> Optional[list[float]]:
-    """What comp predict cuts the ensemble at: one run's own thresholds, several runs' fitted on their merged predictions."""
-    if len(held) == 1:
-        return task.run_post(Path(next(iter(held))), classes, metric)
-    refit = task.refit_post(probs, labels, metric)
-    return refit["thresholds"] if refit is not None else None
 
 
 def _report(out: Path, task: Task, probs: torch.Tensor, labels: torch.Tensor, classes: list[str], cut: Optional[list[float]],

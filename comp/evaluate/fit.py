@@ -3,8 +3,9 @@
 Run weights come from greedy forward selection with repeats on the metric itself
 (`comp.predict.ensemble.greedy_weights`), then a subset of views (forward selection without
 repeats, since predict weighs the views it is given equally), each scored exactly as `comp predict
---weights ... --tta-views ...` would predict; where the task cuts probabilities, the thresholds are
-then fitted again for the chosen combination. The gains are reported with the options that give them.
+--weights ... --tta-views ...` would predict; where the task cuts probabilities, the combination is
+scored at the thresholds predict applies to it, with what refitting them would give beside. The
+gains are reported with the options that give them.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ from comp.tasks import Task
 
 
 def fit_combination(result: dict[str, Any], aligned: list, labels: torch.Tensor, views: list[str], rule: str, metric, task: Task,
-                    value: Callable[[torch.Tensor], float], log: Log) -> tuple[torch.Tensor, Optional[list[float]]]:
+                    value: Callable[..., float], log: Log,
+                    applied: Callable[[Optional[list[float]]], Optional[list[float]]]) -> tuple[torch.Tensor, Optional[list[float]]]:
     """Weights (several runs), then views (several views), then thresholds; entries added to `result`.
 
-    `aligned` are the runs' `HeldOut` predictions on the same images (targets `labels`); `value(p)`
-    the metric of (N, C) probabilities before any cut. Returns the chosen combination's (N, C)
-    probabilities and its thresholds (None where the task cuts nothing).
+    `aligned` are the runs' `HeldOut` predictions on the same images (targets `labels`); `value(p,
+    cut)` the metric of (N, C) probabilities (cut at `cut` where given); `applied(weights)` the
+    thresholds comp predict applies to the runs with those weights. Returns the chosen
+    combination's (N, C) probabilities and the thresholds predict applies to it (None where the
+    task cuts nothing): what the report describes is what predict writes. Thresholds refitted on
+    the chosen combination are reported beside them, not used.
     """
     sign = 1.0 if metric.higher_is_better else -1.0  # hill-climb on the metric, oriented so that higher is better
     at = " at 0.5" if metric.thresholded else ""
@@ -55,7 +60,10 @@ def fit_combination(result: dict[str, Any], aligned: list, labels: torch.Tensor,
     refit = task.refit_post(probs, labels, metric.name)
     if refit is None:
         return probs, None
-    result.update(fitted_thresholds=refit["thresholds"], fitted_thresholded_score=refit["score"])
-    log(f"thresholds fitted for that combination: {metric.name} {refit['score']:.4f} (at 0.5: {refit['score_at_0.5']:.4f}); "
-        "comp predict fits them the same way on the runs' out-of-fold predictions")
-    return probs, refit["thresholds"]
+    cut = applied(weights)
+    result.update(thresholds=cut, thresholded_score=value(probs, cut), fitted_thresholds=refit["thresholds"],
+                  fitted_thresholded_score=refit["score"])
+    log(f"at the thresholds comp predict applies to that combination: {metric.name} {result['thresholded_score']:.4f}; "
+        f"thresholds fitted for that combination would give {refit['score']:.4f} (at 0.5: {refit['score_at_0.5']:.4f}), "
+        "but predict fits them on the runs' held-out predictions as training wrote them (one run: its thresholds.json)")
+    return probs, cut
