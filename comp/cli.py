@@ -381,13 +381,16 @@ def data_check(
     id_column: Annotated[Optional[str], typer.Option("--id-column", help="CSV layout: train.csv id column.")] = None,
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="CSV layout: train.csv label column.")] = None,
     task: Annotated[str, typer.Option("--task", help="CSV layout: auto, single or multilabel (as data.task).")] = "auto",
+    train_images: Annotated[Optional[str], typer.Option("--train-images", help="CSV layout: the training images' folder (as data.train_images).")] = None,
+    test_images: Annotated[Optional[str], typer.Option("--test-images", help="CSV layout: the test images' folder (as data.test_images).")] = None,
 ) -> None:
     """Audit a competition folder: layout, classes (tags) and counts, unreadable or odd images, duplicates."""
     from comp.data.audit import audit_competition, format_report
     from comp.tasks import check_choice
 
     with user_errors():
-        report = audit_competition(directory, id_column, label_column, task=check_choice(task, "--task"))
+        report = audit_competition(directory, id_column, label_column, task=check_choice(task, "--task"), train_images=train_images,
+                                   test_images=test_images)
     typer.echo(format_report(report))
     if not report.ok:
         raise typer.Exit(2)

@@ -78,6 +78,8 @@ class DataConfig(_Section):
     train_on_val: bool = False  # train on every labelled image (val/ included, no hold-out); no val scores; k-fold folds still hold out
     id_column: Optional[str] = None  # CSV layout: train.csv id column; None: detected
     label_column: Optional[str] = None  # CSV layout: train.csv label column; None: detected
+    train_images: Optional[str] = None  # CSV layout: the training images' folder (relative to dir); None: where train.csv's ids resolve
+    test_images: Optional[str] = None  # CSV layout: the test images' folder; None: where the sample's ids resolve
     # CSV layout: one label per image, or several (space-separated tags, or one 0/1 column per class); auto: detected, asked when unclear
     task: Literal["auto", "single", "multilabel"] = "auto"
     # multi-label: an image with no tag at or above its threshold gets its most probable tag (Kaggle's tag metrics score an empty row 0); false: left empty

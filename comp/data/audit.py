@@ -13,6 +13,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 from PIL import Image
@@ -79,9 +80,11 @@ def inspect_image(path: Path) -> ImageInfo:
 
 
 def audit_competition(root: Path | str, id_column: Optional[str] = None, label_column: Optional[str] = None, threads: int = 4,
-                      task: str = "auto") -> AuditReport:
-    """Open the competition at `root` (multi-label too) and inspect every image in it (decoding runs in threads)."""
-    comp = open_competition(root, id_column, label_column, task)
+                      task: str = "auto", train_images: Optional[str] = None, test_images: Optional[str] = None) -> AuditReport:
+    """Open the competition at `root` (multi-label too) and inspect every image in it (decoding runs in threads).
+    `train_images` / `test_images`: the image folders, as data.train_images / data.test_images."""
+    comp = open_competition(root, id_column, label_column, task,
+                            settings=SimpleNamespace(train_images=train_images, test_images=test_images))
     report = AuditReport(comp)
     splits = {"train": comp.train.paths, "val": comp.val.paths if comp.val else [], "test": comp.test_paths}
     # what "the same label" means: the label text, a class or a whole tag set (the task's)
@@ -129,6 +132,7 @@ def format_report(report: AuditReport, limit: int = 10) -> str:
     lines = [f"layout: {comp.layout}  ({comp.root})"]
     if comp.id_column is not None:  # which train.csv columns were read, so a wrong pick shows at once
         lines.append(f"train.csv columns: id {comp.id_column!r}, label {comp.label_column!r}")
+    lines += comp.notes  # which image folders were chosen, and why
     lines += comp.task.audit_lines(comp, limit)
     val_counts = comp.class_counts(comp.val) if comp.val else {}
     width = max(len(c) for c in comp.classes)

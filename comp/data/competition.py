@@ -4,8 +4,11 @@ sample's columns; the shape of the values is the task's, `comp.tasks`).
 Two layouts are recognised (see docs/contract.md):
 
 1. folders: `train/<class>/*`, optional `val/<class>/*`, `test/*`, optional `sample_submission.csv`;
-2. csv: `train.csv` (id + label columns) with `train/`, `train_images/` or `images/`, a test folder
-   `test/` or `test_images/`, and `sample_submission.csv`.
+2. csv: `train.csv` (id + label columns), `sample_submission.csv`, and image folders of any name
+   (`train/`, `train_images/`, `train-jpg/`, `jpeg/train/`, ...): the training folder is the one
+   where train.csv's ids name the most images, the test folder the one where the sample's ids do
+   (else `test/` or `test_images/`); two folders that could each be meant are refused with one
+   line, and `data.train_images` / `data.test_images` name them outright.
 
 Class names are strings exactly as the user wrote them (folder names or CSV labels). Their order
 (= the model's output index) is numeric when every name is an integer ("3" < "12" < "100"),
@@ -24,14 +27,13 @@ import pandas as pd
 
 from comp.config import DataConfig
 from comp.data.file_index import FileIndex
+from comp.data.image_folders import image_folders, shown, test_folder, train_folder
 from comp.data.images import is_image_file, list_images, other_files
 from comp.data.labels import multi_hot, read_labels, sort_class_names
 from comp.errors import UserError
 from comp.tasks import Task, get_task
 from comp.tasks.single import SingleLabel
 
-TRAIN_IMAGE_DIRS = ("train", "train_images", "images")
-TEST_IMAGE_DIRS = ("test", "test_images")
 DEFAULT_COLUMNS = ("image_name", "pred_label")  # the NYCU format, used without a sample submission
 
 
@@ -89,6 +91,7 @@ class Competition:
     label_column: Optional[str] = None
     task: Task = field(default_factory=SingleLabel)  # the competition type (comp.tasks), resolved from the labels
     label_kind: str = "single"  # single | tags (space-separated, in label_column) | onehot (one 0/1 column per class)
+    notes: list[str] = field(default_factory=list)  # which image folders were chosen and why (comp data check)
 
     def require_test(self) -> None:
         """Raise the reason the test set cannot be predicted, if there is one."""
@@ -135,7 +138,7 @@ def open_competition(
     if not root.is_dir():
         raise UserError(f"data folder not found: {root}; pass the competition folder (the one holding train/ or train.csv)")
     if (root / "train.csv").is_file():
-        competition = _open_csv(root, id_column, label_column, task)
+        competition = _open_csv(root, id_column, label_column, task, settings)
     elif task not in ("auto", "single"):
         raise UserError(f"{root}: data.task={task} needs a train.csv (tags or one 0/1 column per class); class folders hold one label per image")
     elif (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
@@ -228,16 +231,15 @@ def _split_from(folders: dict[str, list[Path]], index: dict[str, int]) -> Split:
 # -- csv layout -----------------------------------------------------------------------------
 
 
-def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str], task: str = "auto") -> Competition:
+def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str], task: str = "auto", settings=None) -> Competition:
     csv_path = root / "train.csv"
     try:
         df = read_table(csv_path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise UserError(f"{csv_path}: cannot parse CSV ({e}); fix the file") from e
-    image_dir = next((root / d for d in TRAIN_IMAGE_DIRS if (root / d).is_dir()), None)
-    if image_dir is None:
-        raise UserError(f"{root}: train.csv found but no image folder; expected one of {', '.join(TRAIN_IMAGE_DIRS)}/")
-    files = FileIndex(list_images(image_dir), image_dir)
+    folders = image_folders(root)
+    image_dir, files, why = train_folder(root, df, id_column, getattr(settings, "train_images", None), folders)
+    notes = [f"train images: {shown(image_dir, root)} ({why})"]
     other = other_files(image_dir)
     id_col = id_column or _detect_id_column(df, files, csv_path)
     if id_col not in df.columns:
@@ -283,15 +285,28 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str],
         index = {c: i for i, c in enumerate(classes)}
         train = Split(list(rows), [index[lab] for lab in rows.values()])
 
-    test_dir = next((root / d for d in TEST_IMAGE_DIRS if (root / d).is_dir()), None)
+    test_dir, why, problem = test_folder(root, getattr(settings, "test_images", None), folders, image_dir, _sample_ids(root))
     test_paths = list_images(test_dir) if test_dir else []
-    if not test_paths and (root / "sample_submission.csv").is_file():
+    if test_dir is not None and test_dir == image_dir:
         # Some competitions keep train and test images in one folder and list test ids in the sample.
         used = set(train.paths)
         test_paths = [p for p in files.paths if p not in used]
-    submission, test_paths, test_ids, problem = _test_set(root, test_paths, classes)
-    return Competition(root, "csv", classes, train, None, test_paths, test_ids, submission, skipped, problem, id_col, lab_col,
-                       get_task(reading.task), reading.kind)
+    if test_dir is not None:
+        notes.append(f"test images: {shown(test_dir, root)} ({why})")
+    submission, test_paths, test_ids, test_problem = _test_set(root, test_paths, classes)
+    return Competition(root, "csv", classes, train, None, test_paths, test_ids, submission, skipped, problem or test_problem, id_col,
+                       lab_col, get_task(reading.task), reading.kind, notes)
+
+
+def _sample_ids(root: Path) -> list[str]:
+    """The ids of sample_submission.csv ([] without a readable one: `_test_set` reports why)."""
+    sample = root / "sample_submission.csv"
+    if not sample.is_file():
+        return []
+    try:
+        return read_table(sample).iloc[:, 0].astype(str).str.strip().tolist()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, IndexError):
+        return []
 
 
 def _detect_id_column(df: pd.DataFrame, files: FileIndex, csv_path: Path) -> str:

@@ -68,6 +68,7 @@ class _Ensemble:
     metric: str
     shape: Shape
     thresholds: Optional[list[float]]
+    settings: Any = None  # the data settings the competition was opened with (config data section or recorded)
 
     @property
     def all_members(self) -> list[Member]:
@@ -152,12 +153,13 @@ def _resolve(runs: Sequence[Path], data: Optional[Path], dev: torch.device, weig
         Path(recorded["data"]) if recorded.get("data") else None)
     if data is None:
         raise UserError("no data folder: pass --data DIR (the competition the runs were trained on)")
+    settings = first_cfg.data if first_cfg else recorded_settings(recorded)
     competition = open_competition(
         data,
         id_column or (first_cfg.data.id_column if first_cfg else recorded.get("id_column")),
         label_column or (first_cfg.data.label_column if first_cfg else recorded.get("label_column")),
         first_cfg.data.task if first_cfg else recorded.get("task", "auto"),
-        settings=first_cfg.data if first_cfg else recorded_settings(recorded),
+        settings=settings,
     )
     task = competition.task
     if any(m.task.name != task.name for m in all_members):
@@ -180,7 +182,7 @@ def _resolve(runs: Sequence[Path], data: Optional[Path], dev: torch.device, weig
     cut, source = task.prediction_post(run_dirs, weights, metric, classes, out_shape, thresholds)
     if source:
         log(f"thresholds: {source}")
-    return _Ensemble(members, tables, run_dirs, competition, classes, rule, metric, out_shape, cut)
+    return _Ensemble(members, tables, run_dirs, competition, classes, rule, metric, out_shape, cut, settings)
 
 
 def _predict_runs(ens: _Ensemble, tta: bool, views: Optional[Sequence[str]], temperatures: dict[Path, float], dev: torch.device,
@@ -237,6 +239,8 @@ def _write_outputs(ens: _Ensemble, runs: Sequence[Path], out: Path, final: torch
         "data": str(Path(competition.root).resolve()),
         "id_column": competition.id_column,  # the train.csv columns (CSV layout), for comp submit
         "label_column": competition.label_column,
+        "train_images": ens.settings.train_images if ens.settings else None,  # the image folders, when named
+        "test_images": ens.settings.test_images if ens.settings else None,
         "task": task.name,
         "metric": ens.metric,
         "positive_class": task.positive_class,

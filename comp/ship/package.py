@@ -109,6 +109,8 @@ def package(
         "calibrate": calibrate,
         "id_column": first_cfg.data.id_column,
         "label_column": first_cfg.data.label_column,
+        "train_images": first_cfg.data.train_images,
+        "test_images": first_cfg.data.test_images,
         "task": first_cfg.data.task,
         "thresholds": thresholds,  # where the task cuts (multi-label): per tag, applied to the merged probabilities
         "at_least_one_tag": first_cfg.data.at_least_one_tag,

@@ -52,8 +52,10 @@ def known_metric(name: str) -> str:
 
 
 def recorded_settings(meta: dict) -> SimpleNamespace:
-    """The task settings a prediction's `_meta.json` or a bundle's settings recorded, as `get_task` reads them."""
-    return SimpleNamespace(positive_class=meta.get("positive_class"), at_least_one_tag=meta.get("at_least_one_tag", True))
+    """The data settings a prediction's `_meta.json` or a bundle's settings recorded, as
+    `open_competition` reads them: the task's (`get_task`) and the image folders'."""
+    return SimpleNamespace(positive_class=meta.get("positive_class"), at_least_one_tag=meta.get("at_least_one_tag", True),
+                           train_images=meta.get("train_images"), test_images=meta.get("test_images"))
 
 
 def check_choice(name: str, option: str = "data.task") -> str:
