@@ -357,3 +357,16 @@ def test_a_probability_metric_submitted_as_tags_records_no_cv_score_for_them(tmp
     # comp evaluate no longer says "at 0.5" of a metric that scores probabilities
     scored = _ok(runner.invoke(app, ["evaluate", str(run)]))
     assert "roc_auc at 0.5" not in scored and "held-out images, roc_auc" in scored
+
+
+def test_submit_refuses_per_tag_columns_against_a_tags_sample(tmp_path, tags_comp):
+    # A file of one probability column per tag, recorded as comp predict wrote it, was called valid
+    # although the sample (image_name,tags) describes another file.
+    ids = pd.read_csv(tags_comp / "sample_submission.csv").iloc[:, 0].tolist()
+    probs = pd.DataFrame({"image_name": ids, **{t: [0.5] * len(ids) for t in ("circle", "square", "triangle")}})
+    probs.to_csv(tmp_path / "p.csv", index=False)
+    (tmp_path / "p_meta.json").write_text(json.dumps({"data": str(tags_comp), "task": "multilabel", "metric": "roc_auc",
+                                                      "shape": "probs"}))
+    one_line_error(runner.invoke(app, ["submit", str(tmp_path / "p.csv"), "--dir", str(tmp_path / "subs")]),
+                   "data.submission=probs writes one column per tag", "one value column 'tags'")
+    assert not (tmp_path / "subs").exists()
