@@ -23,6 +23,7 @@ from comp.engine.rundir import ENVIRONMENT_KEYS, flat, run_state, saved_config
 from comp.errors import Log, UserError
 from comp.files import read_json
 from comp.tasks import find_metric
+from comp.tasks.base import POST_MISSING
 from comp.evaluate.report.tables import text_table
 
 COLUMNS = ["run", "state", "metric", "score", "acc", "epochs", "model", "size", "seconds", "date"]
@@ -113,13 +114,9 @@ def _best_so_far(run: Path, cfg) -> tuple[Optional[float], Optional[float]]:
 
 
 def _raw_note(cfg) -> str:
-    """What an unfinished run's score lacks that a finished run's has (`comp.tasks.POST_SUFFIXES`)."""
-    metric = find_metric(cfg.metric, cfg.data.task)
-    if metric.thresholded:
-        return " (score at 0.5: no fitted thresholds yet)"
-    if metric.name == "log_loss":
-        return " (score uncalibrated: no temperature yet)"
-    return ""
+    """What an unfinished run's score lacks that a finished run's has (its metric's `post_suffix`)."""
+    suffix = find_metric(cfg.metric, cfg.data.task).post_suffix
+    return f" ({POST_MISSING[suffix]})" if suffix else ""
 
 
 def _epochs_so_far(run: Path) -> int:

@@ -68,7 +68,7 @@ class _Ensemble:
     metric: str
     shape: Shape
     thresholds: Optional[list[float]]
-    settings: Any = None  # the data settings the competition was opened with (config data section or recorded)
+    settings: Any  # the data settings the competition was opened with (config data section or recorded)
 
     @property
     def all_members(self) -> list[Member]:
@@ -239,8 +239,8 @@ def _write_outputs(ens: _Ensemble, runs: Sequence[Path], out: Path, final: torch
         "data": str(Path(competition.root).resolve()),
         "id_column": competition.id_column,  # the train.csv columns (CSV layout), for comp submit
         "label_column": competition.label_column,
-        "train_images": ens.settings.train_images if ens.settings else None,  # the image folders, when named
-        "test_images": ens.settings.test_images if ens.settings else None,
+        "train_images": ens.settings.train_images,  # the image folders, when named
+        "test_images": ens.settings.test_images,
         "task": task.name,
         "metric": ens.metric,
         "positive_class": task.positive_class,

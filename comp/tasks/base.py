@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # annotations only: tasks come before config, data and engine
 # they are looked for: a temperature (`_calibrated`, log loss), per-tag thresholds (`_thresholded`).
 POST_SUFFIXES = ("_calibrated", "_thresholded")
 POST_WORDS = {"_calibrated": "calibrated", "_thresholded": "at the fitted thresholds"}  # how logs name them
+POST_MISSING = {"_calibrated": "score uncalibrated: no temperature yet",  # an unfinished run's score lacks it (comp runs)
+                "_thresholded": "score at 0.5: no fitted thresholds yet"}
 CALIBRATED = "_calibrated"
 
 
@@ -197,7 +199,7 @@ class Task:
 
         Every task: for log loss, its temperature (`comp.tasks.calibration.calibrate_run`); a task
         that fits more (thresholds) extends this."""
-        if self.metric(metric).name != "log_loss":
+        if self.metric(metric).post_suffix != CALIBRATED:
             return {}
         from comp.tasks.calibration import calibrate_run
 

@@ -38,6 +38,16 @@ class Direction:
 
     higher_is_better: bool
     thresholded = False  # scored on a cut of the probabilities, whose thresholds are fitted (multi-label F metrics)
+    name: str
+
+    @property
+    def post_suffix(self) -> str | None:
+        """What a finished run fits on its held-out predictions for this metric, as the suffix of its
+        score key (`comp.tasks.base.POST_SUFFIXES`): thresholds for a thresholded metric, a
+        temperature for log loss, else None. The one place that says which metric gets which."""
+        if self.thresholded:
+            return "_thresholded"
+        return "_calibrated" if self.name == "log_loss" else None
 
     def better(self, a: float, b: float) -> bool:
         """Whether score `a` beats score `b` (NaN never beats anything; anything beats NaN)."""

@@ -134,7 +134,7 @@ class MultiLabel(Task):
     def fit_held_out(self, run_dir: Path, table: str, metric: str) -> dict[str, Any]:
         """For log loss the run's sigmoid temperature (`Task.fit_held_out`); for an F metric its per-tag thresholds."""
         m = self.metric(metric)
-        if not m.thresholded:
+        if m.post_suffix != "_thresholded":
             return super().fit_held_out(run_dir, table, metric)
         fit = thr.fit_run_thresholds(run_dir, m.name, table, ensure_one=self.ensure_one)
         return {"score_thresholded": fit["score"], "thresholds_global": fit["global"]}
