@@ -81,12 +81,13 @@ def train(
             overrides=set_ or [], log=typer.echo,
         )
     from comp.engine.distributed import is_main
+    from comp.engine.logbook import acc_text
 
     if not is_main():  # under torchrun, rank 0 reports
         return
     metric = summary.get("metric", "accuracy")
     if "cv_acc" in summary:
-        extra = f" (acc {summary['cv_acc']:.4f})" if metric != "accuracy" else ""
+        extra = acc_text(summary["cv_acc"], " (acc ", ")") if metric != "accuracy" else ""
         typer.echo(f"cv {metric} {summary['cv_score']:.4f}{extra}{_post_score(summary, 'cv_score')} over {summary['folds_done']} folds; "
                    f"run: {summary['run_dir']}")
     elif summary["best_val_acc"] is None:
@@ -95,7 +96,7 @@ def train(
         typer.echo(f"best val acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
     else:
         value = "n/a" if summary["best_val_score"] is None else f"{summary['best_val_score']:.4f}"
-        typer.echo(f"best val {metric} {value}{_post_score(summary, 'best_val_score')} (acc {summary['best_val_acc']:.4f}) "
+        typer.echo(f"best val {metric} {value}{_post_score(summary, 'best_val_score')}{acc_text(summary['best_val_acc'], ' (acc ', ')')} "
                    f"at epoch {summary['best_epoch'] + 1}; run: {summary['run_dir']}")
 
 

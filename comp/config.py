@@ -80,14 +80,33 @@ class DataConfig(_Section):
     label_column: Optional[str] = None  # CSV layout: train.csv label column; None: detected
     train_images: Optional[str] = None  # CSV layout: the training images' folder (relative to dir); None: where train.csv's ids resolve
     test_images: Optional[str] = None  # CSV layout: the test images' folder; None: where the sample's ids resolve
-    # CSV layout: one label per image, or several (space-separated tags, or one 0/1 column per class); auto: detected, asked when unclear
-    task: Literal["auto", "single", "multilabel"] = "auto"
+    # CSV layout: one label per image, several (space-separated tags, or one 0/1 column per class), an integer grade scored
+    # in order (ordinal: kappa at fitted cut-points) or a number (regression); auto: detected, asked when unclear (ordinal is never guessed)
+    task: Literal["auto", "single", "multilabel", "ordinal", "regression"] = "auto"
+    # regression: [lo, hi] predictions are clipped to (and train.loss=bce scales by); None: the training targets' range, recorded in the run
+    target_range: Optional[tuple[float, float]] = None
+    # regression: (mean, std) the target is standardized by for training; fitted on the training rows and recorded by the run (leave unset)
+    target_scale: Optional[tuple[float, float]] = None
     # multi-label: an image with no tag at or above its threshold gets its most probable tag (Kaggle's tag metrics score an empty row 0); false: left empty
     at_least_one_tag: bool = True
     positive_class: Optional[str] = None  # binary: the class whose probability roc_auc and a one-column submission use; None: the second class
     # prediction CSV shape; auto: from sample_submission.csv and the metric; tags / onehot: multi-label
-    submission: Literal["auto", "label", "probs", "positive", "topk", "tags", "onehot"] = "auto"
+    submission: Literal["auto", "label", "probs", "positive", "topk", "tags", "onehot", "grade", "value"] = "auto"
     sampler: Literal["uniform", "balanced"] = "uniform"  # balanced: every class drawn equally often per epoch (imbalanced data)
+
+    @field_validator("target_range")
+    @classmethod
+    def _ordered_range(cls, v: Optional[tuple[float, float]]) -> Optional[tuple[float, float]]:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError("target_range is [lo, hi] with lo < hi")
+        return v
+
+    @field_validator("target_scale")
+    @classmethod
+    def _positive_scale(cls, v: Optional[tuple[float, float]]) -> Optional[tuple[float, float]]:
+        if v is not None and not v[1] > 0:
+            raise ValueError("target_scale is [mean, std] with std > 0")
+        return v
 
     @field_validator("std")
     @classmethod
@@ -167,8 +186,10 @@ class TrainConfig(_Section):
     checkpoint_minutes: float = Field(10.0, ge=0)  # also save last.pt mid-epoch this often; 0 = epoch ends only
     # Imbalanced classes: loss weights none | balanced (n / (C * n_c), sklearn) | [w1, ...] in class order | {class: w}
     class_weights: Union[Literal["none", "balanced"], list[Annotated[float, Field(gt=0)]], dict[str, Annotated[float, Field(gt=0)]]] = "none"
-    # focal: (1 - p)^gamma down-weights the easy images; multi-label: ce is per-tag binary cross-entropy, asl timm's asymmetric loss
-    loss: Literal["ce", "focal", "asl"] = "ce"
+    # auto: the task's default (ce; ordinal smooth_l1; regression mse). focal: (1 - p)^gamma down-weights the easy images;
+    # multi-label: ce is per-tag binary cross-entropy, asl timm's asymmetric loss; ordinal: smooth_l1 | mse | corn (coral-pytorch);
+    # regression: mse | smooth_l1 | l1 on the standardized target, bce on the target scaled into [0, 1] by data.target_range
+    loss: Literal["auto", "ce", "focal", "asl", "smooth_l1", "mse", "l1", "bce", "corn"] = "auto"
     focal_gamma: float = Field(2.0, ge=0)
 
     @field_validator("threads", mode="before")

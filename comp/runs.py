@@ -27,8 +27,9 @@ from comp.tasks.base import POST_MISSING
 from comp.evaluate.report.tables import text_table
 
 COLUMNS = ["run", "state", "metric", "score", "acc", "epochs", "model", "size", "seconds", "date"]
-# Keys that say where or how a run ran, not what it is: never shown as a difference.
-QUIET_KEYS = ENVIRONMENT_KEYS + ("data.mean", "data.std")
+# Keys that say where or how a run ran, not what it is (or what training fitted, as a regression's
+# target scale): never shown as a difference.
+QUIET_KEYS = ENVIRONMENT_KEYS + ("data.mean", "data.std", "data.target_scale")
 
 
 def find_runs(folders: Sequence[Path]) -> list[Path]:

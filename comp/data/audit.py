@@ -134,13 +134,14 @@ def format_report(report: AuditReport, limit: int = 10) -> str:
         lines.append(f"train.csv columns: id {comp.id_column!r}, label {comp.label_column!r}")
     lines += comp.notes  # which image folders were chosen, and why
     lines += comp.task.audit_lines(comp, limit)
-    val_counts = comp.class_counts(comp.val) if comp.val else {}
-    width = max(len(c) for c in comp.classes)
-    for name, n in comp.class_counts().items():
-        extra = f"  val {val_counts.get(name, 0)}" if comp.val else ""
-        share = comp.task.count_note(n, len(comp.train))
-        lines.append(f"  {name:<{width}}  train {n}{extra}{share}")
-    lines.append(_imbalance_line(report.imbalance_ratio, comp.task.imbalance_fix()))
+    if comp.task.counted:
+        val_counts = comp.class_counts(comp.val) if comp.val else {}
+        width = max(len(c) for c in comp.classes)
+        for name, n in comp.class_counts().items():
+            extra = f"  val {val_counts.get(name, 0)}" if comp.val else ""
+            share = comp.task.count_note(n, len(comp.train))
+            lines.append(f"  {name:<{width}}  train {n}{extra}{share}")
+        lines.append(_imbalance_line(report.imbalance_ratio, comp.task.imbalance_fix()))
     sub = comp.submission
     lines.append(f"train images: {len(comp.train)}" + (f", val images: {len(comp.val)}" if comp.val else " (no val split: a stratified hold-out is used)"))
     lines.append(

@@ -32,6 +32,7 @@ from comp.data.images import is_image_file, list_images, other_files
 from comp.data.labels import multi_hot, read_labels, sort_class_names
 from comp.errors import UserError
 from comp.tasks import Task, get_task
+from comp.tasks.regression import parse_numbers
 from comp.tasks.single import SingleLabel
 
 DEFAULT_COLUMNS = ("image_name", "pred_label")  # the NYCU format, used without a sample submission
@@ -39,12 +40,13 @@ DEFAULT_COLUMNS = ("image_name", "pred_label")  # the NYCU format, used without 
 
 @dataclass
 class Split:
-    """Labelled images: `paths[i]` has class index `labels[i]`; in a multi-label competition
-    `targets[i]` is its (C,) 0/1 row of tags instead and every `labels[i]` is -1."""
+    """Labelled images: `paths[i]` has class (or grade) index `labels[i]`; in a multi-label
+    competition `targets[i]` is its (C,) 0/1 row of tags instead, in a regression its number, and
+    every `labels[i]` is -1."""
 
     paths: list[Path]
     labels: list[int]
-    targets: Optional[np.ndarray] = None  # multi-label: (N, C) uint8
+    targets: Optional[np.ndarray] = None  # multi-label: (N, C) uint8; regression: (N,) float64
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -139,14 +141,19 @@ def open_competition(
         raise UserError(f"data folder not found: {root}; pass the competition folder (the one holding train/ or train.csv)")
     if (root / "train.csv").is_file():
         competition = _open_csv(root, id_column, label_column, task, settings)
-    elif task not in ("auto", "single"):
-        raise UserError(f"{root}: data.task={task} needs a train.csv (tags or one 0/1 column per class); class folders hold one label per image")
+    elif task not in ("auto", "single", "ordinal"):
+        raise UserError(f"{root}: data.task={task} needs a train.csv (tags, one 0/1 column per class, or numbers); "
+                        "class folders hold one label per image")
     elif (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
         competition = _open_folders(root)
     else:
         competition = None
     if competition is not None:
-        competition.task = get_task(competition.task.name, settings)  # with the run's task settings
+        if task == "ordinal" and competition.layout == "folders":
+            competition.task = get_task("ordinal")
+        # with the run's task settings and the competition's classes (and, for regression, its target range)
+        competition.task = get_task(competition.task.name, settings, classes=competition.classes).for_data(competition.train)
+        competition.task.check_classes(competition.classes, competition.root)
         return competition
     raise UserError(
         f"{root}: no competition layout found; expected train/<class>/ folders or train.csv + an image folder"
@@ -247,7 +254,7 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str],
     reading = read_labels(df, id_col, label_column, task, csv_path)
     lab_col = reading.label_columns[0] if reading.kind != "onehot" else None
     # A multi-label row's label is its tag set, written as sorted space-separated tags.
-    label_texts = (df[lab_col] if reading.kind == "single"
+    label_texts = (df[lab_col] if reading.kind in ("single", "value")
                    else pd.Series([" ".join(sorted(set(reading.tags_of(r) or []))) for _, r in df.iterrows()], index=df.index))
 
     skipped: list[tuple[str, str]] = [(str(p), "not an image file (extension)") for p in other] + reading.repeats
@@ -277,7 +284,10 @@ def _open_csv(root: Path, id_column: Optional[str], label_column: Optional[str],
             skipped.append((f"train.csv line {line}", f"duplicate row for {path.relative_to(root).as_posix()} (used once)"))
     if not rows:
         raise UserError(f"{csv_path}: no row of column {id_col!r} matches an image in {image_dir}/")
-    if reading.kind != "single":  # tags: each image's row of 0/1 over the tags
+    if reading.kind == "value":  # regression: one number per image; the target column names the prediction
+        classes = [lab_col]
+        train = Split(list(rows), [-1] * len(rows), parse_numbers(list(rows.values()), csv_path))
+    elif reading.kind != "single":  # tags: each image's row of 0/1 over the tags
         classes = reading.classes
         train = Split(list(rows), [-1] * len(rows), multi_hot([lab.split() for lab in rows.values()], classes))
     else:

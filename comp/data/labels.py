@@ -1,4 +1,4 @@
-"""Labels in train.csv: which column holds them, the class order, and whether the table is multi-label.
+"""Labels in train.csv: which column holds them, the class order, and which task the table is.
 
 Class names are strings exactly as the user wrote them; their order (= the model's output index)
 is numeric when every name is an integer ("3" < "12" < "100"), otherwise lexicographic.
@@ -16,6 +16,13 @@ multi-word labels also make up other labels and there are fewer distinct words t
 labels, it is tags (Planet: 17 tags in some 450 combinations); when no multi-word label is made
 of words other labels use, it is class names; anything between stops with one line asking for
 `data.task`. Nothing is guessed.
+
+A label column of numbers is read by its values: integers with at most `MAX_NUMBERED_CLASSES`
+distinct values stay classes (NYCU's "0".."99" folders, grades scored as classes); numbers with a
+fraction and more distinct values than that are a regression target (`data.task: regression`);
+anything between (Pawpularity's integers 1-100, a few fractional values) stops with one line asking
+for `data.task`. Ordinal grades are never guessed: `data.task: ordinal` says the integers are
+ordered and scored in order (`comp data check` offers it for a column of a few integers).
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ import pandas as pd
 from comp.errors import UserError
 
 LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target", "species", "breed", "diagnosis", "y", "tags")
-Task = Literal["single", "multilabel"]
+Task = Literal["single", "multilabel", "ordinal", "regression"]
+MAX_NUMBERED_CLASSES = 30  # more distinct integers than this may be a numeric target: asked, not guessed
 _ONE_HOT = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
 
 
@@ -41,7 +49,7 @@ class LabelReading:
 
     task: Task
     label_columns: list[str]  # single or tags: [the label column]; one-hot: the class columns
-    kind: Literal["single", "tags", "onehot"]
+    kind: Literal["single", "tags", "onehot", "value"]  # value: one number per image (regression)
     classes: list[str] = field(default_factory=list)  # multi-label only: the tag names, in class order
     repeats: list[tuple[str, str]] = field(default_factory=list)  # (train.csv line, what) of a tag given twice in a cell (used once)
 
@@ -105,6 +113,27 @@ def tag_reading(values: pd.Series) -> Optional[bool]:
     return None
 
 
+def number_reading(values: pd.Series) -> Optional[str]:
+    """How auto reads a label column of numbers: "single" (a few integers), "regression" (many
+    fractional values), "unclear", or None when some label is not a number."""
+    texts = [v for v in values.str.strip() if v]
+    if not texts:
+        return None
+    try:
+        numbers = np.array([float(v) for v in texts])
+    except ValueError:
+        return None
+    if not np.isfinite(numbers).all():
+        return None
+    integers = bool((numbers == np.round(numbers)).all())
+    many = len(set(texts)) > MAX_NUMBERED_CLASSES
+    if integers and not many:
+        return "single"
+    if not integers and many:
+        return "regression"
+    return "unclear"
+
+
 def read_labels(df: pd.DataFrame, id_col: str, label_column: Optional[str], task: str, csv_path: Path) -> LabelReading:
     """Decide the task of train.csv and where its labels are.
 
@@ -116,10 +145,10 @@ def read_labels(df: pd.DataFrame, id_col: str, label_column: Optional[str], task
     onehot = _one_hot_columns(df, others) if label_column is None else []
     text = [c for c in others if c not in onehot]
     if len(onehot) >= 2:
-        if task == "single":
+        if task not in ("auto", "multilabel"):
             raise UserError(
                 f"{csv_path}: columns {_listed(onehot)} hold only 0/1, one column per class; that is a multi-label table, "
-                "not data.task=single (set data.label_column=<column> to train on one text column instead)"
+                f"not data.task={task} (set data.label_column=<column> to train on one column instead)"
             )
         if text:
             raise UserError(
@@ -130,9 +159,20 @@ def read_labels(df: pd.DataFrame, id_col: str, label_column: Optional[str], task
     column = label_column or detect_label_column(df, id_col, csv_path)
     if column not in df.columns:
         raise UserError(f"{csv_path}: no column {column!r}; columns are {list(df.columns)}")
-    if task == "single":
-        return LabelReading("single", [column], "single")
+    if task in ("single", "ordinal"):
+        return LabelReading(task, [column], "single")
+    if task == "regression":
+        return LabelReading("regression", [column], "value")
     values = df[column].astype(str)
+    numeric = number_reading(values) if task == "auto" else None
+    if numeric == "regression":
+        return LabelReading("regression", [column], "value")
+    if numeric == "unclear":
+        distinct = values.str.strip().replace("", None).dropna().nunique()
+        raise UserError(
+            f"{csv_path}: column {column!r} holds {distinct} distinct numbers; is it a number to predict or class names? set "
+            "data.task=regression (a numeric target), data.task=ordinal (integer grades scored in order) or data.task=single (classes)"
+        )
     reading = True if task == "multilabel" else tag_reading(values)
     if reading is None:
         line, sample = next(((i + 2, v) for i, v in enumerate(values) if len(v.split()) > 1), (0, ""))

@@ -150,6 +150,39 @@ def make_tagged_competition(
     return root
 
 
+def make_graded_competition(
+    root: Path | str, *, kind: Literal["ordinal", "regression"] = "ordinal", grades: int = 4, images: int = 80, test_images: int = 12,
+    size: int = 32, seed: int = 0,
+) -> Path:
+    """A graded or numeric competition: each image shows 0..`grades`-1 squares on noise.
+
+    ordinal: the label is the count (`id_code,diagnosis`, APTOS's columns; the sample's placeholder
+    grade is 0); regression: the label is 20 x the count plus a uniform fraction (`Id,Pawpularity`,
+    numbers with two decimals; the sample's placeholder 50.0). answers.csv holds the test labels.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(images + test_images):
+        count = int(rng.integers(grades))
+        im = Image.fromarray(rng.integers(0, 60, (size, size, 3), dtype=np.uint8), "RGB")
+        d = ImageDraw.Draw(im)
+        cell = size // 2
+        for k in rng.permutation(4)[:count]:  # one square per quadrant
+            x, y = (k % 2) * cell, (k // 2) * cell
+            d.rectangle((x + 3, y + 3, x + cell - 4, y + cell - 4), fill=tuple(int(v) for v in rng.integers(150, 256, 3)))
+        label = str(count) if kind == "ordinal" else f"{20 * count + rng.uniform(0, 10):.2f}"
+        split = "train" if i < images else "test"
+        _save(im, root / split / f"img_{i:05d}.png")
+        rows.append((f"img_{i:05d}", label))
+    header = ("id_code", "diagnosis") if kind == "ordinal" else ("Id", "Pawpularity")
+    placeholder = "0" if kind == "ordinal" else "50.0"
+    _write_csv(root / "train.csv", header, rows[:images])
+    _write_csv(root / "sample_submission.csv", header, [(i, placeholder) for i, _ in rows[images:]])
+    _write_csv(root / "answers.csv", ("id", "label"), rows[images:])
+    return root
+
+
 def _save(im: Image.Image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path)

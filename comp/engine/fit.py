@@ -114,5 +114,5 @@ def _held_out_outputs(
     it; returns the summary's `best_val_score_calibrated` / `_thresholded` (the score of what `comp
     predict` writes, recorded beside the raw one that chose the best epoch) and what was fitted."""
     write_val_probs(run, val, competition, device, cfg, pool=pool)
-    fits = competition.task.fit_held_out(run, "val_probs.csv", cfg.metric)
+    fits = competition.task.fit_held_out(run, "val_probs.csv", cfg.metric, competition.classes)
     return {("best_val_" + k if k.startswith("score_") else k): v for k, v in fits.items()}

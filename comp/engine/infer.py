@@ -46,7 +46,7 @@ class Member:
     @property
     def task(self) -> Task:
         """The competition type it was trained for (its saved config's resolved data.task)."""
-        return get_task(self.cfg.data.task, self.cfg.data)
+        return get_task(self.cfg.data.task, self.cfg.data, self.cfg.train.loss, self.classes)
 
     @property
     def crop_pct(self) -> float:
@@ -83,7 +83,8 @@ def load_member(run_dir: Path, device: torch.device) -> Member:
     else:
         raw, classes, state, source = *_packaged(run_dir / WEIGHTS_FILE), run_dir / WEIGHTS_FILE
     cfg = config_from_dict(raw, str(source))
-    model = build_model(cfg.model, len(classes), pretrained=False)
+    task = get_task(cfg.data.task, cfg.data, cfg.train.loss, classes)
+    model = build_model(cfg.model, task.model_outputs(classes), pretrained=False)
     model.load_state_dict(state)  # fp16 weights of a --half bundle are copied into the fp32 model
     model.to(device, memory_format=torch.channels_last).eval()
     return Member(run_dir, model, classes, cfg)
@@ -159,12 +160,13 @@ def predict_views(
         pool: a superset of `paths` whose cache to use (see `decoded_batches`).
 
     Returns:
-        ([ (V_m, N, C) float32 probabilities per member (its task's activation) ], ok mask (N,) bool).
+        ([ (V_m, N, D) float32 predictions per member (its task's activation: D = C probabilities, or
+        1 value) ], ok mask (N,) bool).
     """
     n = len(paths)
     fns = [[parse_view(v) for v in vs] for vs in views]
     tasks = [m.task for m in members]
-    out = [torch.full((len(vs), n, len(m.classes)), float("nan")) for m, vs in zip(members, views)]
+    out = [torch.full((len(vs), n, len(t.columns(m.classes))), float("nan")) for m, t, vs in zip(members, tasks, views)]
     ok = torch.zeros(n, dtype=torch.bool)
     groups: dict[tuple[int, float], list[int]] = {}
     for i, m in enumerate(members):
@@ -229,7 +231,7 @@ def write_val_probs(
         run_dir / "val_probs.csv",
         [relative_id(val.paths[i], competition.root) for i in keep],
         probs[0][0][keep],
-        competition.classes,
+        member.task.columns(competition.classes),
         label=competition.task.label_texts(val, keep, competition.classes),
         unit=competition.task.unit_rows,
     )

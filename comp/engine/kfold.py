@@ -148,7 +148,7 @@ def collect_oof(out_dir: Path, classes: list[str], k: int, metric: str, task: Ta
         if not path.is_file():
             continue
         fids, fprobs, fclasses, meta = read_probs(path)
-        if fclasses != classes:
+        if fclasses != task.columns(classes):
             raise UserError(f"{path}: classes differ from the competition's; retrain this fold")
         y = targets_of(meta["label"], path)
         fold_acc[i] = task.accuracy(fprobs, y)
@@ -160,7 +160,7 @@ def collect_oof(out_dir: Path, classes: list[str], k: int, metric: str, task: Ta
     if not probs:
         raise UserError(f"{out_dir}: no finished fold (fold_*/val_probs.csv)")
     p = torch.cat(probs)
-    write_probs(out_dir / "oof.csv", ids, p, classes, unit=task.unit_rows, label=labels, fold=folds)
+    write_probs(out_dir / "oof.csv", ids, p, task.columns(classes), unit=task.unit_rows, label=labels, fold=folds)
     y = targets_of(labels)
     cv = {
         "metric": metric,
@@ -173,7 +173,7 @@ def collect_oof(out_dir: Path, classes: list[str], k: int, metric: str, task: Ta
         "images": len(ids),
     }
     # one temperature (log loss) or one set of thresholds (multi-label F metric) for the run, fitted on what its folds hold out
-    fits = task.fit_held_out(out_dir, "oof.csv", metric)
+    fits = task.fit_held_out(out_dir, "oof.csv", metric, classes)
     cv.update({("cv_" + k if k.startswith("score_") else k): v for k, v in fits.items()})
     write_json(cv, out_dir / "cv.json")
     return cv
@@ -188,5 +188,8 @@ def _print_table(cv: dict[str, Any], log: Log) -> None:
     if "cv_score_thresholded" in cv:
         log(f"  per-tag thresholds fitted on oof.csv (global {cv['thresholds_global']:.2f}): {cv['metric']} {cv['cv_score_thresholded']:.4f}, "
             "what comp predict writes")
+    if "cv_score_cut" in cv:
+        log(f"  cut-points fitted on oof.csv ({', '.join(f'{c:.3g}' for c in cv['cutpoints'])}): {cv['metric']} {cv['cv_score_cut']:.4f} "
+            f"({cv['score_at_rounding']:.4f} at rounding), what comp predict writes")
     if "cv_score_calibrated" in cv:
         log(f"  calibrated (temperature {cv['temperature']:.3f} on oof.csv): {cv['metric']} {cv['cv_score_calibrated']:.4f}, what comp predict writes")

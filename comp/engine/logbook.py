@@ -178,6 +178,11 @@ def environment() -> dict[str, str]:
 # -- what the training loop records (comp.engine.loop) ------------------------------------
 
 
+def acc_text(acc: Optional[float], before: str = " acc ", after: str = "") -> str:
+    """` acc 0.1234` for a log line, or nothing where the task has no accuracy (a regression's is NaN)."""
+    return "" if acc is None or math.isnan(acc) else f"{before}{acc:.4f}{after}"
+
+
 def record_epoch(
     metrics: MetricsLog, out_dir: Path, cfg: "Config", classes: list[str], epoch: int, optimizer, tr: "EpochStats", va: "EpochStats",
     new_best: Optional["nn.Module"], metric, scored: bool, log: Log,
@@ -190,11 +195,11 @@ def record_epoch(
     plot_curves(metrics.rows, out_dir / "curves.png", title=f"{cfg.model.name} - {out_dir.name}")
     if new_best is not None:
         save_atomic(weights_payload(new_best, cfg, classes, epoch, va.acc), out_dir / "best.pt")
-    val = f"val loss {va.loss:.4f} acc {va.acc:.4f}  " if scored else ""
+    val = f"val loss {va.loss:.4f}{acc_text(va.acc)}  " if scored else ""
     if scored and metric.name != "accuracy":
         val += f"{metric.name} {va.score:.4f}  "
     log(
-        f"epoch {epoch + 1}/{cfg.train.epochs}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
+        f"epoch {epoch + 1}/{cfg.train.epochs}  lr {lr:.2e}  train loss {tr.loss:.4f}{acc_text(tr.acc)}  "
         f"{val}{tr.images / max(tr.seconds, 1e-9):.0f} img/s  {row['seconds']:.1f}s{'  *best' if new_best is not None and scored else ''}"
     )
     return row

@@ -10,6 +10,7 @@ the pruner's hook, Ctrl-C) and `_finish` (skipped files, the held-out outputs, s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
@@ -142,8 +143,10 @@ def _prepare(cfg: Config, data: TrainingData, out_dir: Path, resume: bool, overw
     """Every check, then the model, batches, optimizer, schedule, loss and loop state (last.pt's on
     --resume). Nothing is written: a refused or failing command leaves the folder as it was.
     Returns the summary of a run that has already finished."""
-    classes, task = data.classes, data.task
-    if len(classes) < 2:
+    classes = data.classes
+    task = data.task.for_run(cfg.train.loss, data.train_split)  # the run's loss; a regression's target scale
+    data = dataclasses.replace(data, task=task)
+    if len(classes) < task.min_classes:
         raise UserError(f"{data.source}: only one class ({classes[0]!r}) has training images; a classifier needs two or more")
     metric = task.check(cfg, classes)
     weight = task.loss_weights(cfg.train.class_weights, data.train_split, classes) if data.train_split is not None else None
@@ -166,12 +169,13 @@ def _prepare(cfg: Config, data: TrainingData, out_dir: Path, resume: bool, overw
             return read_json(out_dir / "summary.json") or {}
     elif main:
         check_new_run_dir(out_dir, overwrite)
-    model = build_model(cfg.model, len(classes), pretrained=not resume)
+    model = build_model(cfg.model, task.model_outputs(classes), pretrained=not resume)
     dcfg = data_config(cfg.data, model)
     cfg = cfg.model_copy(deep=True)
     for key in ("image_size", "mean", "std", "crop_pct"):
         setattr(cfg.data, key, dcfg[key])  # the resolved config records what was actually used
     cfg.data.task = task.name  # what predict and resume read the labels as
+    task.record(cfg.data)  # and what the task fitted (a regression's target scale and range)
     model.to(device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
     with LiveProgress(enabled=None if main else False) as progress:  # the cache's one-off decode shows a bar
         train_loader, val_loader, unreadable = data.make_loaders(cfg, dcfg, device, progress)
@@ -216,7 +220,7 @@ def _accept(run: _Run, resume: bool, on_accept: Optional[Callable[[], None]], tr
     n_params, n_train_params = count_params(run.model), count_params(run.model, trainable_only=True)
     log(
         f"{cfg.model.name} ({n_params / 1e6:.2f}M params, {n_train_params / 1e6:.2f}M trainable) on {run.device}"
-        f"{f' {run.dtype}' if run.dtype else ''}: {len(data.classes)} classes, {data.n_train} train / {data.n_val} val images, "
+        f"{f' {run.dtype}' if run.dtype else ''}: {len(data.classes)} {data.task.what}, {data.n_train} train / {data.n_val} val images, "
         f"{run.dcfg['image_size']} px"
     )
     log(f"input: {getattr(run.train_loader, 'describe', 'given batches')}")

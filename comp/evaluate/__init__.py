@@ -180,7 +180,8 @@ def evaluate(
         result["ensemble_thresholded_score"] = value(ensemble, cut)
     if len(runs) > 1:
         log(f"ensemble of {len(runs)} runs (equal weights) on {len(order)} shared images: {metric.name} {result['ensemble_score']:.4f}"
-            + (f" at 0.5, {result['ensemble_thresholded_score']:.4f} at the thresholds comp predict fits for it" if cut is not None else ""))
+            + (f" {task.plain_cut}, {result['ensemble_thresholded_score']:.4f} at the {task.cut_name} comp predict fits for it"
+               if cut is not None else ""))
     if fit:
         ensemble, cut = fit_combination(result, aligned, labels, view_list, rule, metric, task, value, log, applied)
     if report is not None:
@@ -200,7 +201,7 @@ def _score_run(run: str, h: HeldOut, views: list[str], metric, log: Log) -> dict
     predicted = h.predicted()
     entry: dict[str, Any] = {"views": per_view, "tta_score": value(predicted), "tta_acc": task.accuracy(predicted, h.labels),
                              "images": len(h.ids)}
-    at = " at 0.5" if metric.thresholded else ""
+    at = f" {task.plain_cut}" if metric.thresholded else ""
     log(f"{run}: {len(h.ids)} held-out images, {metric.name}{at}" + (f" ({task.acc_name})" if metric.name != "accuracy" else ""))
     if h.temperature != 1.0:
         raw = task.log_loss(merge(h.probs, rule=h.merge), h.labels)
@@ -216,7 +217,7 @@ def _score_run(run: str, h: HeldOut, views: list[str], metric, log: Log) -> dict
     own = task.run_post(Path(run), h.classes, metric.name)
     if own is not None:
         entry["thresholded_score"] = value(predicted, own)
-        log(f"  at the run's thresholds ({Path(run) / 'thresholds.json'}): {metric.name} {entry['thresholded_score']:.4f}, "
+        log(f"  at the run's {task.cut_name} ({Path(run) / task.cut_file}): {metric.name} {entry['thresholded_score']:.4f}, "
             "what comp predict writes")
     return entry
 
@@ -249,7 +250,7 @@ def _report(out: Path, task: Task, probs: torch.Tensor, labels: torch.Tensor, cl
         "accuracy": f"{task.accuracy(probs, labels):.4f}",
     }
     if cut is not None:
-        title["thresholds"] = "per class, as comp predict applies them"
+        title[task.cut_name] = ", ".join(f"{c:.3g}" for c in cut) + ", as comp predict applies them"
     written = write_report(out, task, probs, labels, classes, order, aligned[0].paths, thresholds=cut, title=title, top=top, log=log)
     return {"dir": str(out), **{k: written[k] for k in ("ece", "files") if k in written}}
 

@@ -32,7 +32,7 @@ def fit_combination(result: dict[str, Any], aligned: list, labels: torch.Tensor,
     the chosen combination are reported beside them, not used.
     """
     sign = 1.0 if metric.higher_is_better else -1.0  # hill-climb on the metric, oriented so that higher is better
-    at = " at 0.5" if metric.thresholded else ""
+    at = f" {task.plain_cut}" if metric.thresholded else ""
     weights = None
     if len(aligned) > 1:
         per_run = torch.stack([h.predicted() for h in aligned])
@@ -63,7 +63,8 @@ def fit_combination(result: dict[str, Any], aligned: list, labels: torch.Tensor,
     cut = applied(weights)
     result.update(thresholds=cut, thresholded_score=value(probs, cut), fitted_thresholds=refit["thresholds"],
                   fitted_thresholded_score=refit["score"])
-    log(f"at the thresholds comp predict applies to that combination: {metric.name} {result['thresholded_score']:.4f}; "
-        f"thresholds fitted for that combination would give {refit['score']:.4f} (at 0.5: {refit['score_at_0.5']:.4f}), "
-        "but predict fits them on the runs' held-out predictions as training wrote them (one run: its thresholds.json)")
+    name = task.cut_name
+    log(f"at the {name} comp predict applies to that combination: {metric.name} {result['thresholded_score']:.4f}; "
+        f"{name} fitted for that combination would give {refit['score']:.4f} ({task.plain_cut}: {refit['score_plain']:.4f}), "
+        f"but predict fits them on the runs' held-out predictions as training wrote them (one run: its own)")
     return probs, cut

@@ -133,7 +133,7 @@ def predict(
     temperatures = {r: run_temperature(r) if calibrate else 1.0 for r in ens.run_dirs}
     per_run, used_views = _predict_runs(ens, tta, views, temperatures, dev, batch_size, workers, disk_cache)
     for table in ens.tables:
-        per_run[table] = _aligned_table(table, ens.competition, ens.classes)
+        per_run[table] = _aligned_table(table, ens.competition, ens.competition.task.columns(ens.classes))
     final = merge(torch.stack([per_run[Path(r)] for r in runs]), weights, ens.rule)
     if not dist.is_main():
         return {}
@@ -181,7 +181,7 @@ def _resolve(runs: Sequence[Path], data: Optional[Path], dev: torch.device, weig
                         "held-out predictions); pass the runs, not *_probs.csv tables")
     cut, source = task.prediction_post(run_dirs, weights, metric, classes, out_shape, thresholds)
     if source:
-        log(f"thresholds: {source}")
+        log(f"{task.cut_name}: {source}")
     return _Ensemble(members, tables, run_dirs, competition, classes, rule, metric, out_shape, cut, settings)
 
 
@@ -248,10 +248,11 @@ def _write_outputs(ens: _Ensemble, runs: Sequence[Path], out: Path, final: torch
         "shape": ens.shape.kind,
         "k": ens.shape.k,
         "temperatures": {str(r): t for r, t in temperatures.items() if t != 1.0},
-        "thresholds": ens.thresholds,
+        "thresholds": ens.thresholds,  # the task's cut: per-tag thresholds, or an ordinal task's cut-points
+        "target_range": task.target_range,  # regression: what values were clipped to
     }
     if sidecars:
-        write_probs(probs_path, competition.test_ids, final, ens.classes, unit=task.unit_rows)
+        write_probs(probs_path, competition.test_ids, final, task.columns(ens.classes), unit=task.unit_rows)
         write_json(meta, meta_path)
     views = sorted({v for vs in used_views.values() for v in vs}) or "-"
     if scores and views not in ("-", ["identity"]):

@@ -89,7 +89,7 @@ def package(
     thresholds, source = task.prediction_post(list(members), list(weights) if weights is not None else [1.0] * len(runs),
                                               first_cfg.metric, classes, out_shape)
     if source:
-        log(f"thresholds: {source}")
+        log(f"{task.cut_name}: {source}")
 
     names = _run_names(list(members))
     out.mkdir(parents=True, exist_ok=True)

@@ -14,14 +14,18 @@ from typing import Optional
 from comp.errors import UserError
 from comp.tasks.base import POST_SUFFIXES, POST_WORDS, Task, final_score, final_score_key, tracked_keys
 from comp.tasks.multilabel import MultiLabel
+from comp.tasks.ordinal import Ordinal
+from comp.tasks.regression import Regression
 from comp.tasks.single import SingleLabel
 
-TASKS: dict[str, type[Task]] = {"single": SingleLabel, "multilabel": MultiLabel}
+TASKS: dict[str, type[Task]] = {"single": SingleLabel, "multilabel": MultiLabel, "ordinal": Ordinal, "regression": Regression}
 CHOICES = ("auto", *TASKS)  # what data.task and comp data check --task take
 
 
-def get_task(name: str, data=None) -> Task:
-    """The task called `name` ("single", "multilabel"), with the settings of the config's `data` section.
+def get_task(name: str, data=None, loss: str = "auto", classes: Optional[list[str]] = None) -> Task:
+    """The task called `name` ("single", "multilabel", "ordinal", "regression"), with the settings
+    of the config's `data` section, `train.loss` (`loss`: which head an ordinal model has) and the
+    competition's `classes` where known (an ordinal task's grades).
 
     Raises:
         UserError: an unknown name ("auto" must be resolved from the data first).
@@ -30,7 +34,9 @@ def get_task(name: str, data=None) -> Task:
         raise UserError(f"data.task {name!r}: use {', '.join(CHOICES)}")
     positive_class: Optional[str] = getattr(data, "positive_class", None) if data is not None else None
     ensure_one = getattr(data, "at_least_one_tag", True) if data is not None else True
-    return TASKS[name](positive_class=positive_class, ensure_one=ensure_one)
+    return TASKS[name](positive_class=positive_class, ensure_one=ensure_one, loss=loss,
+                       target_range=getattr(data, "target_range", None), target_scale=getattr(data, "target_scale", None),
+                       classes=classes)
 
 
 def find_metric(name: str, task: str = "auto"):
@@ -55,7 +61,8 @@ def recorded_settings(meta: dict) -> SimpleNamespace:
     """The data settings a prediction's `_meta.json` or a bundle's settings recorded, as
     `open_competition` reads them: the task's (`get_task`) and the image folders'."""
     return SimpleNamespace(positive_class=meta.get("positive_class"), at_least_one_tag=meta.get("at_least_one_tag", True),
-                           train_images=meta.get("train_images"), test_images=meta.get("test_images"))
+                           train_images=meta.get("train_images"), test_images=meta.get("test_images"),
+                           target_range=meta.get("target_range"), target_scale=meta.get("target_scale"))
 
 
 def check_choice(name: str, option: str = "data.task") -> str:

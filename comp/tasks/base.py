@@ -11,12 +11,16 @@ model for the training half; ours also carries the competition half.
 How to add a task: subclass `Task`, fill in every method that raises NotImplementedError, register
 it in `comp/tasks/__init__.py`'s `TASKS`, and copy the tests of `tests/tasks/` for it (docs/contract.md).
 
-Tensors: `probs` are (N, C) probabilities (C = the number of classes or tags, one output each),
-`targets` what the loss compares with ((N,) class indices, or (N, C) 0/1 tag rows).
+Tensors: `probs` are (N, D) predictions, the task's activation of the model's outputs: D = C
+probabilities (C = the number of classes or tags) or D = 1 continuous value (a grade's position,
+a number); `columns(classes)` names the D columns of the tables that hold them (val_probs.csv,
+oof.csv, `*_probs.csv`). `targets` are what the loss compares with ((N,) class or grade indices,
+(N, C) 0/1 tag rows, or (N,) numbers).
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -36,10 +40,14 @@ if TYPE_CHECKING:  # annotations only: tasks come before config, data and engine
 
 # The suffixes of a held-out score after the post-processing `comp predict` applies, in the order
 # they are looked for: a temperature (`_calibrated`, log loss), per-tag thresholds (`_thresholded`).
-POST_SUFFIXES = ("_calibrated", "_thresholded")
-POST_WORDS = {"_calibrated": "calibrated", "_thresholded": "at the fitted thresholds"}  # how logs name them
+# they are looked for: a temperature (`_calibrated`, log loss), per-tag thresholds (`_thresholded`),
+# cut-points between grades (`_cut`, ordinal).
+POST_SUFFIXES = ("_calibrated", "_thresholded", "_cut")
+POST_WORDS = {"_calibrated": "calibrated", "_thresholded": "at the fitted thresholds",  # how logs name them
+              "_cut": "at the fitted cut-points"}
 POST_MISSING = {"_calibrated": "score uncalibrated: no temperature yet",  # an unfinished run's score lacks it (comp runs)
-                "_thresholded": "score at 0.5: no fitted thresholds yet"}
+                "_thresholded": "score at 0.5: no fitted thresholds yet",
+                "_cut": "score at plain rounding: no fitted cut-points yet"}
 CALIBRATED = "_calibrated"
 
 
@@ -89,10 +97,65 @@ class Task:
     unit_rows: bool = True  # probability rows are distributions (renormalised when written)
     merge_rules: tuple[str, ...] = ("mean",)
     shapes: tuple[str, ...] = ()
+    losses: tuple[str, ...] = ("ce",)  # the train.loss values it trains with; the first is what `auto` means
+    cut_name: str = "thresholds"  # what its post-processing cuts at, in messages (thresholds, cut-points)
+    plain_cut: str = "at 0.5"  # how messages name a score before the cut is fitted
+    cut_file: str = "thresholds.json"  # where a run stores what it cuts at
 
-    def __init__(self, positive_class: Optional[str] = None, ensure_one: bool = True):
+    def __init__(self, positive_class: Optional[str] = None, ensure_one: bool = True, loss: str = "auto",
+                 target_range: Optional[Sequence[float]] = None, target_scale: Optional[Sequence[float]] = None,
+                 classes: Optional[Sequence[str]] = None):
         self.positive_class = positive_class  # binary single-label competitions (data.positive_class)
         self.ensure_one = ensure_one  # multi-label: data.at_least_one_tag
+        self.loss_name = loss  # train.loss as configured (auto: `losses[0]`)
+        self.target_range = tuple(target_range) if target_range is not None else None  # regression: data.target_range
+        self.target_scale = tuple(target_scale) if target_scale is not None else None  # regression: data.target_scale
+        self.classes = list(classes) if classes is not None else None  # the competition's classes, where known (ordinal: its grades)
+
+    def kind_of(self, loss: str) -> str:
+        """A train.loss value with `auto` resolved to this task's default."""
+        return self.losses[0] if loss == "auto" else loss
+
+    @property
+    def loss_kind(self) -> str:
+        """The run's train.loss (`loss_name`), resolved: which head the model has (ordinal) and how its output maps (regression)."""
+        return self.kind_of(self.loss_name)
+
+    def check_loss(self, loss: str) -> None:
+        """Refuse a train.loss this task does not train with (one line naming those it does)."""
+        if loss != "auto" and loss not in self.losses:
+            raise UserError(f"train.loss={loss} does not train {self.label} competitions; use {' or '.join(self.losses)} (or auto)")
+
+    def columns(self, classes: Sequence[str]) -> list[str]:
+        """The names of the D prediction columns (val_probs.csv, oof.csv, `*_probs.csv`): the classes."""
+        return list(classes)
+
+    def model_outputs(self, classes: Sequence[str]) -> int:
+        """How many outputs the model's head has (one per class or tag)."""
+        return len(classes)
+
+    def check_classes(self, classes: Sequence[str], source) -> None:
+        """Refuse a competition's classes this task cannot train on (ordinal: grades that are not integers)."""
+
+    min_classes: int = 2  # a classifier needs two classes; a regression has one target
+    counted: bool = True  # comp data check lists the images of each class (a regression has no classes to count)
+
+    def for_run(self, loss: str, split=None) -> "Task":
+        """A copy set up for one run: its train.loss, and fitted to its training `split` (`setup`) when given."""
+        task = copy.copy(self)
+        task.loss_name = loss
+        return task.setup(split) if split is not None else task
+
+    def for_data(self, split) -> "Task":
+        """The task given the competition's labelled `split` (a regression's target range, where unset); by default itself."""
+        return self
+
+    def setup(self, split) -> "Task":
+        """The task fitted to a run's training `split` (a regression's target scale); by default itself."""
+        return self
+
+    def record(self, data) -> None:
+        """Write what `setup` fitted into the run's resolved `data` section, so predict rebuilds this task."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -192,7 +255,7 @@ class Task:
         """The log loss calibration.json reports before and after the temperature."""
         raise NotImplementedError
 
-    def fit_held_out(self, run_dir: Path, table: str, metric: str) -> dict[str, Any]:
+    def fit_held_out(self, run_dir: Path, table: str, metric: str, classes: Sequence[str]) -> dict[str, Any]:
         """What a finished run fits on its held-out `table` (val_probs.csv or oof.csv), written into
         the run (calibration.json, thresholds.json). Returns the entries for summary.json/cv.json:
         `score_calibrated` or `score_thresholded` (the score of what predict writes) and what was fitted.
@@ -214,7 +277,8 @@ class Task:
         return None, None
 
     def refit_post(self, probs: torch.Tensor, targets: torch.Tensor, metric: str) -> Optional[dict]:
-        """Thresholds fitted again on merged held-out predictions (`comp evaluate --fit`), or None."""
+        """Thresholds (or cut-points) fitted again on merged held-out predictions (`comp evaluate --fit`):
+        {"thresholds", "score", "score_plain" (before any fit: at 0.5, at rounding)}, or None."""
         return None
 
     def run_post(self, run_dir: Path, classes: list[str], metric: str) -> Optional[list[float]]:

@@ -38,6 +38,7 @@ class MultiLabel(Task):
     merge_why = " (a geometric mean renormalises a class distribution, which per-tag probabilities are not)"
     shapes = ("tags", "probs", "onehot")
     temperature_kind = "sigmoid"
+    losses = ("ce", "focal", "asl")
 
     # -- metrics and config
 
@@ -53,6 +54,7 @@ class MultiLabel(Task):
         if cfg.train.loss == "asl" and cfg.train.class_weights != "none":
             raise UserError("train.class_weights with train.loss=asl: timm's asymmetric loss takes no weights (it down-weighs the "
                             "easy negatives itself); set train.class_weights=none or use train.loss=ce or focal")
+        self.check_loss(cfg.train.loss)
         self.check_merge(cfg.tta.merge, "tta.merge")
         return self.metric(cfg.metric)
 
@@ -94,7 +96,7 @@ class MultiLabel(Task):
         if t.mixup > 0 or t.cutmix > 0:
             mixup = Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, prob=t.mix_prob, label_smoothing=t.label_smoothing,
                           num_classes=num_classes, multi_label=True)
-        return TagLoss(num_classes, weight, label_smoothing=t.label_smoothing, kind=t.loss, gamma=t.focal_gamma), mixup
+        return TagLoss(num_classes, weight, label_smoothing=t.label_smoothing, kind=self.kind_of(t.loss), gamma=t.focal_gamma), mixup
 
     def eval_loss(self, logits, targets) -> float:
         return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum").item() / targets.shape[1]
@@ -131,11 +133,11 @@ class MultiLabel(Task):
     def log_loss(self, probs, targets) -> float:
         return tag_score("log_loss", probs, targets)
 
-    def fit_held_out(self, run_dir: Path, table: str, metric: str) -> dict[str, Any]:
+    def fit_held_out(self, run_dir: Path, table: str, metric: str, classes) -> dict[str, Any]:
         """For log loss the run's sigmoid temperature (`Task.fit_held_out`); for an F metric its per-tag thresholds."""
         m = self.metric(metric)
         if m.post_suffix != "_thresholded":
-            return super().fit_held_out(run_dir, table, metric)
+            return super().fit_held_out(run_dir, table, metric, classes)
         fit = thr.fit_run_thresholds(run_dir, m.name, table, ensure_one=self.ensure_one)
         return {"score_thresholded": fit["score"], "thresholds_global": fit["global"]}
 
@@ -153,7 +155,8 @@ class MultiLabel(Task):
     def refit_post(self, probs, targets, metric):
         if not self.metric(metric).thresholded:
             return None
-        return thr.fit_thresholds(probs.numpy(), targets.numpy(), metric, ensure_one=self.ensure_one)
+        fit = thr.fit_thresholds(probs.numpy(), targets.numpy(), metric, ensure_one=self.ensure_one)
+        return {**fit, "score_plain": fit["score_at_0.5"]}
 
     def run_post(self, run_dir, classes, metric):
         return thr.read_thresholds(Path(run_dir), classes) if self.metric(metric).thresholded else None

@@ -8,12 +8,12 @@ fills it and its `check_values` validates a file of it (`comp submit`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Optional
 
 from comp.errors import UserError
 
-ShapeKind = Literal["label", "probs", "positive", "topk", "tags", "onehot"]
-SHAPES = ("label", "probs", "positive", "topk", "tags", "onehot")
+ShapeKind = Literal["label", "probs", "positive", "topk", "tags", "onehot", "grade", "value"]
+SHAPES = ("label", "probs", "positive", "topk", "tags", "onehot", "grade", "value")
 
 
 @dataclass
@@ -27,7 +27,10 @@ class Shape:
     - topk: one column of `k` space-separated class names, best first (MAP@k);
     - tags (several tags per image): one column of space-separated tags, each at or above its
       threshold; onehot: one 0/1 column per tag; probs: one probability column per tag, not
-      summing to 1.
+      summing to 1;
+    - grade (ordinal): one column of integer grades, cut from the continuous prediction;
+    - value (regression): one column of numbers, clipped to the target range and written with
+      `decimals` decimals (at least the sample's).
     """
 
     kind: ShapeKind
@@ -35,6 +38,7 @@ class Shape:
     class_index: list[int] = field(default_factory=list)  # probs/onehot: the class of each value column
     positive: int = 1  # positive: the class whose probability is written
     k: int = 1  # topk: names per row
+    decimals: Optional[int] = None  # value: the sample's decimals (None: no sample)
 
     def describe(self, classes: list[str]) -> str:
         if self.kind == "probs":
@@ -47,6 +51,10 @@ class Shape:
             return f"space-separated tags in column {self.columns[1]!r}"
         if self.kind == "onehot":
             return f"one 0/1 column per tag ({len(self.class_index)})"
+        if self.kind == "grade":
+            return f"integer grades in column {self.columns[1]!r}"
+        if self.kind == "value":
+            return f"numbers in column {self.columns[1]!r}"
         return f"class names in column {self.columns[1]!r}"
 
 

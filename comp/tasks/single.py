@@ -34,6 +34,7 @@ class SingleLabel(Task):
     unit_rows = True
     merge_rules = ("mean", "geometric", "logit")
     shapes = ("label", "probs", "positive", "topk")
+    losses = ("ce", "focal")
 
     # -- metrics and config
 
@@ -43,6 +44,7 @@ class SingleLabel(Task):
     def check(self, cfg, classes: list[str]) -> metrics.Metric:
         if cfg.train.loss == "asl":
             raise UserError("train.loss=asl is the multi-label asymmetric loss; this competition has one class per image: use ce or focal")
+        self.check_loss(cfg.train.loss)
         self.check_merge(cfg.tta.merge, "tta.merge")
         return metrics.check_metric(cfg.metric, classes, cfg.data.positive_class)
 
@@ -84,8 +86,14 @@ class SingleLabel(Task):
         if t.mixup > 0 or t.cutmix > 0:
             mixup = Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, prob=t.mix_prob, label_smoothing=t.label_smoothing,
                           num_classes=num_classes)
-        gamma = t.focal_gamma if t.loss == "focal" else 0.0
+        gamma = t.focal_gamma if self.kind_of(t.loss) == "focal" else 0.0
         return ClassWeightedLoss(num_classes, weight, label_smoothing=t.label_smoothing, gamma=gamma), mixup
+
+    def train_notes(self, cfg) -> list[str]:
+        if metrics.get_metric(cfg.metric).name == "qwk":
+            return ["note: qwk scores the classes as ordered grades; data.task=ordinal trains one output on the grade and fits the "
+                    "cut-points between grades to maximise kappa (docs/tasks.md)"]
+        return []
 
     def eval_loss(self, logits, targets) -> float:
         return F.cross_entropy(logits.float(), targets, reduction="sum").item()
@@ -259,7 +267,11 @@ class SingleLabel(Task):
     # -- data check
 
     def audit_lines(self, comp, limit) -> list[str]:
-        return [f"classes: {len(comp.classes)}"]
+        lines = [f"classes: {len(comp.classes)}"]
+        if len(comp.classes) > 2 and all(c.lstrip("-").isdigit() for c in comp.classes):
+            lines.append("note: the classes are integers; if they are grades scored in order (qwk), --task ordinal (data.task: ordinal) "
+                         "trains one output and fits the cut-points between grades")
+        return lines
 
     def imbalance_fix(self) -> str:
         return "consider --set data.sampler=balanced or --set train.class_weights=balanced (one of them, not both)"

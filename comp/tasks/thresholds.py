@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from comp.errors import UserError
+from comp.tasks.held_out import merged_held_out
 from comp.tasks.tag_metrics import get_tag_metric
 
 GRID = np.round(np.arange(0.02, 0.981, 0.02), 2)  # 0.02 .. 0.98
@@ -99,12 +100,6 @@ def read_thresholds(run_dir: Path, classes: list[str]) -> Optional[list[float]]:
     return [float(t) for t in record["thresholds"]]
 
 
-def held_out_table(run_dir: Path) -> Path:
-    """The held-out predictions a run's thresholds are fitted on: a k-fold run's oof.csv, else val_probs.csv."""
-    run_dir = Path(run_dir)
-    return run_dir / ("oof.csv" if (run_dir / "oof.csv").is_file() else "val_probs.csv")
-
-
 def prediction_thresholds(run_dirs: list[Path], weights: list[float], metric: str, classes: list[str],
                           ensure_one: bool = True) -> tuple[list[float], str]:
     """The thresholds `comp predict` applies to the merged tag probabilities, and where they come from.
@@ -114,8 +109,7 @@ def prediction_thresholds(run_dirs: list[Path], weights: list[float], metric: st
     one split); otherwise refused rather than averaging thresholds that were fitted to other
     probabilities. A metric of probabilities fits none: 0.5 for every tag.
     """
-    from comp.tasks.tag_metrics import get_tag_metric
-    from comp.probs import read_probs, tag_targets
+    from comp.probs import tag_targets
 
     if not get_tag_metric(metric).thresholded:
         return [0.5] * len(classes), f"0.5 (metric {metric} fits no thresholds)"
@@ -124,16 +118,6 @@ def prediction_thresholds(run_dirs: list[Path], weights: list[float], metric: st
         if own is None:
             raise UserError(f"{run_dirs[0]}: no {THRESHOLDS_FILE}; finish the run (comp train CONFIG --resume --out {run_dirs[0]})")
         return own, f"{run_dirs[0] / THRESHOLDS_FILE}"
-    tables = [read_probs(held_out_table(r)) for r in run_dirs]
-    ids = tables[0][0]
-    for r, (other, _, table_classes, _) in zip(run_dirs, tables):
-        if sorted(other) != sorted(ids) or table_classes != classes:
-            raise UserError(
-                f"{r}: holds out other images than {run_dirs[0]}, so the ensemble's thresholds cannot be fitted; "
-                "ensemble k-fold runs of the same folds (same seed and --folds), or predict each run alone"
-            )
-    order = [{i: k for k, i in enumerate(t[0])} for t in tables]
-    total = sum(weights)
-    merged = sum(w / total * t[1][[o[i] for i in ids]] for w, t, o in zip(weights, tables, order))
-    fit = fit_thresholds(merged.numpy(), tag_targets(tables[0][3]["label"], classes).numpy(), metric, ensure_one=ensure_one)
+    merged, labels = merged_held_out(run_dirs, weights, classes, "thresholds")
+    fit = fit_thresholds(merged.numpy(), tag_targets(labels, classes).numpy(), metric, ensure_one=ensure_one)
     return fit["thresholds"], f"fitted on the {len(run_dirs)} runs' merged held-out predictions ({metric} {fit['score']:.4f})"

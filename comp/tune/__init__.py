@@ -87,7 +87,7 @@ def tune(
     from comp.data.competition import open_configured
 
     competition = open_configured(cfg.data)
-    metric = competition.task.check(cfg, competition.classes)
+    metric = competition.task.for_run(cfg.train.loss).check(cfg, competition.classes)
     study_dir = Path(out) if out else Path("runs") / f"{Path(config_path).stem}-tune"
     if study_dir.exists() and not study_dir.is_dir():
         raise UserError(f"--out {study_dir} is a file; pass a folder for the study")

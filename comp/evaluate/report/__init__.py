@@ -34,7 +34,10 @@ def check_report_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--report {out} is a file; give a folder for the report")
     if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES + TAG_REPORT_FILES)
+        from comp.evaluate.report.values import GRADE_REPORT_FILES, NUMBER_REPORT_FILES
+
+        known = REPORT_FILES + TAG_REPORT_FILES + GRADE_REPORT_FILES + NUMBER_REPORT_FILES
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in known)
         if foreign:
             raise UserError(f"--report {out} holds other files ({', '.join(foreign[:3])}); give an empty or new folder")
 
@@ -57,7 +60,20 @@ def _tag_report(out, task, probs, targets, classes, ids, paths, *, thresholds, t
     return write_tag_report(out, probs, targets, classes, cut, ids, paths, title=title, top=top, ensure_one=task.ensure_one, log=log)
 
 
-REPORTS = {"classes": _class_report, "tags": _tag_report}  # a new task's outputs choose one, or add theirs
+def _grade_report(out, task, probs, targets, classes, ids, paths, *, thresholds, title, top, log):
+    from comp.evaluate.report.values import write_grade_report
+
+    return write_grade_report(out, task, probs, targets, classes, ids, paths, thresholds=thresholds, title=title, top=top, log=log)
+
+
+def _number_report(out, task, probs, targets, classes, ids, paths, *, thresholds, title, top, log):
+    from comp.evaluate.report.values import write_number_report
+
+    return write_number_report(out, task, probs, targets, classes, ids, paths, thresholds=thresholds, title=title, top=top, log=log)
+
+
+# a new task's outputs choose one, or add theirs
+REPORTS = {"classes": _class_report, "tags": _tag_report, "grades": _grade_report, "target": _number_report}
 
 
 def write_class_report(
