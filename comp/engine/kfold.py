@@ -190,6 +190,6 @@ def _print_table(cv: dict[str, Any], log: Log) -> None:
             "what comp predict writes")
     if "cv_score_cut" in cv:
         log(f"  cut-points fitted on oof.csv ({', '.join(f'{c:.3g}' for c in cv['cutpoints'])}): {cv['metric']} {cv['cv_score_cut']:.4f} "
-            f"({cv['score_at_rounding']:.4f} at rounding), what comp predict writes")
+            f"({cv['cv_score']:.4f} at rounding), what comp predict writes")
     if "cv_score_calibrated" in cv:
         log(f"  calibrated (temperature {cv['temperature']:.3f} on oof.csv): {cv['metric']} {cv['cv_score_calibrated']:.4f}, what comp predict writes")

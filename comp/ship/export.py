@@ -102,7 +102,7 @@ def export(run: Path, *, format: str, out: Path, calibrate: bool = True, log: Lo
     result = {"format": format, "out": str(out), "classes": first.classes, "image_size": first.size, "models": len(members),
               "bytes": out.stat().st_size, "max_abs_diff": diff, "check_images": f"{len(images)} {source}"}
     log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {format}): {len(members)} model(s), uint8 RGB (N, 3, {first.size}, "
-        f"{first.size}) in, {task.probabilities} of {len(first.classes)} classes out")
+        f"{first.size}) in, {task.outputs_text(first.classes)} out")
     log(f"check on {len(images)} {source}: max |{format} - PyTorch| = {diff:.2e}")
     if not diff <= MAX_DIFF:
         out.unlink()

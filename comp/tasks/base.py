@@ -289,6 +289,10 @@ class Task:
 
     probabilities: str = "probabilities"  # what the exported model outputs, in words
 
+    def outputs_text(self, classes: Sequence[str]) -> str:
+        """What the exported model outputs per image, for `comp export`'s line."""
+        return f"{self.probabilities} of {len(classes)} classes"
+
     def export_head(self, logits: list[torch.Tensor], inv_t: torch.Tensor, rule: str) -> torch.Tensor:
         """The graph `comp export` writes after the models: each model's (N, C) logits through the
         activation, merged by `rule`, then the temperature (`inv_t` = 1 / T), as predict computes it."""

@@ -144,12 +144,18 @@ def get_metric(name: str) -> Metric:
     m = _MAP.fullmatch(name)
     if m and int(m.group(1)) >= 1:
         return Metric(name, True, _map_at(int(m.group(1))))
-    from comp.tasks.tag_metrics import TAG_METRICS  # another task's registry: name it rather than call it unknown
+    # another task's registry: name it rather than call it unknown
+    from comp.tasks.tag_metrics import TAG_METRICS
+    from comp.tasks.value_metrics import GRADE_METRICS, NUMBER_METRICS
 
     if name in TAG_METRICS:
         raise UserError(f"metric {name} scores multi-label competitions (several tags per image); this one has one class "
                         f"per image: use {', '.join(NAMES[:-1])} or map@K")
-    raise UserError(f"unknown metric {name!r}; use one of {', '.join(NAMES)} (or map@K); with several tags per image: {', '.join(TAG_METRICS)}")
+    if name in NUMBER_METRICS:
+        raise UserError(f"metric {name} scores numbers (data.task=regression); this one has one class per image: use "
+                        f"{', '.join(NAMES[:-1])} or map@K")
+    raise UserError(f"unknown metric {name!r}; use one of {', '.join(NAMES)} (or map@K); with several tags per image: {', '.join(TAG_METRICS)}; "
+                    f"grades (ordinal): {', '.join(GRADE_METRICS)}; numbers (regression): {', '.join(NUMBER_METRICS)}")
 
 
 def top_k(name: str) -> Optional[int]:

@@ -126,7 +126,7 @@ class Ordinal(ValueTask):
 
     def fit_held_out(self, run_dir: Path, table: str, metric: str, classes) -> dict[str, Any]:
         fit = cp.fit_run_cutpoints(run_dir, self.metric(metric).name, classes, table)
-        return {"score_cut": fit["score"], "score_at_rounding": fit["score_at_rounding"], "cutpoints": fit["cuts"]}
+        return {"score_cut": fit["score"], "cutpoints": fit["cuts"]}  # the raw score is the one at rounding
 
     def prediction_post(self, run_dirs, weights, metric, classes, shape, given=None):
         if given is not None:

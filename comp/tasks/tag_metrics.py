@@ -116,7 +116,7 @@ def get_tag_metric(name: str) -> TagMetric:
     """The multi-label metric `name`; a single-label-only name (accuracy, qwk, map@K) is a UserError."""
     key = name.strip().lower()
     if key not in TAG_METRICS:
-        raise UserError(f"metric {name!r} is for single-label competitions; a multi-label one takes {', '.join(TAG_METRICS)}")
+        raise UserError(f"metric {name!r} does not score tags; a multi-label competition is scored by {', '.join(TAG_METRICS)}")
     return TAG_METRICS[key]
 
 

@@ -65,6 +65,9 @@ class ValueTask(Task):
         """Each model's (N, 1) value (the task's activation), averaged over the models."""
         return torch.stack([self.activation(z) for z in logits]).mean(0)
 
+    def outputs_text(self, classes) -> str:
+        return f"{self.probabilities} (one column)"
+
     def scored_as_written(self, metric, shape) -> bool:
         return True  # the held-out score is of the values (or grades) the file holds
 

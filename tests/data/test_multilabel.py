@@ -171,7 +171,7 @@ def test_each_metric_is_the_sklearn_computation():
 def test_multilabel_metric_names_are_refused_for_single_label_and_vice_versa():
     with pytest.raises(UserError, match="f2_samples scores multi-label competitions"):
         check_metric("f2_samples", ["cat", "dog"])
-    with pytest.raises(UserError, match="qwk' is for single-label"):
+    with pytest.raises(UserError, match="qwk' does not score tags"):
         tag_score("qwk", np.zeros((2, 2)), np.zeros((2, 2)))
 
 
