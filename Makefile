@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,export,tune,track,multilabel]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,export,tune,track,multilabel,ordinal]'
 	touch $(STAMP)
 
 # The main job on the embedded default: the Fashion-MNIST demo competition, bundled

@@ -85,7 +85,7 @@ class DataConfig(_Section):
     task: Literal["auto", "single", "multilabel", "ordinal", "regression"] = "auto"
     # regression: [lo, hi] predictions are clipped to (and train.loss=bce scales by); None: the training targets' range, recorded in the run
     target_range: Optional[tuple[float, float]] = None
-    # regression: (mean, std) the target is standardized by for training; fitted on the training rows and recorded by the run (leave unset)
+    # regression (and an ordinal regression head): (mean, std) the target is standardized by; fitted on the training rows and recorded by the run (leave unset)
     target_scale: Optional[tuple[float, float]] = None
     # multi-label: an image with no tag at or above its threshold gets its most probable tag (Kaggle's tag metrics score an empty row 0); false: left empty
     at_least_one_tag: bool = True

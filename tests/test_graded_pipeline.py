@@ -199,7 +199,19 @@ def test_each_value_task_resumes(tmp_path, grades, numbers, kind, task, metric):
     _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--resume", "--epochs", "2", "--set", f"data.task={task}"]))
     assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [0, 1]
     assert json.loads((run / "summary.json").read_text())["epochs_run"] == 2
+    # --overwrite replaces the run, cutpoints.json included (it used to be refused as a file comp did not write)
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--overwrite", "--set", f"data.task={task}"]))
     if kind == "regression":  # the resumed run keeps the target scale it was trained with
         import yaml
 
         assert yaml.safe_load(first)["data"]["target_scale"] == yaml.safe_load((run / "config.yaml").read_text())["data"]["target_scale"]
+
+
+def test_a_final_fit_on_every_labelled_image_trains_and_predicts(tmp_path, numbers):
+    # data.train_on_val leaves no validation images; the empty split's targets used to crash the loaders
+    config = _config(tmp_path, numbers, "rmse", epochs=1)
+    run = tmp_path / "run"
+    out = _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--set", "data.train_on_val=true"]))
+    assert "without a validation split" in out and not (run / "val_probs.csv").exists()
+    _ok(runner.invoke(app, ["predict", str(run), "--out", str(tmp_path / "p.csv")]))
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 12

@@ -200,7 +200,7 @@ def test_multilabel_settings_that_do_not_fit_are_one_line(tmp_path, tags_comp):
     one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r"), "--set", "data.submission=probs"]),
                    "data.submission=probs writes one column per tag", "one value column 'tags'")
     config = _config(tmp_path, tags_comp, "accuracy")
-    one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r")]), "single-label competitions")
+    one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r")]), "does not score tags")
     config = _config(tmp_path, tags_comp, "f2_samples")
     one_line_error(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r"), "--set", "data.sampler=balanced"]),
                    "data.sampler=balanced")
@@ -370,3 +370,11 @@ def test_submit_refuses_per_tag_columns_against_a_tags_sample(tmp_path, tags_com
     one_line_error(runner.invoke(app, ["submit", str(tmp_path / "p.csv"), "--dir", str(tmp_path / "subs")]),
                    "data.submission=probs writes one column per tag", "one value column 'tags'")
     assert not (tmp_path / "subs").exists()
+
+
+def test_a_multilabel_final_fit_on_every_labelled_image_trains(tmp_path, onehot_comp):
+    # data.train_on_val leaves no validation images; the empty split's tag rows used to crash the loaders
+    config = _config(tmp_path, onehot_comp, "roc_auc")
+    out = _ok(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "run"), "--set", "train.epochs=1",
+                                  "--set", "data.train_on_val=true"]))
+    assert "without a validation split" in out

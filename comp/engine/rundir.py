@@ -26,7 +26,7 @@ from comp.errors import UserError
 # Everything a run or a k-fold run writes into its folder (fold_*/ hold runs of their own).
 RUN_FILES = frozenset({
     "config.yaml", "best.pt", "last.pt", "metrics.csv", "curves.png", "summary.json", "val_probs.csv",
-    "skipped_files.txt", "oof.csv", "cv.json", ".best.pt.tmp", ".last.pt.tmp", "lr_find.png", "calibration.json", "thresholds.json",
+    "skipped_files.txt", "oof.csv", "cv.json", ".best.pt.tmp", ".last.pt.tmp", "lr_find.png", "calibration.json", "thresholds.json", "cutpoints.json",
     "tracking.json", "wandb",  # experiment tracking (comp.engine.tracking); TensorBoard's event files: is_run_file
 })
 

@@ -10,8 +10,15 @@ towards the common grade and kappa punishes that pull quadratically.
 constant in the cuts, where simplex steps stall): from two starts (rounding, and the midpoints of
 the per-grade mean predictions) each cut in turn tries a grid between its neighbours and keeps the
 best value (a tie keeps the current one, so a flat metric never moves a cut); passes repeat until
-none moves. The better start wins, and the result is never worse than rounding on the images it
-was fitted on. Stored with the run as `cutpoints.json` and applied by `comp predict`.
+none moves, and the better start wins.
+
+Fitted on a few hundred held-out images (a 10% hold-out, with graders' noise in its labels) those
+cuts chase the noise: on `benchmarks/graded.py` they scored up to 0.013 kappa below rounding on
+the test images. So the cuts are bagged: the search runs on `BOOTSTRAPS` resamples of the held-out
+images (fixed seed) and each cut is the median of its resampled fits, which keeps a cut near
+rounding unless most resamples agree it should move. Where the bagged cuts score below rounding on
+the held-out images, rounding is kept: the result is never worse than rounding there. Stored with
+the run as `cutpoints.json` and applied by `comp predict`.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ from comp.tasks.held_out import merged_held_out
 from comp.tasks.value_metrics import get_grade_metric
 
 CUTPOINTS_FILE = "cutpoints.json"
-STEPS = 40  # grid points per cut and pass
-PASSES = 4
+STEPS = 24  # grid points per cut and pass
+PASSES = 3
+BOOTSTRAPS = 16  # resamples whose fits are bagged (median per cut)
 
 
 def rounding_cuts(grades: int) -> np.ndarray:
@@ -58,7 +66,7 @@ def fit_cutpoints(values: np.ndarray, targets: np.ndarray, metric: str, classes:
     """Cut-points maximising (or, for mae, minimising) `metric` on (N,) held-out `values` against (N,) grade indices.
 
     Returns:
-        {"metric", "cuts": (K - 1,) list, "start": "rounding" | "grade means", "score_at_rounding", "score"}.
+        {"metric", "cuts": (K - 1,) list, "bootstraps", "score_at_rounding", "score"} (scores on all of `values`).
     """
     m = get_grade_metric(metric)
     v = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -72,12 +80,28 @@ def fit_cutpoints(values: np.ndarray, targets: np.ndarray, metric: str, classes:
         return float(m.fn(cut(v, c), y, grades))
 
     rounding = rounding_cuts(k)
-    best_cuts, best, start = rounding, value(rounding), "rounding"
-    for name, init in (("rounding", rounding), ("grade means", _mean_cuts(v, y, k))):
+    rng = np.random.default_rng(0)
+    fits = [_search(v[idx], y[idx], k, m, grades) for idx in (rng.integers(0, len(v), len(v)) for _ in range(BOOTSTRAPS))]
+    bagged = np.maximum.accumulate(np.median(np.array(fits), axis=0))
+    at_rounding, score = value(rounding), value(bagged)
+    if m.better(at_rounding, score):  # never worse than rounding on the images it was fitted on
+        bagged, score = rounding, at_rounding
+    return {"metric": m.name, "cuts": [float(x) for x in bagged], "bootstraps": BOOTSTRAPS, "score_at_rounding": at_rounding,
+            "score": score}
+
+
+def _search(v: np.ndarray, y: np.ndarray, k: int, m, grades: np.ndarray) -> np.ndarray:
+    """The better of the coordinate searches from rounding and from the grades' mean predictions, on (v, y)."""
+
+    def value(c: np.ndarray) -> float:
+        return float(m.fn(cut(v, c), y, grades))
+
+    best_cuts, best = rounding_cuts(k), None
+    for init in (rounding_cuts(k), _mean_cuts(v, y, k)):
         c, s = _coordinate_search(init, v, value, m)
-        if m.better(s, best):
-            best_cuts, best, start = c, s, name
-    return {"metric": m.name, "cuts": [float(x) for x in best_cuts], "start": start, "score_at_rounding": value(rounding), "score": best}
+        if best is None or m.better(s, best):
+            best_cuts, best = c, s
+    return best_cuts
 
 
 def _mean_cuts(v: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:

@@ -64,6 +64,8 @@ class MultiLabel(Task):
         return tag_targets(labels, classes, source)
 
     def split_targets(self, split) -> torch.Tensor:
+        if split.targets is None:  # an empty split (data.train_on_val: no validation images)
+            return torch.zeros(len(split), 0, dtype=torch.float32)
         return torch.as_tensor(split.targets, dtype=torch.float32)
 
     def label_texts(self, split, idx, classes) -> list[str]:

@@ -12,6 +12,7 @@ Splits are stratified by grade; the submission is an integer grade per image.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Optional
 
@@ -84,6 +85,23 @@ class Ordinal(ValueTask):
 
     # -- training
 
+    def setup(self, split) -> "Ordinal":
+        """A copy whose regression head learns the standardized grade index (the mean and std of
+        `split`'s grades, unless recorded), as a regression's target: the head starts at the spread
+        of the grades, and smooth_l1's quadratic zone is one standard deviation wide."""
+        task = copy.copy(self)
+        if task.target_scale is None and self.loss_kind != "corn":
+            y = np.asarray(split.labels, dtype=np.float64)
+            std = float(y.std()) if len(y) > 1 else 0.0
+            task.target_scale = (float(y.mean()) if len(y) else 0.0, std if std > 0 else 1.0)
+        return task
+
+    def record(self, data) -> None:
+        data.target_scale = self.target_scale
+
+    def _scale(self) -> tuple[float, float]:
+        return self.target_scale or (0.0, 1.0)  # unscaled: a task built without a training split (tests, old runs)
+
     def loss_weights(self, spec, split, classes) -> Optional[torch.Tensor]:
         return None  # refused by check: one output has no class to weigh
 
@@ -95,13 +113,16 @@ class Ordinal(ValueTask):
         kind = self.kind_of(t.loss)
         if kind == "corn":
             return CornLoss(num_classes), None
-        return ValueLoss(kind), self._mixup(t)
+        return ValueLoss(kind, *self._scale()), self._mixup(t)
 
     def activation(self, logits):
-        """(B, 1) regression logits as they are, or (B, K - 1) CORN logits -> (B, 1) expected grade index."""
+        """(B, 1) regression logits un-standardized to the grade index, or (B, K - 1) CORN logits -> (B, 1) expected grade index."""
         from comp.tasks.value_losses import corn_expected_grade
 
-        return corn_expected_grade(logits) if self.loss_kind == "corn" else logits.float()[..., :1]
+        if self.loss_kind == "corn":
+            return corn_expected_grade(logits)
+        mean, std = self._scale()
+        return logits.float()[..., :1] * std + mean
 
     def eval_loss(self, logits, targets) -> float:
         """The squared error of the grade position, whatever the training loss (so runs compare)."""

@@ -57,6 +57,8 @@ class Regression(ValueTask):
         return torch.from_numpy(parse_numbers(labels, source)).float()
 
     def split_targets(self, split) -> torch.Tensor:
+        if split.targets is None:  # an empty split (data.train_on_val: no validation images)
+            return torch.zeros(len(split), dtype=torch.float32)
         return torch.as_tensor(np.asarray(split.targets, dtype=np.float32))
 
     def label_texts(self, split, idx, classes) -> list[str]:
