@@ -20,14 +20,13 @@ import numpy as np
 import torch
 
 from comp.errors import UserError
-from comp.probs import label_indices
 from comp.tasks import cutpoints as cp
-from comp.tasks.splits import holdout_indices, kfold_indices
+from comp.tasks.index_labels import IndexLabels
 from comp.tasks.value_metrics import GRADE_METRICS, GradeMetric, get_grade_metric
 from comp.tasks.value_task import ValueTask, value_shape, where
 
 
-class Ordinal(ValueTask):
+class Ordinal(IndexLabels, ValueTask):
     name = "ordinal"
     label = "ordinal"
     what = "grades"
@@ -64,24 +63,6 @@ class Ordinal(ValueTask):
 
     def model_outputs(self, classes) -> int:
         return len(classes) - 1 if self.loss_kind == "corn" else 1
-
-    def targets(self, labels, classes, source=None) -> torch.Tensor:
-        return label_indices(labels, classes, source)
-
-    def split_targets(self, split) -> torch.Tensor:
-        return torch.tensor(split.labels, dtype=torch.long)
-
-    def label_texts(self, split, idx, classes) -> list[str]:
-        return [classes[split.labels[i]] for i in idx]
-
-    def counts(self, split, classes) -> list[int]:
-        return np.bincount(np.asarray(split.labels, dtype=np.int64), minlength=len(classes)).tolist()
-
-    def kfold(self, split, k, seed):
-        return kfold_indices(split.labels, k, seed)  # stratified by grade
-
-    def holdout(self, split, fraction, seed):
-        return holdout_indices(split.labels, fraction, seed)
 
     # -- training
 

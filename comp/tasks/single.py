@@ -16,18 +16,18 @@ import torch
 import torch.nn.functional as F
 
 from comp.errors import UserError
-from comp.probs import label_indices, unit_rows
+from comp.probs import unit_rows
 from comp.tasks import calibration, metrics
 from comp.tasks.base import Task, sample_k
 from comp.tasks.shape import Shape, one_column, per_class_shape, where
-from comp.tasks.splits import holdout_indices, kfold_indices
+from comp.tasks.index_labels import IndexLabels
 
 # Log-loss scorers clip at 1e-15; a probability of 0 for the true class would cost 34.5 for one
 # image. Writing at least this much bounds that cost at 13.8 and changes confident rows by < 1e-5.
 LOG_LOSS_FLOOR = 1e-6
 
 
-class SingleLabel(Task):
+class SingleLabel(IndexLabels, Task):
     name = "single"
     label = "single-label"
     what = "classes"
@@ -49,24 +49,6 @@ class SingleLabel(Task):
         return metrics.check_metric(cfg.metric, classes, cfg.data.positive_class)
 
     # -- labels and splits
-
-    def targets(self, labels, classes, source=None) -> torch.Tensor:
-        return label_indices(labels, classes, source)
-
-    def split_targets(self, split) -> torch.Tensor:
-        return torch.tensor(split.labels, dtype=torch.long)
-
-    def label_texts(self, split, idx, classes) -> list[str]:
-        return [classes[split.labels[i]] for i in idx]
-
-    def counts(self, split, classes) -> list[int]:
-        return np.bincount(np.asarray(split.labels, dtype=np.int64), minlength=len(classes)).tolist()
-
-    def kfold(self, split, k, seed):
-        return kfold_indices(split.labels, k, seed)
-
-    def holdout(self, split, fraction, seed):
-        return holdout_indices(split.labels, fraction, seed)
 
     # -- training
 

@@ -99,18 +99,14 @@ def write_number_report(out: Path, task, probs: torch.Tensor, targets: torch.Ten
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
     ax.set_xlabel(f"true {classes[0]}")
     ax.set_ylabel(f"predicted {classes[0]}")
-    fig.tight_layout()
-    fig.savefig(out / "predicted_vs_true.png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, out / "predicted_vs_true.png")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.boxplot([residual[bins == b] for b in np.unique(bins)], showfliers=False)
     ax.axhline(0, color="k", lw=1)
     ax.set_xticks(range(1, len(table) + 1), [f"{r.target_from:.3g}-{r.target_to:.3g}" for r in table.itertuples()], rotation=45, fontsize=7)
     ax.set_xlabel(f"true {classes[0]} (quantile bins)")
     ax.set_ylabel("prediction - true")
-    fig.tight_layout()
-    fig.savefig(out / "residuals.png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, out / "residuals.png")
     errors = _top_errors(ids, paths, [f"{t:.6g}" for t in y], [f"{t:.6g}" for t in p], p, np.abs(residual), top)
     errors.to_csv(out / "top_errors.csv", index=False)
     (out / "report.md").write_text(_markdown(title, "Residuals by target bin", table, [
@@ -140,6 +136,10 @@ def _plot_cutpoints(v: np.ndarray, y: np.ndarray, classes: Sequence[str], cuts: 
     ax.set_xlabel("continuous prediction (grade position)")
     ax.set_ylabel("images")
     ax.legend(fontsize=7)
+    _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
