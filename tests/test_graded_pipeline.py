@@ -155,7 +155,8 @@ def test_regression_end_to_end(tmp_path, numbers):
     one_line_error(runner.invoke(app, ["submit", str(tmp_path / "bad.csv"), "--data", str(numbers)]), "line 2", "not a finite number")
 
     report = tmp_path / "report"
-    _ok(runner.invoke(app, ["evaluate", str(run), "--tta", "--fit", "--report", str(report)]))
+    out = _ok(runner.invoke(app, ["evaluate", str(run), "--tta", "--fit", "--report", str(report)]))
+    assert "nan" not in out  # a regression has no accuracy to show beside its scores
     assert {"predicted_vs_true.png", "residuals.png", "residuals_by_bin.csv", "top_errors.csv", "report.md"} <= {p.name for p in report.iterdir()}
     assert pd.read_csv(report / "residuals_by_bin.csv")["images"].sum() == len(ids)
 

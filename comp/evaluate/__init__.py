@@ -202,17 +202,18 @@ def _score_run(run: str, h: HeldOut, views: list[str], metric, log: Log) -> dict
     entry: dict[str, Any] = {"views": per_view, "tta_score": value(predicted), "tta_acc": task.accuracy(predicted, h.labels),
                              "images": len(h.ids)}
     at = f" {task.plain_cut}" if metric.thresholded else ""
-    log(f"{run}: {len(h.ids)} held-out images, {metric.name}{at}" + (f" ({task.acc_name})" if metric.name != "accuracy" else ""))
+    shown = metric.name != "accuracy" and task.has_accuracy
+    log(f"{run}: {len(h.ids)} held-out images, {metric.name}{at}" + (f" ({task.acc_name})" if shown else ""))
     if h.temperature != 1.0:
         raw = task.log_loss(merge(h.probs, rule=h.merge), h.labels)
         cal = task.log_loss(predicted, h.labels)
         entry.update(temperature=h.temperature, log_loss_raw=raw, log_loss_calibrated=cal)
         log(f"  calibrated by the run's temperature {h.temperature:.3f}: log loss {raw:.4f} -> {cal:.4f} (--no-calibrate to score raw)")
     for i, (v, a) in enumerate(per_view.items()):
-        acc = f"  ({task.accuracy(h.probs[i], h.labels):.4f})" if metric.name != "accuracy" else ""
+        acc = f"  ({task.accuracy(h.probs[i], h.labels):.4f})" if shown else ""
         log(f"  {v:<14} {a:.4f}{acc}")
     if len(views) > 1:
-        acc = f"  ({entry['tta_acc']:.4f})" if metric.name != "accuracy" else ""
+        acc = f"  ({entry['tta_acc']:.4f})" if shown else ""
         log(f"  {'all views':<14} {entry['tta_score']:.4f}{acc}")
     own = task.run_post(Path(run), h.classes, metric.name)
     if own is not None:
@@ -247,8 +248,9 @@ def _report(out: Path, task: Task, probs: torch.Tensor, labels: torch.Tensor, cl
         "views": ", ".join(views) + (f" (merged by {rule})" if len(views) > 1 else ""),
         "probabilities": "calibrated by each run's temperature" if any(h.temperature != 1.0 for h in aligned) else "as the models give them",
         "metric": f"{task.metric(aligned[0].metric).name} {value(probs, cut):.4f}",
-        "accuracy": f"{task.accuracy(probs, labels):.4f}",
     }
+    if task.has_accuracy:
+        title["accuracy"] = f"{task.accuracy(probs, labels):.4f}"
     if cut is not None:
         title[task.cut_name] = ", ".join(f"{c:.3g}" for c in cut) + ", as comp predict applies them"
     written = write_report(out, task, probs, labels, classes, order, aligned[0].paths, thresholds=cut, title=title, top=top, log=log)

@@ -139,6 +139,7 @@ class Task:
 
     min_classes: int = 2  # a classifier needs two classes; a regression has one target
     counted: bool = True  # comp data check lists the images of each class (a regression has no classes to count)
+    has_accuracy: bool = True  # an accuracy is printed beside the metric (a number is never exactly right)
 
     def for_run(self, loss: str, split=None) -> "Task":
         """A copy set up for one run: its train.loss, and fitted to its training `split` (`setup`) when given."""

@@ -31,7 +31,7 @@ class Regression(ValueTask):
     name = "regression"
     label = "regression"
     what = "target"
-    acc_name = "acc (none: regression)"
+    acc_name = "acc"
     from_tables = True  # nothing is fitted on held-out images: *_probs.csv tables re-ensemble as they are
     shapes = ("value",)
     losses = ("mse", "smooth_l1", "l1", "bce")
@@ -39,6 +39,7 @@ class Regression(ValueTask):
     decision = "value"
     min_classes = 1  # the target column
     counted = False
+    has_accuracy = False
 
     # -- metrics and config
 
