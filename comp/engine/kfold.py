@@ -13,6 +13,7 @@ trained elsewhere.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -180,11 +181,17 @@ def collect_oof(out_dir: Path, classes: list[str], k: int, metric: str, task: Ta
 
 
 def _print_table(cv: dict[str, Any], log: Log) -> None:
-    log(f"fold  val_acc  val_{cv['metric']}")
+    accs = [cv["cv_acc"], *cv["fold_acc"].values()]
+    with_acc = not all(math.isnan(a) for a in accs)  # a regression has no accuracy: its column is left out
+
+    def acc(a: float) -> str:
+        return f"{a:.4f}   " if with_acc else ""
+
+    log(f"fold  {'val_acc  ' if with_acc else ''}val_{cv['metric']}")
     for i, a in cv["fold_acc"].items():
-        log(f"{int(i):>4}  {a:.4f}   {cv['fold_score'][i]:.4f}")
+        log(f"{int(i):>4}  {acc(a)}{cv['fold_score'][i]:.4f}")
     done = f" ({cv['folds_done']}/{cv['folds']} folds)" if cv["folds_done"] < cv["folds"] else ""
-    log(f"  cv  {cv['cv_acc']:.4f}   {cv['cv_score']:.4f}  out-of-fold over {cv['images']} images{done}")
+    log(f"  cv  {acc(cv['cv_acc'])}{cv['cv_score']:.4f}  out-of-fold over {cv['images']} images{done}")
     if "cv_score_thresholded" in cv:
         log(f"  per-tag thresholds fitted on oof.csv (global {cv['thresholds_global']:.2f}): {cv['metric']} {cv['cv_score_thresholded']:.4f}, "
             "what comp predict writes")
