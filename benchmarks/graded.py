@@ -175,10 +175,54 @@ def hand_run(data: Path, epochs: int, seed: int, kind: str) -> tuple[np.ndarray,
     return pred, time.perf_counter() - t0
 
 
-def main() -> None:
-    from sklearn.metrics import cohen_kappa_score, root_mean_squared_error
-
+def grade_runs(a, seed: int, grades: Path, out: Path, kappa) -> list[tuple]:
+    """The grades' runs of one seed: the hand loop, comp's classification, comp's ordinal heads (printed as they finish)."""
     from comp.tasks.cutpoints import cut, rounding_cuts
+
+    rows = []
+    if "hand" not in a.skip:
+        hand_g, hand_gs = hand_run(grades, a.epochs, seed, "grades")
+        rows.append(("grades", "hand-written softmax + argmax, no TTA", kappa(hand_g), hand_gs))
+        print(f"[seed {seed}] {rows[-1][1]}: kappa {rows[-1][2]:.4f} in {hand_gs:.0f} s", flush=True)
+    single = comp_run(a.grades_config, grades, out / f"single-{seed}", a.epochs, seed, ["data.task=single", "metric=qwk", "train.loss=auto"])
+    rows.append(("grades", "comp data.task=single, metric qwk, --tta", kappa(single["tta"]), single["seconds"]))
+    print(f"[seed {seed}] {rows[-1][1]}: kappa {rows[-1][2]:.4f} (no TTA {kappa(single['plain']):.4f}) in {single['seconds']:.0f} s",
+          flush=True)
+    for loss in [x for x in ("smooth_l1", "corn") if x not in a.skip]:
+        o = comp_run(a.grades_config, grades, out / f"ordinal-{loss}-{seed}", a.epochs, seed,
+                     ["data.task=ordinal", "metric=qwk", f"train.loss={loss}"])
+        cuts = json.loads((o["run"] / "cutpoints.json").read_text())["cuts"]
+        plain_v, tta_v = o["plain_values"][:, 0], o["tta_values"][:, 0]
+        parts = {"no TTA, rounding": kappa(cut(plain_v, rounding_cuts(5))), "no TTA, cut-points": kappa(cut(plain_v, cuts)),
+                 "TTA, rounding": kappa(cut(tta_v, rounding_cuts(5))), "TTA, cut-points": kappa(o["tta"])}
+        s = o["summary"]
+        rows.append(("grades", f"comp data.task=ordinal, loss {loss}, --tta", kappa(o["tta"]), o["seconds"]))
+        print(f"[seed {seed}] {rows[-1][1]}: kappa {rows[-1][2]:.4f} in {o['seconds']:.0f} s; held-out qwk {s['best_val_score']:.4f} "
+              f"at rounding, {s['best_val_score_cut']:.4f} at the cut-points; test: " + ", ".join(f"{k} {v:.4f}" for k, v in parts.items()),
+              flush=True)
+    return rows
+
+
+def number_runs(a, seed: int, numbers: Path, out: Path, truth: np.ndarray) -> list[tuple]:
+    """The numbers' runs of one seed: the hand loop and comp's regression losses (printed as they finish)."""
+    from sklearn.metrics import root_mean_squared_error
+
+    rows = []
+    if "hand" not in a.skip:
+        hand_n, hand_ns = hand_run(numbers, a.epochs, seed, "numbers")
+        rows.append(("numbers", "hand-written MSE on the standardized target, no TTA", root_mean_squared_error(truth, hand_n), hand_ns))
+        print(f"[seed {seed}] {rows[-1][1]}: RMSE {rows[-1][2]:.4f} in {hand_ns:.0f} s", flush=True)
+    for loss in [x for x in a.number_losses if x not in a.skip]:
+        r = comp_run(a.numbers_config, numbers, out / f"regression-{loss}-{seed}", a.epochs, seed,
+                     ["data.task=regression", "metric=rmse", f"train.loss={loss}"] + (["data.train_on_val=true"] if a.final_fit else []))
+        rows.append(("numbers", f"comp regression, loss {loss}, --tta", root_mean_squared_error(truth, r["tta"].astype(float)), r["seconds"]))
+        print(f"[seed {seed}] {rows[-1][1]}: RMSE {rows[-1][2]:.4f} (no TTA "
+              f"{root_mean_squared_error(truth, r['plain'].astype(float)):.4f}) in {r['seconds']:.0f} s", flush=True)
+    return rows
+
+
+def main() -> None:
+    from sklearn.metrics import cohen_kappa_score
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -186,7 +230,8 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[42])
-    ap.add_argument("--skip", nargs="*", default=[], help="runs to leave out: corn bce hand numbers")
+    ap.add_argument("--skip", nargs="*", default=[], help="runs to leave out: corn bce hand grades numbers")
+    ap.add_argument("--number-losses", nargs="+", default=["mse", "bce"], help="comp's regression losses to run")
     ap.add_argument("--grades-config", default="ordinal.yaml", help="comp's recipe for the grades (under configs/)")
     ap.add_argument("--numbers-config", default="regression.yaml", help="comp's recipe for the numbers (under configs/)")
     ap.add_argument("--final-fit", action="store_true",
@@ -203,40 +248,8 @@ def main() -> None:
         return cohen_kappa_score(truth_g, np.asarray(pred, dtype=int), labels=list(range(5)), weights="quadratic")
 
     for seed in a.seeds:
-        rows = []
-        if "hand" not in a.skip:
-            hand_g, hand_gs = hand_run(grades, a.epochs, seed, "grades")
-            rows.append(("grades", "hand-written softmax + argmax, no TTA", kappa(hand_g), hand_gs))
-            print(f"[seed {seed}] {rows[-1][1]}: kappa {rows[-1][2]:.4f} in {hand_gs:.0f} s", flush=True)
-        single = comp_run(a.grades_config, grades, out / f"single-{seed}", a.epochs, seed, ["data.task=single", "metric=qwk", "train.loss=auto"])
-        rows.append(("grades", "comp data.task=single, metric qwk, --tta", kappa(single["tta"]), single["seconds"]))
-        print(f"[seed {seed}] {rows[-1][1]}: kappa {rows[-1][2]:.4f} (no TTA {kappa(single['plain']):.4f}) in {single['seconds']:.0f} s",
-              flush=True)
-        for loss in ["smooth_l1"] + ([] if "corn" in a.skip else ["corn"]):
-            o = comp_run(a.grades_config, grades, out / f"ordinal-{loss}-{seed}", a.epochs, seed,
-                         ["data.task=ordinal", "metric=qwk", f"train.loss={loss}"])
-            cuts = json.loads((o["run"] / "cutpoints.json").read_text())["cuts"]
-            plain_v, tta_v = o["plain_values"][:, 0], o["tta_values"][:, 0]
-            parts = {"no TTA, rounding": kappa(cut(plain_v, rounding_cuts(5))), "no TTA, cut-points": kappa(cut(plain_v, cuts)),
-                     "TTA, rounding": kappa(cut(tta_v, rounding_cuts(5))), "TTA, cut-points": kappa(o["tta"])}
-            s = o["summary"]
-            rows.append(("grades", f"comp data.task=ordinal, loss {loss}, --tta", kappa(o["tta"]), o["seconds"]))
-            print(f"[seed {seed}] {rows[-1][1]}: kappa {rows[-1][2]:.4f} in {o['seconds']:.0f} s; held-out qwk {s['best_val_score']:.4f} "
-                  f"at rounding, {s['best_val_score_cut']:.4f} at the cut-points; test: "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in parts.items()), flush=True)
-        if "numbers" in a.skip:
-            continue
-        if "hand" not in a.skip:
-            hand_n, hand_ns = hand_run(numbers, a.epochs, seed, "numbers")
-            rows.append(("numbers", "hand-written MSE on the standardized target, no TTA", root_mean_squared_error(truth_n, hand_n), hand_ns))
-            print(f"[seed {seed}] {rows[-1][1]}: RMSE {rows[-1][2]:.4f} in {hand_ns:.0f} s", flush=True)
-        for loss in ["mse"] + ([] if "bce" in a.skip else ["bce"]):
-            r = comp_run(a.numbers_config, numbers, out / f"regression-{loss}-{seed}", a.epochs, seed,
-                         ["data.task=regression", "metric=rmse", f"train.loss={loss}"] + (["data.train_on_val=true"] if a.final_fit else []))
-            rows.append(("numbers", f"comp regression, loss {loss}, --tta", root_mean_squared_error(truth_n, r["tta"].astype(float)),
-                         r["seconds"]))
-            print(f"[seed {seed}] {rows[-1][1]}: RMSE {rows[-1][2]:.4f} (no TTA "
-                  f"{root_mean_squared_error(truth_n, r['plain'].astype(float)):.4f}) in {r['seconds']:.0f} s", flush=True)
+        rows = ([] if "grades" in a.skip else grade_runs(a, seed, grades, out, kappa))
+        rows += [] if "numbers" in a.skip else number_runs(a, seed, numbers, out, truth_n)
         table = pd.DataFrame(rows, columns=["competition", "run", "score", "seconds"])
         for comp_name, base in (("grades", "hand-written softmax + argmax, no TTA"), ("numbers", "hand-written MSE on the standardized target, no TTA")):
             part = table[table.competition == comp_name]
