@@ -61,15 +61,12 @@ def write_grade_report(out: Path, task, probs: torch.Tensor, targets: torch.Tens
     plot_confusion(confusion_matrix(y, pred, labels=k), classes, out / "confusion_matrix.png")
     _plot_cutpoints(v, y, classes, cuts, out / "cutpoints.png")
     errors = _top_errors(ids, paths, [classes[g] for g in y], [classes[g] for g in pred], v, np.abs(v - y), top)
-    errors.to_csv(out / "top_errors.csv", index=False)
-    (out / "report.md").write_text(_markdown(title, "Per grade", table, [
-        ("Confusion matrix", "Counts (left) and rows normalised to each true grade (right).", "confusion_matrix.png"),
-        ("Cut-points", "The continuous predictions of each true grade, with the cut-points predict applies (solid) and plain "
-         "rounding (dotted).", "cutpoints.png")], errors))
-    log("grade  support  precision  recall  mean prediction")
-    for r in table.itertuples():
-        log(f"{r.grade:>5}  {r.support:>7}  {r.precision:>9.4f}  {r.recall:>6.4f}  {r.mean_prediction:>15.3f}")
-    log(f"wrote {out}/: {', '.join(GRADE_REPORT_FILES)}")
+    figures = [("Confusion matrix", "Counts (left) and rows normalised to each true grade (right).", "confusion_matrix.png"),
+               ("Cut-points", "The continuous predictions of each true grade, with the cut-points predict applies (solid) and plain "
+                "rounding (dotted).", "cutpoints.png")]
+    lines = ["grade  support  precision  recall  mean prediction"] + [
+        f"{r.grade:>5}  {r.support:>7}  {r.precision:>9.4f}  {r.recall:>6.4f}  {r.mean_prediction:>15.3f}" for r in table.itertuples()]
+    _finish(out, title, "Per grade", table, figures, errors, lines, GRADE_REPORT_FILES, log)
     return {"per_grade": table, "top_errors": errors, "files": [str(out / f) for f in GRADE_REPORT_FILES]}
 
 
@@ -108,16 +105,22 @@ def write_number_report(out: Path, task, probs: torch.Tensor, targets: torch.Ten
     ax.set_ylabel("prediction - true")
     _save(plt, fig, out / "residuals.png")
     errors = _top_errors(ids, paths, [f"{t:.6g}" for t in y], [f"{t:.6g}" for t in p], p, np.abs(residual), top)
-    errors.to_csv(out / "top_errors.csv", index=False)
-    (out / "report.md").write_text(_markdown(title, "Residuals by target bin", table, [
-        ("Predicted against true", "Each held-out image; the dashed line is a perfect prediction.", "predicted_vs_true.png"),
-        ("Residuals", "Prediction - true by quantile bin of the target: a positive residual in the low bins and a negative one in the "
-         "high bins is the pull to the mean.", "residuals.png")], errors))
-    log("target bin            images  mean residual    rmse")
-    for r in table.itertuples():
-        log(f"{r.target_from:>9.4g}-{r.target_to:<9.4g}  {r.images:>6}  {r.mean_residual:>13.4f}  {r.rmse:>6.4f}")
-    log(f"wrote {out}/: {', '.join(NUMBER_REPORT_FILES)}")
+    figures = [("Predicted against true", "Each held-out image; the dashed line is a perfect prediction.", "predicted_vs_true.png"),
+               ("Residuals", "Prediction - true by quantile bin of the target: a positive residual in the low bins and a negative one "
+                "in the high bins is the pull to the mean.", "residuals.png")]
+    lines = ["target bin            images  mean residual    rmse"] + [
+        f"{r.target_from:>9.4g}-{r.target_to:<9.4g}  {r.images:>6}  {r.mean_residual:>13.4f}  {r.rmse:>6.4f}" for r in table.itertuples()]
+    _finish(out, title, "Residuals by target bin", table, figures, errors, lines, NUMBER_REPORT_FILES, log)
     return {"residuals_by_bin": table, "top_errors": errors, "files": [str(out / f) for f in NUMBER_REPORT_FILES]}
+
+
+def _finish(out: Path, title, heading: str, table: pd.DataFrame, figures, errors: pd.DataFrame, lines: list[str], files, log: Log) -> None:
+    """top_errors.csv and report.md, then the table's lines and what was written, to the log."""
+    errors.to_csv(out / "top_errors.csv", index=False)
+    (out / "report.md").write_text(_markdown(title, heading, table, figures, errors))
+    for line in lines:
+        log(line)
+    log(f"wrote {out}/: {', '.join(files)}")
 
 
 def _plot_cutpoints(v: np.ndarray, y: np.ndarray, classes: Sequence[str], cuts: np.ndarray, path: Path) -> None:
