@@ -76,7 +76,7 @@ def fit_cutpoints(values: np.ndarray, targets: np.ndarray, metric: str, classes:
         raise UserError(f"cut-points: {len(v)} predictions for {len(y)} grades; fit them on held-out predictions")
     grades = grade_values(classes)
 
-    def value(c: np.ndarray) -> float:
+    def value(c: np.ndarray) -> float:  # sklearn's, for the scores reported
         return float(m.fn(cut(v, c), y, grades))
 
     rounding = rounding_cuts(k)
@@ -93,8 +93,9 @@ def fit_cutpoints(values: np.ndarray, targets: np.ndarray, metric: str, classes:
 def _search(v: np.ndarray, y: np.ndarray, k: int, m, grades: np.ndarray) -> np.ndarray:
     """The better of the coordinate searches from rounding and from the grades' mean predictions, on (v, y)."""
 
-    def value(c: np.ndarray) -> float:
-        return float(m.fn(cut(v, c), y, grades))
+    def value(c: np.ndarray) -> float:  # the metric from the confusion matrix: the search's thousands of evaluations
+        confusion = np.bincount(y * k + cut(v, c), minlength=k * k).reshape(k, k)
+        return float(m.from_confusion(confusion, grades))
 
     best_cuts, best = rounding_cuts(k), None
     for init in (rounding_cuts(k), _mean_cuts(v, y, k)):

@@ -29,11 +29,15 @@ from comp.tasks.metrics import Direction
 
 @dataclass(frozen=True)
 class GradeMetric(Direction):
-    """A metric of grades: `fn(predicted (N,) grade indices, true (N,) grade indices, grade values (K,))`."""
+    """A metric of grades: `fn(predicted (N,) grade indices, true (N,) grade indices, grade values (K,))`
+    (sklearn), and the same value from the (K, K) confusion matrix (rows true, columns predicted),
+    `from_confusion(confusion, grade values)`: what the cut-point search evaluates thousands of
+    times, at a bincount's cost instead of sklearn's input checks (tests hold the two equal)."""
 
     name: str
     higher_is_better: bool
     fn: Callable[[np.ndarray, np.ndarray, np.ndarray], float]
+    from_confusion: Callable[[np.ndarray, np.ndarray], float]
     probabilistic: bool = False
     thresholded: bool = True  # always scored on a cut of the continuous prediction
 
@@ -70,6 +74,23 @@ def _grade_mae(p, y, values):
     return mean_absolute_error(values[y], values[p])
 
 
+def _qwk_confusion(o, values):
+    # sklearn's cohen_kappa_score: 1 - sum(w * observed) / sum(w * expected), w = (i - j)^2 over grade indices
+    k = len(o)
+    w = (np.arange(k)[:, None] - np.arange(k)[None, :]) ** 2
+    expected = np.outer(o.sum(1), o.sum(0)) / max(o.sum(), 1)
+    denominator = (w * expected).sum()
+    return 1 - (w * o).sum() / denominator if denominator else float("nan")
+
+
+def _accuracy_confusion(o, values):
+    return np.trace(o) / max(o.sum(), 1)
+
+
+def _mae_confusion(o, values):
+    return (o * np.abs(values[:, None] - values[None, :])).sum() / max(o.sum(), 1)
+
+
 def _rmse(p, y):
     from sklearn.metrics import root_mean_squared_error
 
@@ -97,9 +118,9 @@ def _pearson(p, y):
 
 
 GRADE_METRICS = {
-    "qwk": GradeMetric("qwk", True, _qwk),
-    "accuracy": GradeMetric("accuracy", True, _grade_accuracy),
-    "mae": GradeMetric("mae", False, _grade_mae),
+    "qwk": GradeMetric("qwk", True, _qwk, _qwk_confusion),
+    "accuracy": GradeMetric("accuracy", True, _grade_accuracy, _accuracy_confusion),
+    "mae": GradeMetric("mae", False, _grade_mae, _mae_confusion),
 }
 NUMBER_METRICS = {
     "rmse": NumberMetric("rmse", False, _rmse),

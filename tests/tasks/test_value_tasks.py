@@ -79,6 +79,21 @@ def test_grade_metrics_match_sklearn_on_the_cut_grades():
         mean_absolute_error(np.array([1, 2, 3, 5, 8])[y], np.array([1, 2, 3, 5, 8])[grades]), abs=1e-9)
 
 
+@pytest.mark.parametrize("name", ["qwk", "accuracy", "mae"])
+def test_the_cut_point_search_scores_grades_as_sklearn_does(name):
+    # the search evaluates the metric from the confusion matrix (thousands of times); it must be sklearn's value
+    from comp.tasks.value_metrics import GRADE_METRICS
+
+    m = GRADE_METRICS[name]
+    rng = np.random.default_rng(5)
+    values = np.array([1.0, 2.0, 3.0, 5.0, 8.0])
+    for n in (7, 300):
+        y = rng.integers(0, 5, n)
+        p = np.clip(y + rng.integers(-2, 3, n), 0, 3)  # grade 4 never predicted
+        confusion = np.bincount(y * 5 + p, minlength=25).reshape(5, 5)
+        assert m.from_confusion(confusion, values) == pytest.approx(m.fn(p, y, values), abs=1e-12)
+
+
 def test_number_metrics_match_sklearn_and_scipy():
     rng = np.random.default_rng(2)
     y = rng.uniform(1, 100, 300)
