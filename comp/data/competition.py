@@ -149,10 +149,10 @@ def open_competition(
     else:
         competition = None
     if competition is not None:
-        if task == "ordinal" and competition.layout == "folders":
-            competition.task = get_task("ordinal")
+        # class folders are single-label unless data.task says they are grades
+        name = "ordinal" if task == "ordinal" and competition.layout == "folders" else competition.task.name
         # with the run's task settings and the competition's classes (and, for regression, its target range)
-        competition.task = get_task(competition.task.name, settings, classes=competition.classes).for_data(competition.train)
+        competition.task = get_task(name, settings, classes=competition.classes).for_data(competition.train)
         competition.task.check_classes(competition.classes, competition.root)
         return competition
     raise UserError(

@@ -23,7 +23,8 @@ from comp.errors import UserError
 from comp.tasks import cutpoints as cp
 from comp.tasks.index_labels import IndexLabels
 from comp.tasks.value_metrics import GRADE_METRICS, GradeMetric, get_grade_metric
-from comp.tasks.value_task import ValueTask, value_shape, where
+from comp.tasks.shape import where
+from comp.tasks.value_task import ValueTask, value_shape
 
 
 class Ordinal(IndexLabels, ValueTask):
@@ -110,7 +111,7 @@ class Ordinal(IndexLabels, ValueTask):
         return ((self.activation(logits)[:, 0] - targets.float()) ** 2).sum().item()
 
     def _rounded(self, values: torch.Tensor) -> torch.Tensor:
-        top = (self.classes and len(self.classes) - 1) or None
+        top = len(self.classes) - 1 if self.classes else None  # unknown grades: only the low end is clamped
         return values.round().clamp(0, top)
 
     def hits(self, logits, targets) -> float:

@@ -16,7 +16,7 @@ import torch
 
 from comp.errors import UserError
 from comp.tasks.base import Task
-from comp.tasks.shape import Shape, one_column, where
+from comp.tasks.shape import Shape, one_column
 
 
 class ValueTask(Task):
@@ -108,4 +108,4 @@ def sample_decimals(fmt) -> Optional[int]:
     return max((len(v.strip().split(".", 1)[1]) if "." in v and "e" not in v.lower() else 0) for v in values)
 
 
-__all__ = ["ValueTask", "numbers", "sample_decimals", "value_shape", "where"]
+__all__ = ["ValueTask", "numbers", "sample_decimals", "value_shape"]

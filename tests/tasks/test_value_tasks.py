@@ -222,3 +222,15 @@ def test_submission_checks_of_grades_and_numbers(tmp_path):
     df["Pawpularity"] = ["12.5", str(hi + 1)]
     with pytest.raises(UserError, match="line 3: .* outside the target range"):
         numbers.task.check_values("p.csv", df, shape, numbers.classes)
+
+
+def test_grade_folders_are_ordinal_when_data_task_says_so(tmp_path):
+    from comp.data.synthetic import make_competition
+
+    data = make_competition(tmp_path / "grades", classes=3, per_class=4, test_per_class=1, class_names=["0", "1", "2"])
+    assert open_competition(data).task.name == "single"  # class folders are classes unless told
+    graded = open_competition(data, task="ordinal")
+    assert graded.task.name == "ordinal" and graded.classes == ["0", "1", "2"] and graded.task.classes == ["0", "1", "2"]
+    named = make_competition(tmp_path / "named", classes=2, per_class=2, test_per_class=1)
+    with pytest.raises(UserError, match="must be integers"):
+        open_competition(named, task="ordinal")
