@@ -13,7 +13,6 @@ trained elsewhere.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -24,6 +23,7 @@ from comp.data.competition import open_configured
 from comp.data.folds import merged_labelled, split_kfold
 from comp.engine import distributed as dist
 from comp.engine.fit import check_submission, fit_split
+from comp.engine.logbook import acc_text
 from comp.engine.tracking import Tracking, experiment_name, tracked_params
 from comp.engine.rundir import check_fold_folder, check_new_run_dir, clear_run_dir, saved_config
 from comp.files import write_json
@@ -181,13 +181,10 @@ def collect_oof(out_dir: Path, classes: list[str], k: int, metric: str, task: Ta
 
 
 def _print_table(cv: dict[str, Any], log: Log) -> None:
-    accs = [cv["cv_acc"], *cv["fold_acc"].values()]
-    with_acc = not all(math.isnan(a) for a in accs)  # a regression has no accuracy: its column is left out
+    def acc(a: float) -> str:  # a regression has no accuracy (NaN): its column is left out
+        return acc_text(a, "", "   ")
 
-    def acc(a: float) -> str:
-        return f"{a:.4f}   " if with_acc else ""
-
-    log(f"fold  {'val_acc  ' if with_acc else ''}val_{cv['metric']}")
+    log(f"fold  {'val_acc  ' if acc(cv['cv_acc']) else ''}val_{cv['metric']}")
     for i, a in cv["fold_acc"].items():
         log(f"{int(i):>4}  {acc(a)}{cv['fold_score'][i]:.4f}")
     done = f" ({cv['folds_done']}/{cv['folds']} folds)" if cv["folds_done"] < cv["folds"] else ""
