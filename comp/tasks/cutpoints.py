@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from comp.errors import UserError
-from comp.tasks.held_out import merged_held_out
+from comp.tasks.held_out import ensemble_post, read_fitted
 from comp.tasks.value_metrics import get_grade_metric
 
 CUTPOINTS_FILE = "cutpoints.json"
@@ -149,14 +149,7 @@ def fit_run_cutpoints(run_dir: Path, metric: str, classes: Sequence[str], table:
 
 def read_cutpoints(run_dir: Path, classes: Sequence[str]) -> Optional[list[float]]:
     """The cut-points `run_dir` stores for `classes`, or None when it has none."""
-    from comp.files import read_json
-
-    record = read_json(Path(run_dir) / CUTPOINTS_FILE)
-    if record is None:
-        return None
-    if record.get("classes") != list(classes):
-        raise UserError(f"{Path(run_dir) / CUTPOINTS_FILE}: fitted for other grades; retrain the run or delete the file")
-    return [float(t) for t in record["cuts"]]
+    return read_fitted(run_dir, CUTPOINTS_FILE, classes, "cuts", "grades")
 
 
 def prediction_cutpoints(run_dirs: Sequence[Path], weights: Sequence[float], metric: str, classes: Sequence[str]) -> tuple[list[float], str]:
@@ -164,11 +157,9 @@ def prediction_cutpoints(run_dirs: Sequence[Path], weights: Sequence[float], met
     one run's own (cutpoints.json); several runs' fitted again on their merged held-out predictions."""
     from comp.probs import label_indices
 
-    if len(run_dirs) == 1:
-        own = read_cutpoints(run_dirs[0], classes)
-        if own is None:
-            raise UserError(f"{run_dirs[0]}: no {CUTPOINTS_FILE}; finish the run (comp train CONFIG --resume --out {run_dirs[0]})")
-        return own, f"{Path(run_dirs[0]) / CUTPOINTS_FILE}"
-    merged, labels = merged_held_out(run_dirs, weights, ["grade"], "cut-points")
-    fit = fit_cutpoints(merged[:, 0].numpy(), label_indices(labels, classes).numpy(), metric, classes)
-    return fit["cuts"], f"fitted on the {len(run_dirs)} runs' merged held-out predictions ({metric} {fit['score']:.4f})"
+
+    def refit(merged, labels):
+        fit = fit_cutpoints(merged[:, 0].numpy(), label_indices(labels, classes).numpy(), metric, classes)
+        return fit["cuts"], fit["score"]
+
+    return ensemble_post(run_dirs, weights, ["grade"], lambda r: read_cutpoints(r, classes), CUTPOINTS_FILE, "cut-points", metric, refit)

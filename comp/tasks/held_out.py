@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -15,6 +15,35 @@ def held_out_table(run_dir: Path) -> Path:
     """The held-out predictions a run's post-processing is fitted on: a k-fold run's oof.csv, else val_probs.csv."""
     run_dir = Path(run_dir)
     return run_dir / ("oof.csv" if (run_dir / "oof.csv").is_file() else "val_probs.csv")
+
+
+def read_fitted(run_dir: Path, file: str, classes: Sequence[str], key: str, of: str) -> Optional[list[float]]:
+    """The values under `key` of the record `file` a run fitted for `classes` (thresholds.json,
+    cutpoints.json), or None when it has none; one fitted for other classes (`of`: tags, grades) is refused."""
+    from comp.files import read_json
+
+    record = read_json(Path(run_dir) / file)
+    if record is None:
+        return None
+    if record.get("classes") != list(classes):
+        raise UserError(f"{Path(run_dir) / file}: fitted for other {of}; retrain the run or delete the file")
+    return [float(t) for t in record[key]]
+
+
+def ensemble_post(run_dirs: Sequence[Path], weights: Sequence[float], columns: Sequence[str], own: Callable[[Path], Optional[list[float]]],
+                  file: str, what: str, metric: str, refit: Callable[[torch.Tensor, list[str]], tuple[list[float], float]]
+                  ) -> tuple[list[float], str]:
+    """What `comp predict` cuts an ensemble at, and where it comes from: one run's own (`own(run)`,
+    its `file`), or `refit(merged predictions, label texts)` -> (values, score) on the runs' merged
+    held-out predictions (`merged_held_out`), never an average of values fitted to other predictions."""
+    if len(run_dirs) == 1:
+        values = own(run_dirs[0])
+        if values is None:
+            raise UserError(f"{run_dirs[0]}: no {file}; finish the run (comp train CONFIG --resume --out {run_dirs[0]})")
+        return values, f"{Path(run_dirs[0]) / file}"
+    merged, labels = merged_held_out(run_dirs, weights, columns, what)
+    values, score = refit(merged, labels)
+    return values, f"fitted on the {len(run_dirs)} runs' merged held-out predictions ({metric} {score:.4f})"
 
 
 def merged_held_out(run_dirs: Sequence[Path], weights: Sequence[float], columns: Sequence[str], what: str) -> tuple[torch.Tensor, list[str]]:

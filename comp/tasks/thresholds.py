@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from comp.errors import UserError
-from comp.tasks.held_out import merged_held_out
+from comp.tasks.held_out import ensemble_post, read_fitted
 from comp.tasks.tag_metrics import get_tag_metric
 
 GRID = np.round(np.arange(0.02, 0.981, 0.02), 2)  # 0.02 .. 0.98
@@ -90,14 +90,7 @@ def fit_run_thresholds(run_dir: Path, metric: str, table: str = "val_probs.csv",
 
 def read_thresholds(run_dir: Path, classes: list[str]) -> Optional[list[float]]:
     """The thresholds `run_dir` stores for `classes`, or None when it has none."""
-    from comp.files import read_json
-
-    record = read_json(Path(run_dir) / THRESHOLDS_FILE)
-    if record is None:
-        return None
-    if record.get("classes") != list(classes):
-        raise UserError(f"{Path(run_dir) / THRESHOLDS_FILE}: fitted for other tags; retrain the run or delete the file")
-    return [float(t) for t in record["thresholds"]]
+    return read_fitted(run_dir, THRESHOLDS_FILE, classes, "thresholds", "tags")
 
 
 def prediction_thresholds(run_dirs: list[Path], weights: list[float], metric: str, classes: list[str],
@@ -113,11 +106,9 @@ def prediction_thresholds(run_dirs: list[Path], weights: list[float], metric: st
 
     if not get_tag_metric(metric).thresholded:
         return [0.5] * len(classes), f"0.5 (metric {metric} fits no thresholds)"
-    if len(run_dirs) == 1:
-        own = read_thresholds(run_dirs[0], classes)
-        if own is None:
-            raise UserError(f"{run_dirs[0]}: no {THRESHOLDS_FILE}; finish the run (comp train CONFIG --resume --out {run_dirs[0]})")
-        return own, f"{run_dirs[0] / THRESHOLDS_FILE}"
-    merged, labels = merged_held_out(run_dirs, weights, classes, "thresholds")
-    fit = fit_thresholds(merged.numpy(), tag_targets(labels, classes).numpy(), metric, ensure_one=ensure_one)
-    return fit["thresholds"], f"fitted on the {len(run_dirs)} runs' merged held-out predictions ({metric} {fit['score']:.4f})"
+
+    def refit(merged, labels):
+        fit = fit_thresholds(merged.numpy(), tag_targets(labels, classes).numpy(), metric, ensure_one=ensure_one)
+        return fit["thresholds"], fit["score"]
+
+    return ensemble_post(run_dirs, weights, classes, lambda r: read_thresholds(r, classes), THRESHOLDS_FILE, "thresholds", metric, refit)
