@@ -40,6 +40,7 @@ class Ordinal(IndexLabels, ValueTask):
     cut_file = "cutpoints.json"
     probabilities = "the expected grade (a continuous grade position)"
     decision = "grade"
+    weights_hint = " (data.sampler=balanced draws grades equally)"
 
     # -- metrics and config
 

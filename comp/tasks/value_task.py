@@ -26,14 +26,14 @@ class ValueTask(Task):
     merge_rules = ("mean",)
     merge_why = " (a geometric mean or logit average merges probabilities; these are continuous values)"
     probabilities = "one continuous value"
-    value_word = "value"  # what the one prediction column holds, in messages
+    weights_hint = ""  # what the class-weights refusal suggests instead
 
     def _check_common(self, cfg) -> None:
         """Refusals every value task shares, before any training."""
         self.check_loss(cfg.train.loss)
         if cfg.train.class_weights != "none":
             raise UserError(f"train.class_weights weighs classes; a {self.label} run has one continuous output: "
-                            "set train.class_weights=none" + (" (data.sampler=balanced draws grades equally)" if self.name == "ordinal" else ""))
+                            f"set train.class_weights=none{self.weights_hint}")
         if cfg.data.positive_class is not None:
             raise UserError(f"data.positive_class is for binary single-label competitions; unset it for a {self.label} one")
         self.check_merge(cfg.tta.merge, "tta.merge")
