@@ -165,6 +165,46 @@ class SchedConfig(_Section):
     cycle_epochs: Optional[int] = Field(None, gt=0)  # cosine T_max; None: train.epochs
 
 
+class OofTargetsConfig(_Section):
+    """`train.oof_targets`: each training image's target blended with a k-fold run's out-of-fold prediction (Plant Pathology 2020)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    from_: str = Field(alias="from")  # a k-fold run whose oof.csv covers the training images
+    mix: float = Field(0.3, gt=0, le=1)  # target = (1 - mix) * label + mix * oof
+
+
+class PseudoConfig(_Section):
+    """`pseudo`: the competition's test images join training with the teachers' predictions as targets (comp/teach/)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    from_: list[str] = Field(default_factory=list, alias="from")  # teacher runs (k-fold: per fold) or *_probs.csv tables; [] = off
+    threshold: Optional[float] = Field(None, ge=0, le=1)  # keep only test images the teachers are this sure of; None: all
+    hard: bool = False  # learn the teachers' decision (argmax, tags at 0.5, rounded grade) instead of their probabilities
+    weight: float = Field(1.0, gt=0)  # the pseudo-labelled images' loss against a labelled image's
+    leak_ok: bool = False  # accept teachers that trained on this run's validation images (its CV is then optimistic)
+    final_epochs: int = Field(0, ge=0)  # the last N epochs train on the real labels only
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _one_run(cls, v: Any) -> Any:
+        return [] if v is None else [v] if isinstance(v, str) else v
+
+
+class DistillConfig(_Section):
+    """`distill` (`comp distill`): a student learns the teachers' merged predictions beside the labels (timm's LogitDistillationTask)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    from_: list[str] = Field(default_factory=list, alias="from")  # teacher runs or *_probs.csv tables; [] = off
+    alpha: float = Field(0.5, ge=0, le=1)  # loss = (1 - alpha) * task loss + alpha * T^2 * KL(teacher_T || student_T)
+    temperature: float = Field(1.0, gt=0)  # softens both distributions (timm's examples: 1-4); values (grades, numbers) ignore it
+    test: bool = True  # also learn the teachers' predictions on the competition's test images (KL only)
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _one_run(cls, v: Any) -> Any:
+        return [] if v is None else [v] if isinstance(v, str) else v
+
+
 class TrainConfig(_Section):
     epochs: int = Field(10, gt=0)
     patience: Optional[int] = Field(None, gt=0)  # early stop after N epochs without a new best.pt (a better val metric; ties: lower val loss)
@@ -191,6 +231,7 @@ class TrainConfig(_Section):
     # regression: mse | smooth_l1 | l1 on the standardized target, bce on the target scaled into [0, 1] by data.target_range
     loss: Literal["auto", "ce", "focal", "asl", "smooth_l1", "mse", "l1", "bce", "corn"] = "auto"
     focal_gamma: float = Field(2.0, ge=0)
+    oof_targets: Optional[OofTargetsConfig] = None  # {from: KFOLD_RUN, mix: 0.3}: targets blended with its out-of-fold predictions
 
     @field_validator("threads", mode="before")
     @classmethod
@@ -275,6 +316,8 @@ class Config(_Section):
     aug: AugConfig = AugConfig()
     tta: TTAConfig = TTAConfig()
     tune: TuneConfig = TuneConfig()
+    pseudo: PseudoConfig = PseudoConfig()  # second round: the test images with the teachers' predictions (comp train --pseudo)
+    distill: DistillConfig = DistillConfig()  # second round: one student learns the teachers (comp distill)
     # experiment trackers that mirror each epoch, the config and the summary (comp.engine.tracking)
     track: list[Literal["tensorboard", "mlflow", "wandb"]] = []
 
@@ -349,7 +392,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
 
 def save_config(cfg: Config, path: Union[str, Path]) -> None:
     """Write the fully resolved config as YAML (what a run actually used)."""
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
 
 
 def _parse_override(item: str) -> tuple[str, Any]:

@@ -73,7 +73,7 @@ def weights_payload(model: nn.Module, cfg, classes: list[str], epoch: int, val_a
     return {
         "model": model.state_dict(),
         "classes": list(classes),
-        "config": cfg.model_dump(mode="json"),
+        "config": cfg.model_dump(mode="json", by_alias=True),
         "epoch": epoch,
         "val_acc": float(val_acc),
     }

@@ -26,7 +26,7 @@ from comp.errors import UserError
 # Everything a run or a k-fold run writes into its folder (fold_*/ hold runs of their own).
 RUN_FILES = frozenset({
     "config.yaml", "best.pt", "last.pt", "metrics.csv", "curves.png", "summary.json", "val_probs.csv",
-    "skipped_files.txt", "oof.csv", "cv.json", ".best.pt.tmp", ".last.pt.tmp", "lr_find.png", "calibration.json", "thresholds.json", "cutpoints.json",
+    "skipped_files.txt", "oof.csv", "cv.json", ".best.pt.tmp", ".last.pt.tmp", "lr_find.png", "calibration.json", "thresholds.json", "cutpoints.json", "teacher_targets.csv",
     "tracking.json", "wandb",  # experiment tracking (comp.engine.tracking); TensorBoard's event files: is_run_file
 })
 
@@ -137,7 +137,7 @@ def saved_config(run_dir: Path) -> Optional[Config]:
 def flat(cfg: Config) -> dict[str, Any]:
     """The config as {"section.key": value} (JSON values)."""
     out: dict[str, Any] = {}
-    for s, section in cfg.model_dump(mode="json").items():
+    for s, section in cfg.model_dump(mode="json", by_alias=True).items():
         if isinstance(section, dict):
             out.update({f"{s}.{k}": v for k, v in section.items()})
         else:  # a top-level key such as `metric`

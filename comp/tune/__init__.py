@@ -145,7 +145,7 @@ def _open_study(optuna, cfg: Config, params: list[Param], metric, study_dir: Pat
         raise UserError(f"study {name!r} in {url} {study.direction.name.lower()}s, but metric {metric.name} is to {direction}; "
                         "use another --study")
     joined = bool(study.get_trials(deepcopy=False))
-    base = yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json")))
+    base = yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True)))
     study.set_user_attr("base_config", base)
     (study_dir / "base.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
     # Workers must not draw the same random start-up trials: the I-th worker --jobs starts on this
