@@ -235,6 +235,30 @@ class Task:
         """Lines the training log adds for settings that work but may surprise (e.g. crops and tags)."""
         return []
 
+    # -- second rounds: soft targets (comp.teach) -------------------------------------------
+
+    def soft_of(self, targets: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
+        """Targets as (N, D) rows in the teachers' terms (the `columns`): one-hot rows, tag rows, or values."""
+        raise NotImplementedError
+
+    def soft_loss(self, logits: torch.Tensor, soft: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """The mean loss of (B, C) logits against (B, D) soft targets (teachers' probabilities or values),
+        at `temperature` (scaled by T^2, as in knowledge distillation; values ignore it)."""
+        raise NotImplementedError
+
+    def decided(self, soft: torch.Tensor) -> torch.Tensor:
+        """The hard targets (as `split_targets` holds them) of (N, D) soft rows: what `pseudo.hard` learns."""
+        raise NotImplementedError
+
+    def confidence(self, soft: torch.Tensor) -> torch.Tensor:
+        """(N,) how sure the soft rows are, in [0, 1]: what `pseudo.threshold` keeps."""
+        raise NotImplementedError
+
+    def flagged(self, soft: torch.Tensor, targets: torch.Tensor, sure: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images whose teacher prediction `soft` (N, D) is at least `sure` and disagrees with the label
+        (`comp data check --teacher`): ((N,) bool, (N,) how sure the teacher is)."""
+        raise NotImplementedError
+
     # -- scores and post-processing --------------------------------------------------------
 
     def score(self, metric: str, probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str],

@@ -100,6 +100,29 @@ class MultiLabel(Task):
                           num_classes=num_classes, multi_label=True)
         return TagLoss(num_classes, weight, label_smoothing=t.label_smoothing, kind=self.kind_of(t.loss), gamma=t.focal_gamma), mixup
 
+    def soft_of(self, targets, classes):
+        return targets.float()
+
+    def soft_loss(self, logits, soft, temperature=1.0):
+        """Per-tag binary KL at temperature T (teacher sigmoid(logit(p) / T)), T^2-scaled, mean over images and tags."""
+        t = float(temperature)
+        q = torch.sigmoid(torch.logit(soft.float().clamp(1e-6, 1 - 1e-6)) / t)
+        entropy = -(q * q.log() + (1 - q) * (1 - q).log())
+        return (F.binary_cross_entropy_with_logits(logits.float() / t, q, reduction="none") - entropy).mean() * t * t
+
+    def decided(self, soft):
+        return (soft >= 0.5).float()
+
+    def confidence(self, soft):
+        """The least sure tag of each image: every tag must be sure for the image to be."""
+        return torch.maximum(soft, 1 - soft).min(1).values
+
+    def flagged(self, soft, targets, sure):
+        """Any tag the teacher is sure of (p >= sure or p <= 1 - sure) against the label."""
+        wrong = ((soft >= sure) & (targets < 0.5)) | ((soft <= 1 - sure) & (targets >= 0.5))
+        how = torch.where(wrong, torch.maximum(soft, 1 - soft), torch.zeros_like(soft)).max(1).values
+        return wrong.any(1), how
+
     def eval_loss(self, logits, targets) -> float:
         return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum").item() / targets.shape[1]
 

@@ -98,6 +98,24 @@ class Ordinal(IndexLabels, ValueTask):
             return CornLoss(num_classes), None
         return ValueLoss(kind, *self._scale()), self._mixup(t)
 
+    def value_loss(self):
+        from comp.tasks.value_losses import ValueLoss
+
+        return ValueLoss(self.loss_kind, *self._scale())
+
+    def decided(self, soft):
+        return self._rounded(soft[:, 0].float()).long()
+
+    def confidence(self, soft):
+        """1 at a whole grade, 0 half-way between two."""
+        v = soft[:, 0].float()
+        return 1 - 2 * (v - v.round()).abs()
+
+    def flagged(self, soft, targets, sure):
+        """A teacher at least one whole grade away from the label (`sure` does not apply to grades)."""
+        gap = (soft[:, 0].float() - targets.float()).abs()
+        return gap >= 1, gap
+
     def activation(self, logits):
         """(B, 1) regression logits un-standardized to the grade index, or (B, K - 1) CORN logits -> (B, 1) expected grade index."""
         from comp.tasks.value_losses import corn_expected_grade

@@ -111,6 +111,25 @@ class Regression(ValueTask):
         mean, std = self._scale()
         return ValueLoss(kind, mean, std), self._mixup(t)
 
+    def value_loss(self):
+        from comp.tasks.value_losses import ValueLoss
+
+        if self.loss_kind == "bce":
+            lo, hi = self._range()
+            return ValueLoss("bce", lo, hi - lo)
+        return ValueLoss(self.loss_kind, *self._scale())
+
+    def decided(self, soft):
+        return soft[:, 0].float()
+
+    def confidence(self, soft):
+        raise UserError("pseudo.threshold keeps the test images the teachers are sure of; a number has no confidence: "
+                        "unset pseudo.threshold for a regression")
+
+    def flagged(self, soft, targets, sure):
+        raise UserError("comp data check --teacher lists confident disagreements with class labels; a regression has none: "
+                        "comp evaluate RUN --report lists its largest errors (top_errors.csv)")
+
     def _scale(self) -> tuple[float, float]:
         if self.target_scale is None:  # a bug: training sets it up (setup), predict reads it from the run's config
             raise RuntimeError("regression task without a target scale; call setup() on the training split first")

@@ -90,6 +90,28 @@ class SingleLabel(IndexLabels, Task):
         """Top-1 accuracy of (N, C) probabilities against (N,) class indices."""
         return (probs.argmax(1) == targets).float().mean().item() if len(targets) else float("nan")
 
+    # -- second rounds
+
+    def soft_of(self, targets, classes):
+        return F.one_hot(targets.long(), len(classes)).float()
+
+    def soft_loss(self, logits, soft, temperature=1.0):
+        """T^2 KL(teacher_T || student_T), batch mean; the teacher's tempered distribution is softmax(log p / T)."""
+        t = float(temperature)
+        teacher = (soft.float().clamp_min(1e-12).log() / t).log_softmax(1)
+        student = (logits.float() / t).log_softmax(1)
+        return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * t * t
+
+    def decided(self, soft):
+        return soft.argmax(1)
+
+    def confidence(self, soft):
+        return soft.max(1).values
+
+    def flagged(self, soft, targets, sure):
+        p = self.confidence(soft)
+        return (p >= sure) & (self.decided(soft) != targets), p
+
     # -- scores and post-processing
 
     def score(self, metric, probs, targets, classes, thresholds=None) -> float:

@@ -50,6 +50,21 @@ class ValueTask(Task):
             return [f"note: train.label_smoothing={cfg.train.label_smoothing} smooths class targets; the {self.label} loss ignores it"]
         return []
 
+    # -- second rounds: a teacher's value is a target like the label (the temperature does not apply)
+
+    def soft_of(self, targets, classes):
+        return targets.float().view(-1, 1)
+
+    def soft_loss(self, logits, soft, temperature=1.0):
+        if self.loss_kind == "corn":
+            raise UserError("train.loss=corn learns whole grades, not a teacher's continuous grade; set pseudo.hard=true "
+                            "(the teachers' rounded grades) or train.loss=smooth_l1")
+        return self.value_loss()(logits, soft[:, 0])
+
+    def value_loss(self):
+        """The run's `ValueLoss` (its kind and standardization)."""
+        raise NotImplementedError
+
     # -- no temperature: these outputs are values, not probabilities
 
     def apply_temperature(self, probs, temperature):
