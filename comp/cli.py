@@ -71,6 +71,9 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in --out.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set optim.lr=3e-4 (repeatable).")] = None,
+    pseudo: Annotated[Optional[list[Path]], typer.Option(
+        "--pseudo", help="Teacher run (or *_probs.csv) whose test-set predictions join training as soft targets; "
+                         "per fold for a k-fold teacher with the same folds (repeatable; sets pseudo.from).")] = None,
 ) -> None:
     """Fine-tune (or scratch-train) one model and write a run directory."""
     from comp.train import train as train_run
@@ -78,8 +81,45 @@ def train(
     with user_errors():
         summary = train_run(
             config, data=data, out=out, epochs=epochs, folds=folds, fold=fold, resume=resume, overwrite=overwrite,
-            overrides=set_ or [], log=typer.echo,
+            overrides=set_ or [], pseudo=[str(p) for p in pseudo or []], log=typer.echo,
         )
+    _report_trained(summary)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  comp distill runs/big-5f --student configs/demo.yaml --out runs/small\n\n"
+        "  comp distill runs/a-5f runs/b-5f --student configs/demo.yaml --out runs/small --alpha 0.7 --temperature 2 --no-test"
+    )
+)
+def distill(
+    teachers: Annotated[list[Path], typer.Argument(help="Teacher runs (k-fold runs: all folds) or *_probs.csv tables of comp predict.")],
+    student: Annotated[Path, typer.Option("--student", help="The student's YAML config.", exists=True, dir_okay=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", help="The student's run directory [default: runs/<config>-<time>].")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Competition folder [default: the student's data.dir, else the first teacher's].")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Sets train.epochs.")] = None,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Sets distill.alpha: loss = (1 - alpha) task + alpha T^2 KL.")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Sets distill.temperature.")] = None,
+    test: Annotated[Optional[bool], typer.Option("--test/--no-test", help="Also learn the teachers on the test images (distill.test).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the student in --out from its last.pt.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in --out.")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key (repeatable).")] = None,
+) -> None:
+    """Distil teachers into one student: their merged predictions (temperature-scaled KL) beside the task loss; an ordinary run."""
+    from comp.distill import distill as distill_run
+
+    with user_errors():
+        summary = distill_run(teachers, student, out=out, data=data, epochs=epochs, alpha=alpha, temperature=temperature, test=test,
+                              resume=resume, overwrite=overwrite, overrides=set_ or [], log=typer.echo)
+    _report_trained(summary)
+    score = (summary.get("teachers") or {}).get("teacher_score")
+    if score is not None:
+        typer.echo(f"teachers' held-out {summary.get('metric', 'score')}: {score:.4f}")
+
+
+def _report_trained(summary: dict) -> None:
+    """The closing line of comp train and comp distill."""
     from comp.engine.distributed import is_main
     from comp.engine.logbook import acc_text
 

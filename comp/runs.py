@@ -5,8 +5,8 @@ not listed again) and `comp tune` trials alike. A row holds the run's name, its 
 or where an unfinished one stands), the metric and its held-out score (`best_val_score`, or the
 k-fold run's `cv_score`; calibrated for log loss, as `comp predict` scores what it writes), the
 accuracy, the epochs trained (per fold for a k-fold run), the model, the image size, the training
-time and the date, and then
-one column per config key whose value differs among the listed runs, so the table shows what
+time and the date, the teachers of a second round (`pseudo: NAME`, `distill: NAME`, `oof: NAME`, when any
+run has them; paths and hashes are in its summary.json), and then one column per config key whose value differs among the listed runs, so the table shows what
 changed from run to run. Rows are sorted by score in the metric's direction (runs of another
 metric in their own group; runs without a score last); unfinished runs are marked, not hidden.
 """
@@ -29,7 +29,8 @@ from comp.evaluate.report.tables import text_table
 COLUMNS = ["run", "state", "metric", "score", "acc", "epochs", "model", "size", "seconds", "date"]
 # Keys that say where or how a run ran, not what it is (or what training fitted, as a regression's
 # target scale): never shown as a difference.
-QUIET_KEYS = ENVIRONMENT_KEYS + ("data.mean", "data.std", "data.target_scale")
+QUIET_KEYS = ENVIRONMENT_KEYS + ("data.mean", "data.std", "data.target_scale",
+                               "pseudo.from", "distill.from", "train.oof_targets")  # these three: the `teachers` column
 
 
 def find_runs(folders: Sequence[Path]) -> list[Path]:
@@ -97,7 +98,18 @@ def run_row(run: Path, cfg) -> dict[str, Any]:
         "size": cfg.data.image_size if cfg else None,
         "seconds": round(sum(float(s.get("seconds", 0)) for s in summaries), 1) if summaries else None,
         "date": when[:16].replace("T", " "),
+        "teachers": teachers_text(cfg),
     }
+
+
+def teachers_text(cfg) -> str:
+    """The teachers a run learned from, by folder name: `pseudo: a, b`, `distill: a`, `oof: a` ("" for none)."""
+    if cfg is None:
+        return ""
+    oof = cfg.train.oof_targets
+    parts = [(word, [Path(p).name for p in paths]) for word, paths in (
+        ("pseudo", cfg.pseudo.from_), ("distill", cfg.distill.from_), ("oof", [oof.from_] if oof is not None else []))]
+    return "; ".join(f"{word}: {', '.join(names)}" for word, names in parts if names)
 
 
 def _best_so_far(run: Path, cfg) -> tuple[Optional[float], Optional[float]]:
@@ -141,6 +153,8 @@ def leaderboard(folders: Sequence[Path]) -> pd.DataFrame:
             rows.append(run_row(run, cfg))
             configs.append({k: v for k, v in flat(cfg).items() if not _quiet(k)} if cfg else {})
     table = pd.DataFrame(rows, columns=COLUMNS)
+    if any(r["teachers"] for r in rows):
+        table["teachers"] = [r["teachers"] for r in rows]
     keys = sorted({k for c in configs for k in c})
     differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
     for k in differing:

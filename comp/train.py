@@ -13,6 +13,8 @@ from comp.engine.kfold import fit_folds
 from comp.engine.rundir import check_not_a_fold, check_resume_changes, claim_default_run_dir, remove_if_empty, saved_config
 from comp.errors import Log, UserError
 from comp.models.factory import PRETRAINED_WORDS
+from comp.data.competition import open_configured
+from comp.teach.plan import active, planner
 
 
 def train(
@@ -26,9 +28,10 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     overrides: Sequence[str] = (),
+    pseudo: Sequence[str] = (),
     log: Log = print,
 ) -> dict[str, Any]:
-    """Load the config, apply `--data`, `--epochs` and `--set` overrides, and train.
+    """Load the config, apply `--data`, `--epochs`, `--pseudo` and `--set` overrides, and train.
 
     With `resume`, the run in `out` continues with the config it saved (its config.yaml), so the
     run stays what it was; `--epochs` and `--set` apply on top where a running run may change
@@ -36,6 +39,8 @@ def train(
     other change is refused before anything is written.
 
     With `folds` >= 2 (or `train.folds`), trains stratified K-fold (only fold `fold` if given).
+    `pseudo` (teacher runs) sets `pseudo.from`: a second round on the test images (`comp.teach`);
+    `pseudo`, `distill` and `train.oof_targets` are checked before anything is written.
     Paths in the config (`data.dir`, `data.cache_dir`, a weights file) are stored absolute, so the
     run can be used from any working directory.
 
@@ -49,6 +54,8 @@ def train(
         overrides.append(("train.epochs", epochs))
     if folds is not None:
         overrides.append(("train.folds", folds))
+    if pseudo:
+        overrides.append(("pseudo.from", [str(Path(p)) for p in pseudo]))
     if out is not None:
         check_not_a_fold(Path(out), str(config_path))
     if resume:
@@ -63,6 +70,7 @@ def train(
         cfg = absolute_paths(load_config(config_path, overrides))
     if cfg.train.folds <= 1 and fold is not None:
         raise UserError("--fold I needs --folds K (or train.folds in the config)")
+    teach = planner(cfg, open_configured(cfg.data), log) if active(cfg) else None  # the teachers checked before any folder is claimed
     # Under torchrun: join the process group first, so that only rank 0 claims a folder, and
     # every rank uses rank 0's default run directory.
     dist.setup(resolve_device(cfg.train.device).type)
@@ -73,9 +81,9 @@ def train(
     again = f"comp train {config_path} --resume --out {out}" + (f" --fold {fold}" if fold is not None else "")  # after a Ctrl-C
     try:
         if cfg.train.folds > 1:
-            summary = fit_folds(cfg, out, fold=fold, resume=resume, overwrite=overwrite, log=log, resume_command=again)
+            summary = fit_folds(cfg, out, fold=fold, resume=resume, overwrite=overwrite, log=log, resume_command=again, teach=teach)
         else:
-            summary = fit(cfg, out, resume=resume, overwrite=overwrite, log=log, resume_command=again)
+            summary = fit(cfg, out, resume=resume, overwrite=overwrite, log=log, resume_command=again, teach=teach)
     except BaseException:
         if claimed and dist.is_main():
             remove_if_empty(out, out.parent)  # a command that failed before its first write leaves no folder
@@ -91,6 +99,10 @@ def absolute_paths(cfg: Config) -> Config:
 
     cfg = cfg.model_copy(deep=True)
     cfg.data.dir, cfg.data.cache_dir = absolute(cfg.data.dir), absolute(cfg.data.cache_dir)
+    cfg.pseudo.from_ = [absolute(p) for p in cfg.pseudo.from_]  # teachers, too, are found from any working directory
+    cfg.distill.from_ = [absolute(p) for p in cfg.distill.from_]
+    if cfg.train.oof_targets is not None:
+        cfg.train.oof_targets.from_ = absolute(cfg.train.oof_targets.from_)
     if cfg.model.pretrained not in PRETRAINED_WORDS:
         cfg.model.pretrained = absolute(cfg.model.pretrained)
     return cfg

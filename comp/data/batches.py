@@ -101,3 +101,25 @@ class TensorBatches:
                 x = per_channel_(per_channel_(x, "sub", self.mean), "mul", self.inv_std)
             x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx.to(self.labels.device)], []
+
+
+class PhasedBatches:
+    """Training batches that change at an epoch: `first` before epoch `switch`, `then` from it on
+    (`pseudo.final_epochs`: the last epochs on the labelled images alone). Same interface as
+    `TensorBatches`; `len()` is the current epoch's, `updates_per_epoch` the mean over `epochs`,
+    which the lr schedule is planned with (so it still ends at the last update)."""
+
+    def __init__(self, first, then, switch: int, epochs: int):
+        self.first, self.then, self.switch = first, then, switch
+        self.current = first
+        self.updates_per_epoch = round((len(first) * switch + len(then) * (epochs - switch)) / epochs)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.current = self.first if epoch < self.switch else self.then
+        self.current.set_epoch(epoch, start_batch)
+
+    def __len__(self) -> int:
+        return len(self.current)
+
+    def __iter__(self):
+        return iter(self.current)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from comp.config import Config
 from comp.data.augment import BatchAugment
-from comp.data.batches import TensorBatches
+from comp.data.batches import PhasedBatches, TensorBatches
 from comp.data.cache import cache_rows, choose_cache, eval_crops, load_or_build
 from comp.data.competition import Split
 from comp.data.images import ImageFileDataset, collate_skip_bad
@@ -37,7 +37,7 @@ from comp.data.transforms import eval_preset, eval_resize, train_preset
 
 def make_loaders(
     cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device, pool: Optional[Sequence[Path]] = None, progress=None,
-    rank: int = 0, world: int = 1, task: Optional[Task] = None,
+    rank: int = 0, world: int = 1, task: Optional[Task] = None, teaching=None,
 ) -> tuple[object, object, list[Path]]:
     """Train and val batch iterables for `cfg`, and the images found unreadable up front.
 
@@ -48,6 +48,9 @@ def make_loaders(
         rank, world: this process's share under DistributedDataParallel (`data.batch_size` per
             process; see `comp.data.sampling.rank_batches`).
         task: the competition's task, whose targets the batches carry (default single-label).
+        teaching: a second round's rows (`comp.tasks.soft_targets.Teaching`): the training batches carry
+            its packed targets, over `train` followed by its extra (test) images; with `final_epochs`,
+            the last epochs use the labelled images alone (`PhasedBatches`).
 
     Returns:
         (train batches, val batches, unreadable paths). The file path reports unreadable images
@@ -55,26 +58,38 @@ def make_loaders(
     """
     task = task or SingleLabel()
     pool = list(pool) if pool is not None else list(train.paths) + list(val.paths)
+    targets = None
+    if teaching is not None:
+        pool = pool + list(teaching.extra_paths)  # one cache holds the labelled and the pseudo-labelled images
+        labelled, train = train, Split(list(train.paths) + list(teaching.extra_paths), [])
+        targets = teaching.rows
     choice = choose_cache(cfg.data.cache, pool, dcfg["image_size"], dcfg["crop_pct"], cfg.data.cache_max_gb)
-    if choice.use:
-        train_batches, val_batches, bad = _cached_loaders(cfg, dcfg, train, val, device, pool, progress, rank, world, task)
-    else:
-        (train_batches, val_batches), bad = _file_loaders(cfg, dcfg, train, val, device, rank, world, task), []
+
+    def build(train: Split, targets) -> tuple:
+        if choice.use:
+            return _cached_loaders(cfg, dcfg, train, val, device, pool, progress, rank, world, task, targets)
+        return (*_file_loaders(cfg, dcfg, train, val, device, rank, world, task, targets), [])
+
+    train_batches, val_batches, bad = build(train, targets)
+    if teaching is not None and teaching.final_epochs and teaching.extra_paths:
+        n = len(labelled)
+        train_batches = PhasedBatches(train_batches, build(labelled, targets[:n])[0], cfg.train.epochs - teaching.final_epochs,
+                                      cfg.train.epochs)
     train_batches.describe = choice.reason
     return train_batches, val_batches, bad
 
 
-def _cached_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress, rank: int, world: int, task: Task):
+def _cached_loaders(cfg, dcfg, train: Split, val: Split, device, pool, progress, rank: int, world: int, task: Task, train_targets=None):
     size, crop, mean, std = dcfg["image_size"], dcfg["crop_pct"], dcfg["mean"], dcfg["std"]
     squares, ok = load_or_build(pool, size, crop, cfg.data.cache_dir, threads=max(1, cfg.data.workers), progress=progress)
 
-    def rows(split: Split) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
+    def rows(split: Split, targets=None) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
         idx = cache_rows(pool, split.paths)
         good = ok[idx]
         bad = [split.paths[i] for i in (~good).nonzero().flatten().tolist()]
-        return idx[good], task.split_targets(split)[good], bad
+        return idx[good], (task.split_targets(split) if targets is None else targets)[good], bad
 
-    tr_rows, tr_y, tr_bad = rows(train)
+    tr_rows, tr_y, tr_bad = rows(train, train_targets)
     va_rows, va_y, va_bad = rows(val)
     bs = cfg.data.batch_size
     common = dict(mean=mean, std=std, device=device, rank=rank, world=world)
@@ -120,7 +135,7 @@ class FileBatches:
 
 
 def _file_loaders(
-    cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device, rank: int, world: int, task: Task,
+    cfg: Config, dcfg: dict, train: Split, val: Split, device: torch.device, rank: int, world: int, task: Task, train_targets=None,
 ) -> tuple[FileBatches, FileBatches]:
     """File-path loaders: albumentations train/eval presets, bad files skipped via the collate fn."""
     size, mean, std = dcfg["image_size"], dcfg["mean"], dcfg["std"]
@@ -137,7 +152,8 @@ def _file_loaders(
     common = dict(num_workers=cfg.data.workers, collate_fn=collate_skip_bad, pin_memory=device.type == "cuda", rank=rank, world=world)
     bs, seed = cfg.data.batch_size, cfg.train.seed
     train_batches = FileBatches(
-        ImageFileDataset(train.paths, list(task.split_targets(train).numpy()), train_tf, draft), bs, seed=seed, shuffle=True,
+        ImageFileDataset(train.paths, list((task.split_targets(train) if train_targets is None else train_targets).numpy()), train_tf, draft),
+        bs, seed=seed, shuffle=True,
         drop_last=len(train) > bs, balanced=cfg.data.sampler == "balanced", **common,
     )
     val_batches = FileBatches(ImageFileDataset(val.paths, list(task.split_targets(val).numpy()), eval_tf, draft), bs * 2, seed=seed, shuffle=False, drop_last=False, **common)

@@ -176,7 +176,8 @@ def _train_step(model, x, y, optimizer, device, criterion, mixup, dtype, scaler,
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
     p.loss_sum += value * len(y)
-    p.correct += task.hits(logits, y)  # against the un-mixed targets
+    # against the un-mixed targets (a second round's packed rows: their labels, or the teachers' decisions)
+    p.correct += task.hits(logits, criterion.hard_targets(y) if hasattr(criterion, "hard_targets") else y)
     p.seen += len(y)
 
 

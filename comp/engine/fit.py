@@ -25,10 +25,12 @@ from comp.engine.loop import EpochHook, TrainingData, train_run
 from comp.engine.tracking import Tracking
 from comp.errors import Log
 
+Teach = Callable[[Split, Split, Path, bool], Any]  # (train, val, run folder, resume) -> Teaching (comp.teach.plan.Planner)
+
 
 def fit(
     cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = False, log: Log = print, resume_command: Optional[str] = None,
-    on_epoch: Optional[EpochHook] = None,
+    on_epoch: Optional[EpochHook] = None, teach: Optional[Teach] = None,
 ) -> dict[str, Any]:
     """Train `cfg` on the competition in `cfg.data.dir`, writing the run directory `out_dir`.
 
@@ -41,6 +43,8 @@ def fit(
         resume_command: the command a Ctrl-C prints to continue (default `comp train CONFIG --resume --out OUT`).
         on_epoch: called after every epoch is recorded (e.g. `comp tune`'s pruner); True ends the run
             there, as early stopping does (`summary.json` says `stopped_by`).
+        teach: a second round's planner (`comp.teach.plan.Planner`): `teach(train, val, out_dir, resume)`
+            gives the run's `Teaching` (its packed targets and extra images).
 
     Returns:
         The summary dict also written to summary.json.
@@ -51,7 +55,7 @@ def fit(
     else:
         train, val = train_val_split(competition, cfg.data.val_fraction, cfg.train.seed)
     return fit_split(cfg, competition, train, val, Path(out_dir), resume=resume, overwrite=overwrite, log=log,
-                     resume_command=resume_command, on_epoch=on_epoch)
+                     resume_command=resume_command, on_epoch=on_epoch, teach=teach)
 
 
 def fit_split(
@@ -68,6 +72,7 @@ def fit_split(
     resume_command: Optional[str] = None,
     on_epoch: Optional[EpochHook] = None,
     tracking_parent: Optional[Tracking] = None,
+    teach: Optional[Teach] = None,
 ) -> dict[str, Any]:
     """Train on `train`, select on `val` (splits of `competition`), write the run directory. See `fit`.
 
@@ -77,6 +82,7 @@ def fit_split(
     """
     check_submission(cfg, competition)
     pool = merged_labelled(competition).paths  # every labelled image: the cache training and val_probs.csv share
+    teaching = teach(train, val, out_dir, resume) if teach is not None else None
     data = TrainingData(
         classes=competition.classes,
         n_train=len(train),
@@ -85,11 +91,12 @@ def fit_split(
         task=competition.task,
         make_loaders=lambda c, dcfg, device, progress: make_loaders(
             c, dcfg, train, val, device, pool=pool, progress=progress, rank=dist.rank(),
-            world=dist.world_size(), task=competition.task,
+            world=dist.world_size(), task=competition.task, teaching=teaching,
         ),
         skipped=list(competition.skipped),
         source=str(competition.root),
         after=(lambda run, device, c: _held_out_outputs(run, val, competition, device, c, pool)) if len(val) else None,
+        teaching=teaching,
     )
     return train_run(cfg, data, out_dir, resume=resume, overwrite=overwrite, log=log, on_accept=on_accept, resume_command=resume_command,
                      on_epoch=on_epoch, tracking_parent=tracking_parent)

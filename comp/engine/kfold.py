@@ -34,9 +34,12 @@ from comp.tasks import Task, tracked_keys
 
 def fit_folds(
     cfg: Config, out_dir: Path, *, fold: Optional[int] = None, resume: bool = False, overwrite: bool = False, log: Log = print,
-    resume_command: Optional[str] = None, after_fold: Optional[Callable[[int, dict[str, Any]], bool]] = None,
+    resume_command: Optional[str] = None, after_fold: Optional[Callable[[int, dict[str, Any]], bool]] = None, teach=None,
 ) -> dict[str, Any]:
     """Train `cfg.train.folds` folds (or only `fold`) and write oof.csv and cv.json.
+
+    `teach`: a second round's planner (see `comp.engine.fit.fit`); every fold's split is checked
+    against it (a teacher leaking into a fold's validation images) before the first fold trains.
 
     `after_fold(i, fold summary)` runs after each fold trains; True stops before the next fold
     (`comp tune`'s pruner: cv.json then covers the folds done, as with `--fold I`).
@@ -59,6 +62,9 @@ def fit_folds(
         log(f"note: {len(small)} {competition.task.what} have fewer images than {k} folds and are validated in fewer folds: "
             f"{', '.join(small[:5])}")
     splits = split_kfold(competition, data, k, cfg.train.seed)
+    if teach is not None:
+        for i in [fold] if fold is not None else range(k):
+            teach.check(data.subset(splits[i][0]), data.subset(splits[i][1]))
     cfg = cfg.model_copy(deep=True)
     cfg.data.task = competition.task.name  # the k-fold run's config.yaml records the task its folds resolved
     out_dir = Path(out_dir)
@@ -75,7 +81,7 @@ def fit_folds(
     tracking.defer(out_dir, tracked_params(cfg), experiment_name(competition.root), resume=not whole)
     try:
         cv = _train_folds(cfg, competition, data, splits, out_dir, fold, resume, overwrite, whole, written, log, resume_command,
-                          after_fold, tracking)
+                          after_fold, tracking, teach)
     except BaseException as e:
         tracking.abort(e)
         raise
@@ -87,7 +93,7 @@ def fit_folds(
 
 
 def _train_folds(cfg: Config, competition, data, splits, out_dir: Path, fold: Optional[int], resume: bool, overwrite: bool, whole: bool,
-                 written: bool, log: Log, resume_command: str, after_fold, tracking: Tracking) -> dict[str, Any]:
+                 written: bool, log: Log, resume_command: str, after_fold, tracking: Tracking, teach=None) -> dict[str, Any]:
     """The folds of `fit_folds`, then oof.csv and cv.json (an empty dict on ranks other than 0)."""
     k = cfg.train.folds
 
@@ -113,7 +119,7 @@ def _train_folds(cfg: Config, competition, data, splits, out_dir: Path, fold: Op
         summary = fit_split(  # a fold killed before its first checkpoint has nothing to lose: start it again
             cfg, competition, data.subset(train_idx), data.subset(val_idx), fold_dir,
             resume=resume and started, overwrite=overwrite or (resume and not started),
-            log=log, on_accept=accepted, resume_command=resume_command, tracking_parent=tracking,
+            log=log, on_accept=accepted, resume_command=resume_command, tracking_parent=tracking, teach=teach,
         )
         tracking.log_metrics({"fold_score": summary.get("best_val_score"), "fold_acc": summary.get("best_val_acc")}, i)
         if after_fold is not None and after_fold(i, summary):

@@ -41,6 +41,7 @@ from comp.models.factory import build_model, data_config
 from comp.models.heads import count_params
 from comp.tasks import Task
 from comp.tasks.single import SingleLabel
+from comp.tasks.soft_targets import Teaching, teaching_loss
 
 EpochHook = Callable[[int, EpochStats], bool]  # after each epoch's bookkeeping: (epoch, val stats) -> True to stop the run there
 
@@ -64,6 +65,7 @@ class TrainingData:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = "data"
     after: Optional[Callable[[Path, torch.device, Config], Optional[dict]]] = None
+    teaching: Optional[Teaching] = None  # a second round's packed targets (comp.teach); the batches carry them
 
 
 @dataclass
@@ -183,8 +185,10 @@ def _prepare(cfg: Config, data: TrainingData, out_dir: Path, resume: bool, overw
     # Planned for this command's train.epochs: extending a run with --resume --epochs N continues
     # on the schedule of an N-epoch run (for cosine: the curve stretched to the new end, so the lr
     # rises again to where an N-epoch run would be at this update, then decays to min_lr at N).
-    scheduler = create_scheduler(optimizer, cfg.sched, t.epochs, len(train_loader))
+    scheduler = create_scheduler(optimizer, cfg.sched, t.epochs, getattr(train_loader, "updates_per_epoch", len(train_loader)))
     criterion, mixup = task.loss(t, len(classes), weight)
+    if data.teaching is not None:
+        criterion, mixup = teaching_loss(task, criterion, mixup, data.teaching.packing, data.teaching.temperature)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
     state = LoopState.new(metric)
@@ -206,6 +210,8 @@ def _accept(run: _Run, resume: bool, on_accept: Optional[Callable[[], None]], tr
             clear_run_dir(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
+        if data.teaching is not None:
+            data.teaching.write(out_dir)  # the teachers' predictions it learns from (read back by --resume)
     if on_accept is not None:
         on_accept()
     tracking.start(out_dir, tracked_params(cfg), experiment_name(data.source), resume=resume,
@@ -225,8 +231,11 @@ def _accept(run: _Run, resume: bool, on_accept: Optional[Callable[[], None]], tr
     )
     log(f"input: {getattr(run.train_loader, 'describe', 'given batches')}")
     log_imbalance(cfg, run.weight, data.classes, log)
-    for note in data.task.train_notes(cfg):
+    for note in data.task.train_notes(cfg) + (data.teaching.notes if data.teaching is not None else []):
         log(note)
+    if data.teaching is not None and data.teaching.extra_paths:
+        log(f"second round: {len(data.teaching.extra_paths)} test images join the {data.n_train} labelled ones"
+            + (f" (the last {data.teaching.final_epochs} epochs: labelled only)" if data.teaching.final_epochs else ""))
     if data.n_val == 0:
         log("no validation images: best.pt follows the last epoch")
 
@@ -261,6 +270,7 @@ def _epochs(run: _Run, registry: TrainingRegistry, tracking: Tracking, on_epoch:
                                              if t.threads == "auto" else ""))
                 shown_threads = threads
             run.train_loader.set_epoch(epoch, start.batches if start else 0)
+            policy.batches_per_epoch = len(run.train_loader)  # pseudo.final_epochs: the last epochs are shorter
             progress.begin(f"epoch {epoch + 1}/{t.epochs}", len(run.train_loader))
             try:
                 tr, unfinished = train_one_epoch(
@@ -325,7 +335,9 @@ def _finish(run: _Run, tracking: Tracking, stopped_early: bool, by_hook: bool, b
     if by_hook:
         summary["stopped_by"] = "pruner"  # the only caller that stops runs: comp tune
     if summary["best_val_score"] is not None:
-        summary.update(held_out)  # the calibrated or thresholded score, beside the raw one that chose the epoch
+        summary.update(held_out)
+    if data.teaching is not None:
+        summary["teachers"] = data.teaching.record  # what it learned from: teachers, their hashes, the targets table  # the calibrated or thresholded score, beside the raw one that chose the epoch
     if run.main:
         write_json(summary, out_dir / "summary.json")
         tracking.finish(summary, [out_dir / f for f in ("summary.json", "curves.png", "config.yaml")])
