@@ -10,7 +10,7 @@ prediction is `comp predict --tta` (identity + hflip), scored on the hidden answ
 - recipe alone: one model on 90% of the labels;
 - 3-fold teacher: `--folds 3`, predicted as the ensemble of its folds;
 - per-fold soft pseudo-labels: `--folds 3 --pseudo TEACHER` (fold i learns the test images from the
-  teacher's fold i, which never saw fold i's validation images);
+  teacher's fold i, which never saw fold i's validation images; `pseudo.weight` 0.5, the default);
 - leaky pseudo-labels (the first `--leaky-seeds` seeds): the same student learning the teacher
   ensemble's submitted probabilities (`TEACHER_probs.csv`, every fold's knowledge) in every fold,
   accepted with `pseudo.leak_ok=true`, to show how far its CV drifts above its test score;

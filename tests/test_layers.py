@@ -20,9 +20,10 @@ LAYERS = [
     {"engine"},
     {"predict"},
     {"evaluate"},
+    {"teach"},
     {"submission"},
     {"ship"},
-    {"train", "tune", "runs", "factors", "demo"},
+    {"train", "distill", "tune", "runs", "factors", "demo"},
     {"cli", "__main__"},
 ]
 

@@ -168,11 +168,11 @@ def test_threshold_and_hard_pseudo_labels(tmp_path, world):
     probs = read_probs(tmp_path / "p_probs.csv")[1]
     threshold = float(probs.max(1).values.median())
     out = _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--pseudo", str(tmp / "single"),
-                                  "--set", f"pseudo.threshold={threshold}", "--set", "pseudo.hard=true", "--set", "pseudo.weight=0.5"]))
+                                  "--set", f"pseudo.threshold={threshold}", "--set", "pseudo.hard=true", "--set", "pseudo.weight=0.3"]))
     kept = int((probs.max(1).values >= threshold).sum())
     assert f"{kept} of 12 test images kept" in out and 0 < kept < 12
     record = _summary(run)["teachers"]["pseudo"]
-    assert record["kept"] == kept and record["hard"] and record["weight"] == 0.5
+    assert record["kept"] == kept and record["hard"] and record["weight"] == 0.3
     assert len(read_probs(run / "teacher_targets.csv")[0]) == 12  # every teacher prediction is kept on record
 
 

@@ -254,6 +254,10 @@ class Task:
         """(N,) how sure the soft rows are, in [0, 1]: what `pseudo.threshold` keeps."""
         raise NotImplementedError
 
+    def decision_texts(self, soft: torch.Tensor, classes: Sequence[str]) -> list[str]:
+        """The label texts of the decisions of (N, D) soft rows (a class name, a tag set, a grade)."""
+        raise NotImplementedError
+
     def flagged(self, soft: torch.Tensor, targets: torch.Tensor, sure: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Images whose teacher prediction `soft` (N, D) is at least `sure` and disagrees with the label
         (`comp data check --teacher`): ((N,) bool, (N,) how sure the teacher is)."""

@@ -22,6 +22,9 @@ class IndexLabels:
     def label_texts(self, split, idx, classes) -> list[str]:
         return [classes[split.labels[i]] for i in idx]
 
+    def decision_texts(self, soft, classes) -> list[str]:
+        return [classes[i] for i in self.decided(soft).tolist()]
+
     def counts(self, split, classes) -> list[int]:
         return np.bincount(np.asarray(split.labels, dtype=np.int64), minlength=len(classes)).tolist()
 

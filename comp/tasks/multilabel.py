@@ -113,6 +113,9 @@ class MultiLabel(Task):
     def decided(self, soft):
         return (soft >= 0.5).float()
 
+    def decision_texts(self, soft, classes):
+        return [" ".join(c for c, on in zip(classes, row) if on) for row in self.decided(soft).tolist()]
+
     def confidence(self, soft):
         """The least sure tag of each image: every tag must be sure for the image to be."""
         return torch.maximum(soft, 1 - soft).min(1).values

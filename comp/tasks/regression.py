@@ -122,6 +122,9 @@ class Regression(ValueTask):
     def decided(self, soft):
         return soft[:, 0].float()
 
+    def decision_texts(self, soft, classes):
+        return [FLOAT_FORMAT % v for v in soft[:, 0].tolist()]
+
     def confidence(self, soft):
         raise UserError("pseudo.threshold keeps the test images the teachers are sure of; a number has no confidence: "
                         "unset pseudo.threshold for a regression")

@@ -218,6 +218,10 @@ class _Objective:
 
         quiet = lambda line: None  # noqa: E731  (a trial's epoch lines stay in its metrics.csv)
         try:
+            from comp.data.competition import open_configured
+            from comp.teach.plan import active, planner
+
+            teach = planner(cfg, open_configured(cfg.data), quiet) if active(cfg) else None  # a second round's trials
             if cfg.train.folds > 1:
                 scores: list[float] = []
 
@@ -227,11 +231,11 @@ class _Objective:
                     return report(i, sum(scores) / len(scores))
 
                 fit_folds(cfg, run_dir, resume=resume, overwrite=not resume, log=quiet, after_fold=after_fold,
-                          resume_command=self.again)
+                          resume_command=self.again, teach=teach)
             else:
                 fit(cfg, run_dir, resume=resume, overwrite=not resume, log=quiet,
                     on_epoch=lambda epoch, va: report(epoch, va.score),
-                    resume_command=self.again)
+                    resume_command=self.again, teach=teach)
         except NonFiniteLoss as e:  # a diverging recipe is a hopeless trial, not the end of the study
             self.log(f"trial {trial.number}: pruned, {e}")
             raise optuna.TrialPruned(str(e)) from None

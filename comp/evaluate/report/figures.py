@@ -98,25 +98,36 @@ def plot_top_losses(table: pd.DataFrame, path: Path, classes: Sequence[str] = ()
     `classes` (all of the competition's) gives the captions the names `short_names` gives them in
     the confusion matrix.
     """
+    label = dict(zip(classes, short_names(classes)))
+    captions = []
+    for r in table.itertuples():
+        true, pred = label.get(r.true, _cut(r.true, 18)), label.get(r.predicted, _cut(r.predicted, 18))
+        captions.append(f"true: {true}\npred: {pred} ({r.p_predicted:.2f})\nloss {r.loss:.2f}  {_short_id(r.id)}")
+    plot_image_grid(list(table["path"]), captions, path,
+                    "top losses: held-out images the model gets most wrong (top_losses.csv has their paths)", columns)
+
+
+def _short_id(value) -> str:
+    name = Path(str(value)).name
+    return name if len(name) <= 24 else "…" + name[-23:]
+
+
+def plot_image_grid(paths: Sequence, captions: Sequence[str], path: Path, title: str, columns: int = 4) -> None:
+    """A contact sheet: each image of `paths` with its three-line caption, under `title`."""
     from comp.data.images import DECODE_ERRORS, load_rgb
 
     plt = _pyplot()
-    label = dict(zip(classes, short_names(classes)))
-    n = max(1, len(table))
-    rows = -(-n // columns)
+    rows = -(-max(1, len(paths)) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.6, rows * 3.2 + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, r in zip(axes.flat, table.itertuples()):
+    for ax, image, caption in zip(axes.flat, paths, captions):
         try:
-            ax.imshow(np.asarray(load_rgb(Path(r.path))))
+            ax.imshow(np.asarray(load_rgb(Path(image))))
         except DECODE_ERRORS:
             ax.text(0.5, 0.5, "unreadable", ha="center", va="center")
-        name = Path(str(r.id)).name
-        name = name if len(name) <= 24 else "…" + name[-23:]
-        true, pred = label.get(r.true, _cut(r.true, 18)), label.get(r.predicted, _cut(r.predicted, 18))
-        ax.set_title(f"true: {true}\npred: {pred} ({r.p_predicted:.2f})\nloss {r.loss:.2f}  {name}", fontsize=8)
-    fig.suptitle("top losses: held-out images the model gets most wrong (top_losses.csv has their paths)", fontsize=10)
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (rows * 3.2 + 0.4)))
     fig.savefig(path, dpi=100)
     plt.close(fig)
