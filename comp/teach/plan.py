@@ -59,7 +59,6 @@ class Planner:
         self.distill = open_teachers(cfg.distill.from_, competition, "distill.from")
         self.oof = _read_oof(cfg, competition) if cfg.train.oof_targets is not None else None
         self.device = resolve_device(cfg.train.device)
-        self.test_set = set(competition.test_paths)
         self.pool = merged_labelled(competition).paths  # the labelled images' cache, which training shares
 
     def check(self, train: Split, val: Split) -> None:
@@ -82,18 +81,18 @@ class Planner:
         stored = _stored(out_dir) if resume else None
         taught: dict[str, tuple[list[str], torch.Tensor]] = {}  # table part -> (ids, values) as written
 
-        def teacher_values(ids: list[str], paths: list, picked) -> torch.Tensor:
+        def teacher_values(ids: list[str], paths: list, picked, pool=None) -> torch.Tensor:
+            """The teachers' values of these images: as a resumed run stored them, else predicted (`pool`: the cache to read)."""
             if stored is not None and all(i in stored for i in ids):
                 return torch.stack([stored[i] for i in ids]) if ids else torch.zeros(0, width)
-            labelled = bool(paths) and paths[0] not in self.test_set
             raw = predictions(picked, paths, self.competition, self.device, cfg.data.batch_size * 2, cfg.data.workers,
-                              pool=self.pool if labelled else None, option="teachers")
+                              pool=pool, option="teachers")
             return _round_trip(ids, raw, task.columns(classes), task.unit_rows)
 
         if self.oof is not None:
             mix = cfg.train.oof_targets.mix
             values = (1 - mix) * task.soft_of(hard, classes) + mix * self._oof_rows(train_ids)
-            soft = _round_trip(train_ids, values, task.columns(classes), task.unit_rows) if stored is None else teacher_values(train_ids, [], [])
+            soft = _round_trip(train_ids, values, task.columns(classes), task.unit_rows)  # recomputed on resume: the same arithmetic
             w_hard, w_soft = torch.zeros(n), torch.ones(n)
             taught["train"] = (train_ids, soft)
             record["oof_targets"] = {"from": str(self.oof[0]), "mix": mix, "sha256": sha256(self.oof[0] / "oof.csv")}
@@ -102,7 +101,7 @@ class Planner:
         if self.distill:
             alpha = cfg.distill.alpha
             picked = [(t, t.models) for t in self.distill]
-            soft = teacher_values(train_ids, list(train.paths), picked)
+            soft = teacher_values(train_ids, list(train.paths), picked, self.pool)
             w_hard, w_soft = torch.full((n,), 1 - alpha), torch.full((n,), alpha)
             taught["train"] = (train_ids, soft)
             leaked = sum(t.trained_on(set(val_ids)) for t in self.distill)
