@@ -173,11 +173,21 @@ class OofTargetsConfig(_Section):
     mix: float = Field(0.3, gt=0, le=1)  # target = (1 - mix) * label + mix * oof
 
 
-class PseudoConfig(_Section):
-    """`pseudo`: the competition's test images join training with the teachers' predictions as targets (comp/teach/)."""
+class _Teachers(_Section):
+    """A second round's teachers, `from:` (one run, a list, or nothing)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
     from_: list[str] = Field(default_factory=list, alias="from")  # teacher runs (k-fold: per fold) or *_probs.csv tables; [] = off
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _one_run(cls, v: Any) -> Any:
+        return [] if v is None else [v] if isinstance(v, str) else v
+
+
+class PseudoConfig(_Teachers):
+    """`pseudo`: the competition's test images join training with the teachers' predictions as targets (comp/teach/)."""
+
     threshold: Optional[float] = Field(None, ge=0, le=1)  # keep only test images the teachers are this sure of; None: all
     hard: bool = False  # learn the teachers' decision (argmax, tags at 0.5, rounded grade) instead of their probabilities
     # a pseudo-labelled image's loss against a labelled one's; 0.5 keeps the labels heard among many test images
@@ -186,25 +196,13 @@ class PseudoConfig(_Section):
     leak_ok: bool = False  # accept teachers that trained on this run's validation images (its CV is then optimistic)
     final_epochs: int = Field(0, ge=0)  # the last N epochs train on the real labels only
 
-    @field_validator("from_", mode="before")
-    @classmethod
-    def _one_run(cls, v: Any) -> Any:
-        return [] if v is None else [v] if isinstance(v, str) else v
 
-
-class DistillConfig(_Section):
+class DistillConfig(_Teachers):
     """`distill` (`comp distill`): a student learns the teachers' merged predictions beside the labels (timm's LogitDistillationTask)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
-    from_: list[str] = Field(default_factory=list, alias="from")  # teacher runs or *_probs.csv tables; [] = off
     alpha: float = Field(0.5, ge=0, le=1)  # loss = (1 - alpha) * task loss + alpha * T^2 * KL(teacher_T || student_T)
     temperature: float = Field(1.0, gt=0)  # softens both distributions (timm's examples: 1-4); values (grades, numbers) ignore it
     test: bool = True  # also learn the teachers' predictions on the competition's test images (KL only)
-
-    @field_validator("from_", mode="before")
-    @classmethod
-    def _one_run(cls, v: Any) -> Any:
-        return [] if v is None else [v] if isinstance(v, str) else v
 
 
 class TrainConfig(_Section):
@@ -433,7 +431,7 @@ def _known_keys(loc: tuple) -> list[str]:
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []
         model = ann
-    return list(model.model_fields)
+    return [f.alias or name for name, f in model.model_fields.items()]  # as the user types them (`from`, not `from_`)
 
 
 _KEY = re.compile(r"^[a-z_][a-z0-9_]*$")

@@ -265,3 +265,11 @@ def test_pseudo_labels_and_distillation_for_every_task(tmp_path, kind):
                             f"train.oof_targets={{from: {tmp_path / 't'}}}", *sets]))
     for run in ("s", "d", "o"):
         _ok(runner.invoke(app, ["predict", str(tmp_path / run), "--out", str(tmp_path / f"{run}.csv")]))
+
+
+def test_a_mistyped_teacher_key_is_named_as_the_user_types_it(tmp_path):
+    from comp.config import load_config
+    from comp.errors import UserError
+
+    with pytest.raises(UserError, match=r"unknown key 'pseudo.fro'; did you mean 'pseudo.from'\?"):
+        load_config(write_config(tmp_path / "c.yaml"), ["pseudo.fro=runs/x"])
