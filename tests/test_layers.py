@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1] / "comp"
 
 # Each stage may import its own and earlier ones. Leaves first: any layer may import them.
 LAYERS = [
-    {"__init__", "errors", "files", "device", "probs", "tta"},
+    {"__init__", "errors", "files", "device", "probs", "tta", "stats"},
     {"tasks"},
     {"config"},
     {"data"},

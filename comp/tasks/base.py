@@ -270,6 +270,13 @@ class Task:
         """The metric of `probs` against `targets` (at `thresholds` where the metric cuts); NaN without images."""
         raise NotImplementedError
 
+    def resampler(self, metric: str, probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str],
+                  thresholds: Optional[Sequence[float]] = None):
+        """`metric` on bootstrap resamples at once: a function (B, N) counts -> (B,) scores equal to
+        `score` of each resample, or None where the task has no vectorised form
+        (`comp.tasks.resample`; use `resample.scorer`, which checks it and falls back)."""
+        return None
+
     temperature_kind: Optional[str] = None  # calibration.json's "kind" (None: softmax)
 
     def apply_temperature(self, probs: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -152,6 +152,14 @@ class MultiLabel(Task):
         probable one unless data.at_least_one_tag is off."""
         return tag_score(metric, probs, targets, 0.5 if thresholds is None else thresholds, ensure_one=self.ensure_one)
 
+    def resampler(self, metric, probs, targets, classes, thresholds=None):
+        from comp.tasks.resample import tag_resampler
+
+        m = self.metric(metric)
+        p, y = probs.detach().double().cpu().numpy(), targets.cpu().numpy().astype(np.int64)
+        cut = predict_tags(p, 0.5 if thresholds is None else thresholds, self.ensure_one) if m.thresholded else None
+        return tag_resampler(m.name, p, y, cut)
+
     def apply_temperature(self, probs, temperature):
         return calibration.apply_tag_temperature(probs, temperature)
 

@@ -146,6 +146,13 @@ class Ordinal(IndexLabels, ValueTask):
         """At the cut-points `thresholds` (default: plain rounding)."""
         return cp.score_cut(metric, probs[:, 0].double().numpy(), targets.numpy(), classes, thresholds)
 
+    def resampler(self, metric, probs, targets, classes, thresholds=None):
+        from comp.tasks.resample import grade_resampler
+
+        cuts = cp.rounding_cuts(len(classes)) if thresholds is None else thresholds
+        grades = cp.cut(probs[:, 0].double().numpy(), cuts)
+        return grade_resampler(get_grade_metric(metric), targets.numpy().astype(np.int64), grades, cp.grade_values(classes))
+
     def fit_held_out(self, run_dir: Path, table: str, metric: str, classes) -> dict[str, Any]:
         fit = cp.fit_run_cutpoints(run_dir, self.metric(metric).name, classes, table)
         return {"score_cut": fit["score"], "cutpoints": fit["cuts"]}  # the raw score is the one at rounding

@@ -170,6 +170,11 @@ class Regression(ValueTask):
             return float("nan")
         return float(self.metric(metric).fn(probs[:, 0].double().numpy(), targets.double().numpy()))
 
+    def resampler(self, metric, probs, targets, classes, thresholds=None):
+        from comp.tasks.resample import number_resampler
+
+        return number_resampler(self.metric(metric).name, probs[:, 0].double().numpy(), targets.double().numpy())
+
     def export_facts(self, run_dir, metric, classes) -> dict[str, str]:
         lo, hi = self._range()
         return {"task": self.name, "target_range": f"{lo:.10g}\n{hi:.10g}",

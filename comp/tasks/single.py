@@ -117,6 +117,14 @@ class SingleLabel(IndexLabels, Task):
     def score(self, metric, probs, targets, classes, thresholds=None) -> float:
         return metrics.score(metric, probs, targets, classes, self.positive_class)
 
+    def resampler(self, metric, probs, targets, classes, thresholds=None):
+        from comp.tasks.resample import single_resampler
+
+        name = self.metric(metric).name
+        p = probs.detach().double().cpu().numpy()
+        return single_resampler(name, p / p.sum(1, keepdims=True), targets.cpu().numpy().astype(np.int64),
+                                metrics.positive_index(classes, self.positive_class), metrics.top_k(name))
+
     temperature_kind = None  # softmax(log p / T)
 
     def apply_temperature(self, probs, temperature):
