@@ -396,7 +396,8 @@ def lr_find(
     epilog=(
         "Examples:\n\n"
         "  comp factors configs/factors/fashion-mnist.yaml --out runs/factors-fmnist\n\n"
-        "  comp factors configs/factors/cifar10.yaml --data ~/data --epochs 2 --only base,residual"
+        "  comp factors configs/factors/cifar10.yaml --data ~/data --epochs 2 --only base,residual\n\n"
+        "  comp factors configs/factors/fashion-mnist.yaml --seeds 3 --epochs 2"
     )
 )
 def factors(
@@ -405,12 +406,15 @@ def factors(
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder [default: runs/factors-<suite>].")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Overrides every row's train.epochs.")] = None,
     only: Annotated[Optional[str], typer.Option("--only", help="Comma-separated rows to run, e.g. base,bn.")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Train every row with N seeds (the same for every row): "
+                                       "mean with a 95% interval, paired difference to base.")] = 1,
 ) -> None:
     """Run a factor suite: base recipe + one-factor variants, results table and plots."""
     from comp.factors import run_suite
 
     with user_errors():
-        run_suite(suite, data=data, out=out, epochs=epochs, only=[s.strip() for s in only.split(",")] if only else None, log=typer.echo)
+        run_suite(suite, data=data, out=out, epochs=epochs, only=[s.strip() for s in only.split(",")] if only else None, seeds=seeds,
+                  log=typer.echo)
 
 
 @data_app.command(

@@ -17,7 +17,8 @@ rows are skipped when the suite runs again (a row killed mid-run resumes from it
 finder; the chosen values are recorded in the row's config.yaml.
 
 Outputs: OUT/results.csv, OUT/results.md (params, epochs, s/epoch, best val loss, val and test
-accuracy, delta vs base in points) and OUT/results.png (validation accuracy per epoch, all rows).
+accuracy, delta vs base in points) and OUT/results.png (validation accuracy per epoch, all rows);
+with `--seeds N`, every row N times and the table with intervals (`comp.factor_table`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from comp.data.competition import Split
 from comp.tasks.splits import holdout_indices
 from comp.data.sources import DATASETS, load_dataset
 from comp.engine.checkpoint import load_checkpoint
+from comp.factor_table import collect_results, markdown_table, seed_dirs, write_report
 from comp.device import resolve_device
 from comp.engine.epoch import evaluate
 from comp.engine.finders import find_batch_size, lr_range_test, plot_lr_test
@@ -248,7 +250,7 @@ def run_row(name: str, cfg: Config, finds: dict, data: InMemoryData, out: Path, 
 
 def run_suite(
     suite_path: Path, *, data: Optional[Path] = None, out: Optional[Path] = None, epochs: Optional[int] = None,
-    only: Optional[Sequence[str]] = None, log: Log = print,
+    only: Optional[Sequence[str]] = None, seeds: int = 1, log: Log = print,
 ) -> pd.DataFrame:
     """Run (or finish) a factor suite and write results.csv, results.md and results.png.
 
@@ -257,6 +259,9 @@ def run_suite(
         out: output folder (default runs/factors-<suite name>).
         epochs: overrides every row's train.epochs (a quick look at a suite).
         only: row names to run; the table still shows every finished row.
+        seeds: N > 1 trains every row with the seeds s, s+1, ..., s+N-1 (s: base's `train.seed`), each
+            into OUT/<row>/seed_<s>/; the table shows intervals (`comp.factor_table`). The hold-out
+            split is the same for every seed: only the training's randomness changes.
 
     Returns:
         The results table, one row per finished suite row.
@@ -273,59 +278,18 @@ def run_suite(
     log(f"{suite['dataset']}: {len(dataset.train[1])} train / {len(dataset.val[1])} val / {len(dataset.test[1])} test images, "
         f"{len(dataset.classes)} classes, {dataset.size} px")
     configs = {name: row_config(raw, dataset, epochs, name, suite["path"]) for name, raw in rows.items()}  # all errors first
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: give 1 or more")
+    seed_list = [configs["base"][0].train.seed + i for i in range(seeds)] if seeds > 1 else None
+    again = (f"comp factors {suite_path} --out {out}" + (f" --data {data}" if data else "") + (f" --epochs {epochs}" if epochs else "")
+             + (f" --seeds {seeds}" if seeds > 1 else ""))
     for name in wanted:
         cfg, finds = configs[name]
-        again = f"comp factors {suite_path} --out {out}" + (f" --data {data}" if data else "") + (f" --epochs {epochs}" if epochs else "")
-        run_row(name, cfg, finds, dataset, out / name, log, again=again + f" --only {name}")
-    table = collect_results(out, list(rows))
-    write_report(table, out, Path(suite_path).stem)
+        for s, row_dir in zip(seed_list or [cfg.train.seed], seed_dirs(out / name, seed_list)):
+            seeded = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": s})}) if seed_list else cfg
+            label = f"{name} (seed {s})" if seed_list else name
+            run_row(label, seeded, finds, dataset, row_dir, log, again=again + f" --only {name}")
+    table = collect_results(out, list(rows), seed_list)
+    write_report(table, out, Path(suite_path).stem, seed_list)
     log("\n" + markdown_table(table))
     return table
-
-
-def collect_results(out: Path, order: Sequence[str]) -> pd.DataFrame:
-    """The finished rows' factor.json files as a table, with the delta to base in points."""
-    found = [json.loads((out / n / "factor.json").read_text()) for n in order if (out / n / "factor.json").is_file()]
-    table = pd.DataFrame(found)
-    if table.empty:
-        return table
-    base = table.loc[table["name"] == "base", "test_acc"]
-    table["delta_vs_base"] = ((table["test_acc"] - base.iloc[0]) * 100).round(2) if len(base) else float("nan")
-    return table
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    """The report table in Markdown (pandas' to_markdown needs tabulate, which is not a dependency)."""
-    if table.empty:
-        return "(no finished rows)"
-    head = "| row | model | params | epochs | s/epoch | best val loss | val acc | test acc | vs base (points) |"
-    lines = [head, "|" + "---|" * 9]
-    for r in table.itertuples():
-        delta = "" if r.name == "base" or pd.isna(r.delta_vs_base) else f"{r.delta_vs_base:+.2f}"
-        lines.append(
-            f"| {r.name} | {r.model} | {r.params / 1e6:.2f}M | {r.epochs} | {r.s_per_epoch} | {r.best_val_loss:.4f} | "
-            f"{r.best_val_acc:.4f} | {r.test_acc:.4f} | {delta} |"
-        )
-    return "\n".join(lines)
-
-
-def write_report(table: pd.DataFrame, out: Path, title: str) -> None:
-    """results.csv, results.md and results.png (validation accuracy per epoch of every row)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(f"# Factor suite: {title}\n\n{markdown_table(table)}\n")
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name in table.get("name", []):
-        m = pd.read_csv(out / name / "metrics.csv")
-        ax.plot(m["epoch"] + 1, m["val_acc"], marker=".", label=name)
-    ax.set(xlabel="epoch", ylabel="validation accuracy", title=f"factor suite: {title}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "results.png", dpi=100)
-    plt.close(fig)

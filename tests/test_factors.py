@@ -181,3 +181,36 @@ def test_batch_size_finder_picks_the_fastest_that_fits(monkeypatch, cost, oom_fr
         device=torch.device("cpu"), candidates=(8, 16, 32, 64),
     )
     assert bs == expected
+
+
+def test_seeds_give_intervals_and_paired_differences_computed_by_hand(tmp_path, fmnist):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["factors", str(_suite(tmp_path)), "--data", str(fmnist), "--out", str(out), "--epochs", "1",
+                                 "--only", "base,bn", "--seeds", "3"])
+    assert result.exit_code == 0, result.output
+    for row in ("base", "bn"):
+        assert sorted(p.name for p in (out / row).glob("seed_*")) == ["seed_42", "seed_43", "seed_44"]  # base's train.seed 42, +1, +2
+    assert yaml.safe_load((out / "bn" / "seed_43" / "config.yaml").read_text())["train"]["seed"] == 43
+    per_seed = pd.read_csv(out / "results_seeds.csv")
+    table = pd.read_csv(out / "results.csv").set_index("name")
+    from scipy import stats
+
+    t = stats.t.ppf(0.975, 2)
+    for row in ("base", "bn"):
+        acc = per_seed[per_seed["name"] == row].sort_values("seed")["test_acc"].to_numpy()
+        half = t * acc.std(ddof=1) / np.sqrt(3)
+        assert table.loc[row, "test_acc"] == pytest.approx(acc.mean())
+        assert (table.loc[row, "test_acc_low"], table.loc[row, "test_acc_high"]) == pytest.approx((acc.mean() - half, acc.mean() + half))
+    a = per_seed[per_seed["name"] == "base"].sort_values("seed")["test_acc"].to_numpy()
+    b = per_seed[per_seed["name"] == "bn"].sort_values("seed")["test_acc"].to_numpy()
+    d = (b - a) * 100
+    half = t * d.std(ddof=1) / np.sqrt(3)
+    assert table.loc["bn", "delta_vs_base"] == pytest.approx(d.mean())
+    assert (table.loc["bn", "delta_low"], table.loc["bn", "delta_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert bool(table.loc["bn", "outside_noise"]) == (d.mean() - half > 0 or d.mean() + half < 0)
+    md = (out / "results.md").read_text()
+    assert "paired 95% CI" in md and "| bn | scratch_cnn_small_bn |" in md
+    assert (out / "results.png").is_file()
+    again = runner.invoke(app, ["factors", str(_suite(tmp_path)), "--data", str(fmnist), "--out", str(out), "--epochs", "1",
+                                "--only", "base,bn", "--seeds", "3"])
+    assert again.output.count("finished earlier, skipped") == 6
