@@ -58,6 +58,7 @@ def user_errors() -> Iterator[None]:
         "  comp train configs/demo.yaml --data data/shapes --epochs 1\n\n"
         "  comp train configs/resnet50-nycu.yaml --data data/hw1 --out runs/r50 --set optim.lr=3e-4 --set data.batch_size=32\n\n"
         "  comp train configs/demo.yaml --data data/shapes --folds 5 --out runs/demo-5f\n\n"
+        "  comp train configs/demo.yaml --data data/shapes --seeds 3 --out runs/demo-3s\n\n"
         "  comp train configs/resnet50-nycu.yaml --out runs/r50 --resume --epochs 100"
     )
 )
@@ -74,6 +75,9 @@ def train(
     pseudo: Annotated[Optional[list[Path]], typer.Option(
         "--pseudo", help="Teacher run (or *_probs.csv) whose test-set predictions join training as soft targets; "
                          "per fold for a k-fold teacher with the same folds (repeatable; sets pseudo.from).")] = None,
+    seeds: Annotated[Optional[int], typer.Option(
+        "--seeds", min=1, help="N runs differing only in the seed (RUN/seed_<s>/, one split): mean with a 95% interval; "
+                               "predicted as one ensemble (sets train.seeds).")] = None,
 ) -> None:
     """Fine-tune (or scratch-train) one model and write a run directory."""
     from comp.train import train as train_run
@@ -81,7 +85,7 @@ def train(
     with user_errors():
         summary = train_run(
             config, data=data, out=out, epochs=epochs, folds=folds, fold=fold, resume=resume, overwrite=overwrite,
-            overrides=set_ or [], pseudo=[str(p) for p in pseudo or []], log=typer.echo,
+            overrides=set_ or [], pseudo=[str(p) for p in pseudo or []], seeds=seeds, log=typer.echo,
         )
     _report_trained(summary)
 
@@ -126,7 +130,11 @@ def _report_trained(summary: dict) -> None:
     if not is_main():  # under torchrun, rank 0 reports
         return
     metric = summary.get("metric", "accuracy")
-    if "cv_acc" in summary:
+    if "seed_scores" in summary:
+        mean = f"mean {metric} {summary['mean']:.4f} [{summary['low']:.4f}, {summary['high']:.4f}], " if summary.get("sd") is not None else ""
+        ensemble = f"their ensemble {summary['final_score']:.4f}; " if summary.get("final_score") is not None else ""
+        typer.echo(f"{len(summary['seeds'])} seeds: {mean}{ensemble}run: {summary['run_dir']}")
+    elif "cv_acc" in summary:
         extra = acc_text(summary["cv_acc"], " (acc ", ")") if metric != "accuracy" else ""
         typer.echo(f"cv {metric} {summary['cv_score']:.4f}{extra}{_post_score(summary, 'cv_score')} over {summary['folds_done']} folds; "
                    f"run: {summary['run_dir']}")
@@ -215,6 +223,22 @@ def evaluate(
     with user_errors():
         evaluate_runs(runs, data=data, tta=tta, views=tta_views, fit=fit, calibrate=calibrate, merge_rule=merge, report=report,
                       top_losses=top_losses, log=typer.echo)
+
+
+@app.command(
+    epilog="Examples:\n\n  comp compare runs/r50-5f runs/r50-5f-mixup\n\n  comp compare runs/a runs/b runs/c --metric log_loss --resamples 5000"
+)
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories; every later run is compared with the first.")],
+    metric: Annotated[Optional[str], typer.Option("--metric", help="Compare in this metric [default: the first run's].")] = None,
+    resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples of the held-out images.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the resampling.")] = 0,
+) -> None:
+    """Is B better than A? The paired difference in the metric on the held-out images both runs share, with a 95% bootstrap interval."""
+    from comp.compare import compare as compare_runs
+
+    with user_errors():
+        compare_runs(runs, metric=metric, resamples=resamples, seed=seed, log=typer.echo)
 
 
 @app.command(
@@ -347,18 +371,22 @@ def tune(
 
 @app.command(
     "runs",
-    epilog="Examples:\n\n  comp runs\n\n  comp runs runs/ other/runs --sort date\n\n  comp runs runs/tune-demo-tune --csv trials.csv",
+    epilog="Examples:\n\n  comp runs\n\n  comp runs runs/ other/runs --sort date\n\n  comp runs runs/tune-demo-tune --csv trials.csv\n\n"
+           "  comp runs --vs runs/baseline --ci",
 )
 def runs_(
     folders: Annotated[Optional[list[Path]], typer.Argument(help="Folders holding run directories [default: runs].")] = None,
     sort: Annotated[Optional[str], typer.Option("--sort", help="A column to sort by [default: the score, in the metric's direction]; date: newest first.")] = None,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the table to this CSV file.")] = None,
+    vs: Annotated[Optional[Path], typer.Option("--vs", help="Add each run's difference to this run, with a 95% paired bootstrap interval, "
+                                                            "where they share held-out images.")] = None,
+    ci: Annotated[bool, typer.Option("--ci", help="Add each score's 95% bootstrap interval over its held-out images.")] = False,
 ) -> None:
     """A leaderboard of your runs: score, accuracy, epochs, model, time, and the config keys that differ among them."""
     from comp.runs import runs as list_runs
 
     with user_errors():
-        list_runs(folders or [Path("runs")], sort=sort, csv=csv, log=typer.echo)
+        list_runs(folders or [Path("runs")], sort=sort, csv=csv, vs=vs, ci=ci, log=typer.echo)
 
 
 @app.command(epilog="Example:\n\n  comp demo --out demo")

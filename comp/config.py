@@ -75,6 +75,7 @@ class DataConfig(_Section):
     cache_max_gb: float = Field(10.0, gt=0)  # disk budget of one cache file for data.cache: auto (2,000 photos at 224 px: 0.4 GB)
     cache_dir: Optional[str] = None  # None: $COMP_CACHE_DIR or ~/.cache/comp
     val_fraction: float = Field(0.1, gt=0, lt=1)  # stratified hold-out when there is no val/ split
+    split_seed: Optional[int] = Field(None, ge=0)  # seed of the hold-out and the folds; None: train.seed (--seeds fixes it to the first seed)
     train_on_val: bool = False  # train on every labelled image (val/ included, no hold-out); no val scores; k-fold folds still hold out
     id_column: Optional[str] = None  # CSV layout: train.csv id column; None: detected
     label_column: Optional[str] = None  # CSV layout: train.csv label column; None: detected
@@ -219,6 +220,7 @@ class TrainConfig(_Section):
     channels_last: bool = True  # NHWC memory format; faster convolutions on CPU and tensor cores
     seed: int = 42
     folds: int = Field(1, ge=1)  # 1 = one model with a hold-out; K >= 2 = stratified K-fold (`--folds K`)
+    seeds: int = Field(1, ge=1)  # N >= 2: N runs differing only in train.seed (seed, seed+1, ...), RUN/seed_<s>/, one split (`--seeds N`)
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
     # torch intra-op threads; auto: this process's cores divided among the comp trainings running on the machine
     threads: Union[Literal["auto"], Annotated[int, Field(gt=0)]] = "auto"
@@ -337,6 +339,11 @@ class Config(_Section):
             return known_metric(v)
         except UserError as e:
             raise ValueError(str(e)) from None
+
+
+def split_seed(cfg: Config) -> int:
+    """The seed of the run's hold-out split and folds: `data.split_seed`, else `train.seed`."""
+    return cfg.data.split_seed if cfg.data.split_seed is not None else cfg.train.seed
 
 
 def load_config(path: Union[str, Path], overrides: Optional[list[Union[str, tuple[str, Any]]]] = None) -> Config:

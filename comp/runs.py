@@ -9,6 +9,8 @@ time and the date, the teachers of a second round (`pseudo: NAME`, `distill: NAM
 run has them; paths and hashes are in its summary.json), and then one column per config key whose value differs among the listed runs, so the table shows what
 changed from run to run. Rows are sorted by score in the metric's direction (runs of another
 metric in their own group; runs without a score last); unfinished runs are marked, not hidden.
+A run of seeds (`comp train --seeds N`) is one row: its seeds' ensemble, and `train.seeds` N.
+`--vs RUN` and `--ci` add intervals (`comp.evaluate.intervals`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
-from comp.engine.rundir import ENVIRONMENT_KEYS, flat, run_state, saved_config
+from comp.engine.rundir import ENVIRONMENT_KEYS, flat, resolved_config, run_state, seed_state, seed_runs
 from comp.errors import Log, UserError
+from comp.evaluate.intervals import difference, held_out, score_interval
 from comp.files import read_json
 from comp.tasks import find_metric
 from comp.tasks.base import POST_MISSING
@@ -53,24 +56,26 @@ def find_runs(folders: Sequence[Path]) -> list[Path]:
 
 
 def _is_run(d: Path) -> bool:
-    return any((d / f).exists() for f in ("best.pt", "last.pt", "summary.json", "cv.json")) or any(d.glob("fold_*/config.yaml"))
-
-
-def resolved_config(run: Path):
-    """The config a run trained with: a k-fold run's first fold's (the top one leaves the backbone's
-    image size, mean, std and crop unresolved), else the run's own; None without one."""
-    first = sorted(run.glob("fold_*/config.yaml"))
-    return saved_config(first[0].parent) if first else saved_config(run)
+    return (any((d / f).exists() for f in ("best.pt", "last.pt", "summary.json", "cv.json", "seeds.json"))
+            or any(d.glob("fold_*/config.yaml")) or any(d.glob("seed_*/config.yaml")))
 
 
 def run_row(run: Path, cfg) -> dict[str, Any]:
     """One leaderboard row for the run directory `run` (named as given), trained with `cfg` (`resolved_config`)."""
     from comp.predict import run_score
 
+    seeds = seed_runs(run)
     kfold = cfg is not None and cfg.train.folds > 1
-    summaries = [read_json(f) or {} for f in sorted(run.glob("fold_*/summary.json"))] if kfold else [read_json(run / "summary.json") or {}]
+    where = [d for d in seeds] if seeds else [run]
+    summaries = [read_json(f) or {} for d in where for f in (sorted(d.glob("fold_*/summary.json")) if kfold else [d / "summary.json"])]
     summaries = [s for s in summaries if s]
-    if kfold:
+    if seeds:
+        saved = read_json(run / "seeds.json")
+        done = sum(seed_state(d)[0] for d in seeds)
+        state = "finished" if saved and done == len(seeds) else f"{done}/{len(seeds)} seeds"
+        acc = saved.get("acc") if saved else None
+        summaries = summaries if saved else []  # a score only once the seeds' ensemble is written
+    elif kfold:
         cv = read_json(run / "cv.json") or {}
         done = len(summaries)
         state = "finished" if done == cfg.train.folds and cv.get("folds_done") == cfg.train.folds else f"{done}/{cfg.train.folds} folds"
@@ -81,6 +86,8 @@ def run_row(run: Path, cfg) -> dict[str, Any]:
         acc = summaries[0].get("best_val_acc") if summaries else None
     if summaries:
         score = run_score(run)
+    elif seeds:
+        score = None
     else:  # unfinished: the best epoch so far, scored before the post-fit a finished run gets
         score, acc = _best_so_far(run, cfg)
         if score is not None and cfg is not None:
@@ -100,6 +107,21 @@ def run_row(run: Path, cfg) -> dict[str, Any]:
         "date": when[:16].replace("T", " "),
         "teachers": teachers_text(cfg),
     }
+
+
+def shown_config(run: Path):
+    """`resolved_config`, with a run of seeds' `train.seeds` (its seeds' configs say 1) and a
+    `data.split_seed` equal to `train.seed` shown as unset (the same split either way)."""
+    cfg = resolved_config(run)
+    if cfg is None:
+        return None
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.seeds = max(1, len(seed_runs(run)))
+    if cfg.train.seeds > 1:
+        cfg.train.seed = cfg.data.split_seed  # the run's first seed
+    if cfg.data.split_seed == cfg.train.seed:
+        cfg.data.split_seed = None
+    return cfg
 
 
 def teachers_text(cfg) -> str:
@@ -149,7 +171,7 @@ def leaderboard(folders: Sequence[Path]) -> pd.DataFrame:
     rows, configs = [], []
     for folder in folders:
         for run in find_runs([folder]):
-            cfg = resolved_config(run)
+            cfg = shown_config(run)
             rows.append(run_row(run, cfg))
             configs.append({k: v for k, v in flat(cfg).items() if not _quiet(k)} if cfg else {})
     table = pd.DataFrame(rows, columns=COLUMNS)
@@ -186,14 +208,47 @@ def sort_runs(table: pd.DataFrame, key: Optional[str] = None) -> pd.DataFrame:
 
 
 def runs(folders: Sequence[Path] = (Path("runs"),), *, sort: Optional[str] = None, csv: Optional[Path] = None,
-         log: Log = print) -> pd.DataFrame:
-    """`comp runs`: print the leaderboard of the run directories under `folders`; write it to `csv` when given."""
+         vs: Optional[Path] = None, ci: bool = False, log: Log = print) -> pd.DataFrame:
+    """`comp runs`: print the leaderboard of the run directories under `folders`; write it to `csv` when given.
+
+    `vs` adds the column `vs <run>`: each run's score minus that run's on the held-out images both
+    hold out, with its 95% paired bootstrap interval, `*` when it excludes 0 (`comp compare`); blank
+    for a run that shares none or is unfinished. `ci` adds `score_ci`, each score's own 95% interval.
+    """
+    reference = held_out(Path(vs)) if vs is not None else None  # a bad --vs is one line before the table is built
     table = sort_runs(leaderboard(folders), sort)
     if table.empty:
         log(f"no run directories under {', '.join(str(f) for f in folders)}")
         return table
+    if ci:
+        table.insert(table.columns.get_loc("score") + 1, "score_ci", [_ci_text(Path(r)) for r in table["run"]])
+    if reference is not None:
+        column = f"vs {Path(vs).name}"
+        table.insert(table.columns.get_loc("score") + 1 + ci, column, [_vs_text(reference, Path(r)) for r in table["run"]])
+        log(f"{column}: the run's {reference.metric} minus {vs}'s on the held-out images both hold out, 95% paired bootstrap interval; "
+            "* outside the noise")
     log(text_table(table, four_places=("score", "acc")))
     if csv is not None:
         table.to_csv(csv, index=False)
         log(f"wrote {csv} ({len(table)} runs)")
     return table
+
+
+def _vs_text(reference, run: Path) -> str:
+    """`+0.0041 [+0.0012, +0.0069] *` for `run` against the reference (blank: unfinished, or no shared images)."""
+    if run.resolve() == Path(reference.run).resolve():
+        return "(reference)"
+    try:
+        d = difference(reference, held_out(run, reference.metric))
+    except UserError:
+        return ""
+    return d.interval.signed() + (" *" if d.real else "")
+
+
+def _ci_text(run: Path) -> str:
+    """`[0.8790, 0.8835]`: the 95% bootstrap interval of the run's score (blank where there is none)."""
+    try:
+        iv = score_interval([run])
+    except UserError:
+        return ""
+    return "" if iv is None else f"[{iv.low:.4f}, {iv.high:.4f}]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from comp.config import Config, load_config
+from comp.config import Config, load_config, split_seed
 from comp.engine import distributed as dist
 from comp.device import resolve_device
 from comp.engine.fit import fit
@@ -15,6 +15,7 @@ from comp.errors import Log, UserError
 from comp.models.factory import PRETRAINED_WORDS
 from comp.data.competition import open_configured
 from comp.teach.plan import active, planner
+from comp.seeds import fit_seeds
 
 
 def train(
@@ -29,6 +30,7 @@ def train(
     overwrite: bool = False,
     overrides: Sequence[str] = (),
     pseudo: Sequence[str] = (),
+    seeds: Optional[int] = None,
     log: Log = print,
 ) -> dict[str, Any]:
     """Load the config, apply `--data`, `--epochs`, `--pseudo` and `--set` overrides, and train.
@@ -39,6 +41,8 @@ def train(
     other change is refused before anything is written.
 
     With `folds` >= 2 (or `train.folds`), trains stratified K-fold (only fold `fold` if given).
+    With `seeds` >= 2 (or `train.seeds`), trains the recipe once per seed into RUN/seed_<s>/
+    (`comp.seeds`); `--resume` then continues the unfinished seeds.
     `pseudo` (teacher runs) sets `pseudo.from`: a second round on the test images (`comp.teach`);
     `pseudo`, `distill` and `train.oof_targets` are checked before anything is written.
     Paths in the config (`data.dir`, `data.cache_dir`, a weights file) are stored absolute, so the
@@ -56,6 +60,8 @@ def train(
         overrides.append(("train.folds", folds))
     if pseudo:
         overrides.append(("pseudo.from", [str(Path(p)) for p in pseudo]))
+    if seeds is not None:
+        overrides.append(("train.seeds", seeds))
     if out is not None:
         check_not_a_fold(Path(out), str(config_path))
     if resume:
@@ -70,6 +76,8 @@ def train(
         cfg = absolute_paths(load_config(config_path, overrides))
     if cfg.train.folds <= 1 and fold is not None:
         raise UserError("--fold I needs --folds K (or train.folds in the config)")
+    if cfg.train.seeds > 1 and fold is not None:
+        raise UserError("--fold I trains one fold of one run; with --seeds N train every fold (drop --fold), or set --seeds 1")
     teach = planner(cfg, open_configured(cfg.data), log) if active(cfg) else None  # the teachers checked before any folder is claimed
     # Under torchrun: join the process group first, so that only rank 0 claims a folder, and
     # every rank uses rank 0's default run directory.
@@ -79,11 +87,16 @@ def train(
         out = dist.broadcast_object(claim_default_run_dir(config_path) if dist.is_main() else None)
     out = Path(out)
     again = f"comp train {config_path} --resume --out {out}" + (f" --fold {fold}" if fold is not None else "")  # after a Ctrl-C
+    def fit_one(c: Config, d: Path, resume: bool, overwrite: bool, on_accept=None) -> dict[str, Any]:
+        if c.train.folds > 1:
+            return fit_folds(c, d, fold=fold, resume=resume, overwrite=overwrite, log=log, resume_command=again, teach=teach, on_accept=on_accept)
+        return fit(c, d, resume=resume, overwrite=overwrite, log=log, resume_command=again, teach=teach, on_accept=on_accept)
+
     try:
-        if cfg.train.folds > 1:
-            summary = fit_folds(cfg, out, fold=fold, resume=resume, overwrite=overwrite, log=log, resume_command=again, teach=teach)
+        if cfg.train.seeds > 1:
+            summary = fit_seeds(cfg, out, fit_one, resume=resume, overwrite=overwrite, log=log)
         else:
-            summary = fit(cfg, out, resume=resume, overwrite=overwrite, log=log, resume_command=again, teach=teach)
+            summary = fit_one(cfg, out, resume=resume, overwrite=overwrite)
     except BaseException:
         if claimed and dist.is_main():
             remove_if_empty(out, out.parent)  # a command that failed before its first write leaves no folder
@@ -131,7 +144,7 @@ def lr_find(
     overrides = list(overrides) + ([("data.dir", str(data))] if data is not None else [])
     cfg = load_config(config_path, overrides)
     competition = open_configured(cfg.data)
-    train_split, val_split = train_val_split(competition, cfg.data.val_fraction, cfg.train.seed)
+    train_split, val_split = train_val_split(competition, cfg.data.val_fraction, split_seed(cfg))
     device = resolve_device(cfg.train.device)
     task = competition.task.for_run(cfg.train.loss, train_split)
     model = build_model(cfg.model, task.model_outputs(competition.classes))

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from comp.config import Config
+from comp.config import Config, split_seed
 from comp.data.competition import Competition, Split, open_configured
 from comp.data.folds import merged_labelled, train_val_split
 from comp.data.loaders import make_loaders
@@ -30,7 +30,7 @@ Teach = Callable[[Split, Split, Path, bool], Any]  # (train, val, run folder, re
 
 def fit(
     cfg: Config, out_dir: Path, *, resume: bool = False, overwrite: bool = False, log: Log = print, resume_command: Optional[str] = None,
-    on_epoch: Optional[EpochHook] = None, teach: Optional[Teach] = None,
+    on_epoch: Optional[EpochHook] = None, teach: Optional[Teach] = None, on_accept: Optional[Callable[[], None]] = None,
 ) -> dict[str, Any]:
     """Train `cfg` on the competition in `cfg.data.dir`, writing the run directory `out_dir`.
 
@@ -45,6 +45,7 @@ def fit(
             there, as early stopping does (`summary.json` says `stopped_by`).
         teach: a second round's planner (`comp.teach.plan.Planner`): `teach(train, val, out_dir, resume)`
             gives the run's `Teaching` (its packed targets and extra images).
+        on_accept: runs once every check has passed, before the run writes its first file (`fit_split`).
 
     Returns:
         The summary dict also written to summary.json.
@@ -53,9 +54,9 @@ def fit(
     if cfg.data.train_on_val:
         train, val = merged_labelled(competition), Split([], [])
     else:
-        train, val = train_val_split(competition, cfg.data.val_fraction, cfg.train.seed)
+        train, val = train_val_split(competition, cfg.data.val_fraction, split_seed(cfg))
     return fit_split(cfg, competition, train, val, Path(out_dir), resume=resume, overwrite=overwrite, log=log,
-                     resume_command=resume_command, on_epoch=on_epoch, teach=teach)
+                     resume_command=resume_command, on_epoch=on_epoch, teach=teach, on_accept=on_accept)
 
 
 def fit_split(

@@ -22,7 +22,7 @@ from comp.data.cache import cache_rows, choose_cache, eval_crops, load_or_build
 from comp.data.images import ImageFileDataset, collate_skip_bad, unreadable_image
 from comp.data.transforms import EvalPreset, eval_resize
 from comp.engine.checkpoint import load_checkpoint
-from comp.engine.rundir import WEIGHTS_FILE, require_finished
+from comp.engine.rundir import WEIGHTS_FILE, require_finished, seed_runs
 from comp.errors import UserError
 from comp.models.factory import build_model
 from comp.probs import write_probs
@@ -59,15 +59,19 @@ def has_model(d: Path) -> bool:
 
 
 def find_model_dirs(path: Path) -> list[Path]:
-    """`path` itself if it holds a model (best.pt), else its fold_*/ folders that do (a k-fold run).
+    """`path` itself if it holds a model (best.pt), else its fold_*/ folders that do (a k-fold run),
+    or every model of its seeds (a run of `--seeds N`: N models, K x N with folds), seed by seed.
 
-    An unfinished run or k-fold run is refused (`comp.engine.rundir.require_finished`): a
+    An unfinished run, k-fold run or seed is refused (`comp.engine.rundir.require_finished`): a
     half-trained fold would otherwise join the ensemble unnoticed.
     """
     path = Path(path)
     require_finished(path)
     if has_model(path):
         return [path]
+    seeds = seed_runs(path)
+    if seeds:
+        return [d for s in seeds for d in find_model_dirs(s)]
     folds = sorted((p for p in path.glob("fold_*") if has_model(p)), key=lambda p: int(p.name.split("_")[1]))
     if not folds:
         raise UserError(f"{path} is not a comp run (no best.pt, no fold_*/best.pt); pass a run directory from comp train")

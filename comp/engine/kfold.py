@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from comp.config import Config, save_config
+from comp.config import Config, save_config, split_seed
 from comp.data.competition import open_configured
 from comp.data.folds import merged_labelled, split_kfold
 from comp.engine import distributed as dist
@@ -35,6 +35,7 @@ from comp.tasks import Task, tracked_keys
 def fit_folds(
     cfg: Config, out_dir: Path, *, fold: Optional[int] = None, resume: bool = False, overwrite: bool = False, log: Log = print,
     resume_command: Optional[str] = None, after_fold: Optional[Callable[[int, dict[str, Any]], bool]] = None, teach=None,
+    on_accept: Optional[Callable[[], None]] = None,
 ) -> dict[str, Any]:
     """Train `cfg.train.folds` folds (or only `fold`) and write oof.csv and cv.json.
 
@@ -43,6 +44,7 @@ def fit_folds(
 
     `after_fold(i, fold summary)` runs after each fold trains; True stops before the next fold
     (`comp tune`'s pruner: cv.json then covers the folds done, as with `--fold I`).
+    `on_accept()` runs once the first fold's checks have passed, before the k-fold run writes its first file.
 
     `resume_command` is what a Ctrl-C tells the user to run: the k-fold run's folder (with
     `--fold I` when only one fold was asked for), never a fold's own folder.
@@ -61,7 +63,7 @@ def fit_folds(
     if small:
         log(f"note: {len(small)} {competition.task.what} have fewer images than {k} folds and are validated in fewer folds: "
             f"{', '.join(small[:5])}")
-    splits = split_kfold(competition, data, k, cfg.train.seed)
+    splits = split_kfold(competition, data, k, split_seed(cfg))
     if teach is not None:
         for i in [fold] if fold is not None else range(k):
             teach.check(data.subset(splits[i][0]), data.subset(splits[i][1]))
@@ -81,7 +83,7 @@ def fit_folds(
     tracking.defer(out_dir, tracked_params(cfg), experiment_name(competition.root), resume=not whole)
     try:
         cv = _train_folds(cfg, competition, data, splits, out_dir, fold, resume, overwrite, whole, written, log, resume_command,
-                          after_fold, tracking, teach)
+                          after_fold, tracking, teach, on_accept)
     except BaseException as e:
         tracking.abort(e)
         raise
@@ -93,13 +95,16 @@ def fit_folds(
 
 
 def _train_folds(cfg: Config, competition, data, splits, out_dir: Path, fold: Optional[int], resume: bool, overwrite: bool, whole: bool,
-                 written: bool, log: Log, resume_command: str, after_fold, tracking: Tracking, teach=None) -> dict[str, Any]:
+                 written: bool, log: Log, resume_command: str, after_fold, tracking: Tracking, teach=None, on_accept=None) -> dict[str, Any]:
     """The folds of `fit_folds`, then oof.csv and cv.json (an empty dict on ranks other than 0)."""
     k = cfg.train.folds
 
     def accepted() -> None:
         # Called by the first fold once its own checks have passed, before it writes anything.
-        nonlocal written
+        nonlocal written, on_accept
+        if on_accept is not None:
+            on_accept()
+            on_accept = None
         if written or not dist.is_main():
             return
         if whole:

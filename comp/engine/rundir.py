@@ -25,7 +25,7 @@ from comp.errors import UserError
 
 # Everything a run or a k-fold run writes into its folder (fold_*/ hold runs of their own).
 RUN_FILES = frozenset({
-    "config.yaml", "best.pt", "last.pt", "metrics.csv", "curves.png", "summary.json", "val_probs.csv",
+    "config.yaml", "seeds.json", "best.pt", "last.pt", "metrics.csv", "curves.png", "summary.json", "val_probs.csv",
     "skipped_files.txt", "oof.csv", "cv.json", ".best.pt.tmp", ".last.pt.tmp", "lr_find.png", "calibration.json", "thresholds.json", "cutpoints.json", "teacher_targets.csv",
     "tracking.json", "wandb",  # experiment tracking (comp.engine.tracking); TensorBoard's event files: is_run_file
 })
@@ -85,7 +85,7 @@ def foreign_files(out_dir: Path) -> list[str]:
     """Files and folders in `out_dir` that no comp run writes (relative names)."""
     found = []
     for p in sorted(Path(out_dir).iterdir()):
-        if p.name.startswith("fold_") and p.is_dir():
+        if p.name.startswith(("fold_", "seed_")) and p.is_dir():
             found += [f"{p.name}/{q}" for q in foreign_files(p)]
         elif not is_run_file(p.name):
             found.append(p.name)
@@ -116,7 +116,7 @@ def clear_run_dir(out_dir: Path, keep: str = "") -> None:
     for p in out_dir.iterdir():
         if p.name == keep:
             continue
-        if p.is_dir() and p.name.startswith("fold_"):
+        if p.is_dir() and p.name.startswith(("fold_", "seed_")):
             shutil.rmtree(p)
         elif p.name == "wandb" and p.is_dir():
             shutil.rmtree(p)
@@ -132,6 +132,26 @@ def saved_config(run_dir: Path) -> Optional[Config]:
     if not path.is_file():
         return None
     return config_from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
+
+
+def seed_runs(run: Path) -> list[Path]:
+    """The seed folders `RUN/seed_<s>` of a run of several seeds (`comp train --seeds N`), in seed
+    order, started or not; [] for any other run."""
+    cfg = saved_config(run)
+    if cfg is None or cfg.train.seeds <= 1:
+        return []
+    return [Path(run) / f"seed_{cfg.train.seed + i}" for i in range(cfg.train.seeds)]
+
+
+def resolved_config(run: Path) -> Optional[Config]:
+    """The config a run trained with: a run of seeds' first seed's, a k-fold run's first fold's (the
+    top one leaves the backbone's image size, mean, std and crop unresolved), else the run's own;
+    None without one."""
+    seeds = seed_runs(run)
+    if seeds:
+        return resolved_config(seeds[0])
+    first = sorted(Path(run).glob("fold_*/config.yaml"))
+    return saved_config(first[0].parent) if first else saved_config(run)
 
 
 def flat(cfg: Config) -> dict[str, Any]:
@@ -247,6 +267,16 @@ def run_state(run_dir: Path) -> tuple[bool, str]:
     return False, f"interrupted after epoch {int(ckpt['state']['epoch']) + 1} of {epochs}"
 
 
+def seed_state(run: Path) -> tuple[bool, str]:
+    """(finished, words) of one seed's run: a single run's `run_state`, or how many of a k-fold run's folds are finished."""
+    run = Path(run)
+    cfg = saved_config(run)
+    if cfg is not None and cfg.train.folds > 1:
+        done = sum(run_state(run / f"fold_{i}")[0] for i in range(cfg.train.folds))
+        return done == cfg.train.folds and (run / "cv.json").is_file(), f"{done}/{cfg.train.folds} folds"
+    return run_state(run)
+
+
 def require_finished(run: Path) -> None:
     """Refuse to use an unfinished run, or a k-fold run with any unfinished or missing fold.
 
@@ -259,6 +289,13 @@ def require_finished(run: Path) -> None:
         if not ok:
             raise UserError(f"{run} is an unfinished run ({words}); finish it with {resume_command(run)}")
         return
+    seeds = seed_runs(run)
+    if seeds:
+        states = [(d, *seed_state(d)) for d in seeds]
+        if all(ok for _, ok, _ in states) and (run / "seeds.json").is_file():
+            return
+        listing = ", ".join(f"{d.name} {words}" for d, _, words in states)
+        raise UserError(f"{run} is an unfinished {len(seeds)}-seed run ({listing}); finish it with comp train CONFIG --resume --out {run}")
     cfg = saved_config(run)
     if cfg is None or cfg.train.folds <= 1:
         return

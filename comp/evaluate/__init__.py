@@ -94,8 +94,19 @@ def held_out_predictions(
         probs.append(p[0][:, keep])
         labels.append(task.targets([meta["label"][k] for k in keep], classes, table))
     cfg = members[0].cfg
-    return HeldOut(ids, files, torch.cat(probs, 1), torch.cat(labels), classes, temperature, cfg.metric, merge_rule or cfg.tta.merge,
-                   task)
+    rule = merge_rule or cfg.tta.merge
+    probs_all, labels_all = torch.cat(probs, 1), torch.cat(labels)
+    if len(set(ids)) < len(ids):  # a run of seeds: every seed holds out the same images; each is their merge, as predict merges them
+        where: dict[str, list[int]] = {}
+        for k, i in enumerate(ids):
+            where.setdefault(i, []).append(k)
+        if len({len(v) for v in where.values()}) != 1:
+            raise UserError(f"{run}: its models hold out overlapping but different images; evaluate its seeds or folds one by one")
+        idx = torch.tensor(list(where.values()))  # (U, M): the M models' predictions of each image
+        probs_all = torch.stack([merge(probs_all[v][idx].transpose(0, 1), rule=rule) for v in range(probs_all.shape[0])])
+        keep = idx[:, 0].tolist()
+        ids, files, labels_all = [ids[k] for k in keep], [files[k] for k in keep], labels_all[keep]
+    return HeldOut(ids, files, probs_all, labels_all, classes, temperature, cfg.metric, rule, task)
 
 
 def evaluate(

@@ -39,14 +39,15 @@ from comp.tasks.shape import Shape
 
 
 def run_score(run: Path, calibrated: bool = True, raw: bool = False) -> Optional[float]:
-    """A run's held-out score in its metric: the k-fold run's out-of-fold `cv_score`, or a single run's `best_val_score`.
+    """A run's held-out score in its metric: the k-fold run's out-of-fold `cv_score`, a single run's
+    `best_val_score`, or a run of seeds' ensemble `score` (seeds.json, `comp.seeds`).
 
     The score of what `comp predict` writes (`comp.tasks.final_score_key`): after the run's
     temperature (log loss) unless not `calibrated`, and at its fitted thresholds (a multi-label F
     metric), which predict applies either way; `raw`: before any of them. Runs of older versions
     without a metric score give their accuracy.
     """
-    for name, key, acc in (("cv.json", "cv_score", "cv_acc"), ("summary.json", "best_val_score", "best_val_acc")):
+    for name, key, acc in (("seeds.json", "score", "acc"), ("cv.json", "cv_score", "cv_acc"), ("summary.json", "best_val_score", "best_val_acc")):
         saved = read_json(Path(run) / name)
         if saved is not None:
             chosen = (key if key in saved else None) if raw else final_score_key(saved, key, calibrated)

@@ -5,7 +5,8 @@ row number in the ledger or its file name. `fetch_kaggle` asks the Kaggle CLI fo
 to a competition (`kaggle competitions submissions COMP -v`, CSV with fileName, description,
 status, publicScore, privateScore) and matches each to the ledger by the file name `comp submit
 --kaggle` uploaded, else by its message; a Kaggle submission that matches no row, or more than
-one, is reported and left out rather than guessed. `show` prints the ledger with CV beside LB,
+one, is reported and left out rather than guessed. `show` prints the ledger with CV (and its 95%
+bootstrap interval over the held-out images, where the runs are still there) beside LB,
 the rank correlation (Spearman) of CV with the public (and private) scores, and draws
 `cv_vs_lb.png`.
 """
@@ -22,6 +23,7 @@ from typing import Optional
 import pandas as pd
 
 from comp.errors import Log, UserError
+from comp.evaluate.intervals import score_interval
 from comp.submission.ledger import LEDGER, read_ledger, write_ledger
 from comp.evaluate.report.tables import text_table
 
@@ -182,6 +184,22 @@ def cv_lb_table(table: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def cv_interval_text(runs: str, cv: float) -> str:
+    """`[0.8790, 0.8835]`: the 95% bootstrap interval of a submission's CV from its runs' held-out
+    predictions (`comp.evaluate.intervals.score_interval`); blank when the runs are gone, hold out
+    different images, or no longer give the CV the ledger recorded (retrained since)."""
+    paths = [Path(r) for r in runs.split()]
+    if not paths or pd.isna(cv) or not all(p.is_dir() for p in paths):
+        return ""
+    try:
+        iv = score_interval(paths)
+    except UserError:
+        return ""
+    if iv is None or abs(iv.value - cv) > 6e-5:  # the ledger keeps 4 decimals
+        return ""
+    return f"[{iv.low:.4f}, {iv.high:.4f}]"
+
+
 def rank_correlation(a: pd.Series, b: pd.Series) -> tuple[Optional[float], int]:
     """Spearman's rank correlation of `a` with `b` over the rows holding both, and that count
     (None below 3 rows, or when one side is constant)."""
@@ -196,8 +214,13 @@ def rank_correlation(a: pd.Series, b: pd.Series) -> tuple[Optional[float], int]:
 def show(directory: Path, log: Log = print) -> pd.DataFrame:
     """Print the ledger with CV beside LB and the rank correlations; draw cv_vs_lb.png when a
     submission has both a CV and a public score. Returns the table printed."""
-    numbers = cv_lb_table(_ledger(directory))
+    ledger = _ledger(directory)
+    numbers = cv_lb_table(ledger)
+    numbers.insert(numbers.columns.get_loc("cv") + 1, "cv_ci", [cv_interval_text(r, cv) for r, cv in zip(ledger["runs"], numbers["cv"])])
     log(text_table(numbers, four_places=("cv", "public", "private")))
+    if numbers["cv_ci"].ne("").any():
+        log("cv_ci: the 95% bootstrap interval of each CV over its held-out images; whether two runs' CVs differ beyond that "
+            "noise: comp compare RUN_A RUN_B")
     # Scores in different metrics do not rank against each other: one correlation (and one panel of
     # the figure) per metric, as comp runs groups its table by metric.
     groups = list(numbers.groupby("metric", sort=True))
