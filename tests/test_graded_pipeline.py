@@ -119,6 +119,12 @@ def test_ordinal_corn_folds_and_an_ensemble_refits_its_cut_points(tmp_path, grad
     _ok(runner.invoke(app, ["train", str(config), "--out", str(plain), "--folds", "2", "--set", "data.task=ordinal"]))
     out = _ok(runner.invoke(app, ["predict", str(corn), str(plain), "--out", str(tmp_path / "both.csv")]))
     assert "cut-points: fitted on the 2 runs' merged held-out predictions" in out
+    from comp.compare import compare
+    from comp.predict import run_score
+
+    compared = compare([corn, plain], resamples=300, log=lambda s: None)  # qwk at each run's own fitted cut-points, as predict cuts
+    assert compared["runs"][str(corn)]["score"] == pytest.approx(cv["cv_score_cut"])
+    assert compared["runs"][str(plain)]["score"] == pytest.approx(run_score(plain)) and compared["comparisons"][0]["images"] == 80
     assert set(pd.read_csv(tmp_path / "both.csv", dtype=str)["diagnosis"]) <= {"0", "1", "2", "3"}
     one_line_error(runner.invoke(app, ["predict", str(corn), "--merge", "geometric", "--out", str(tmp_path / "g.csv")]),
                    "ordinal runs merge")
@@ -189,6 +195,16 @@ def test_regression_bce_folds_and_runs_sorted_lower_first(tmp_path, numbers):
 
     table = runs([tmp_path / "runs"], log=lambda s: None)
     assert [r.rsplit("/", 1)[-1] for r in table["run"]] == sorted(scores, key=scores.get)  # rmse: lower is better, listed first
+    # comp compare: the k-fold run's out-of-fold images that the single run holds out too, in rmse (lower is better)
+    from comp.compare import compare
+    from comp.predict import run_score
+
+    out = compare([bce, mse], resamples=300, log=lambda s: None)
+    c = out["comparisons"][0]
+    assert out["runs"][str(mse)]["score"] == pytest.approx(run_score(mse)) and out["runs"][str(bce)]["score"] == pytest.approx(run_score(bce))
+    assert c["images"] == json.loads((mse / "summary.json").read_text())["val_images"] < 80
+    assert c["difference"] == pytest.approx(c["score_b"] - c["score_a"]) and c["low"] <= c["difference"] <= c["high"]
+    assert ("better than" in c["sentence"]) == c["outside_noise"]
 
 
 @pytest.mark.parametrize("kind, task, metric", [("ordinal", "ordinal", "qwk"), ("regression", "regression", "mae")])

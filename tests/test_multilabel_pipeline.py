@@ -378,3 +378,21 @@ def test_a_multilabel_final_fit_on_every_labelled_image_trains(tmp_path, onehot_
     out = _ok(runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "run"), "--set", "train.epochs=1",
                                   "--set", "data.train_on_val=true"]))
     assert "without a validation split" in out
+
+
+def test_compare_scores_f2_at_each_runs_fitted_thresholds(tmp_path, tags_comp):
+    from comp.compare import compare
+    from comp.predict import run_score
+
+    config = _config(tmp_path, tags_comp, "f2_samples")
+    a, b = tmp_path / "a", tmp_path / "b"
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(a), "--epochs", "1"]))
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(b), "--epochs", "1", "--set", "optim.lr=0.001"]))
+    out = compare([a, b], resamples=300, log=lambda s: None)
+    assert out["metric"] == "f2_samples"
+    assert out["runs"][str(a)]["score"] == pytest.approx(run_score(a)) and out["runs"][str(b)]["score"] == pytest.approx(run_score(b))
+    assert json.loads((a / "summary.json").read_text()).get("best_val_score_thresholded") == pytest.approx(run_score(a))
+    c = out["comparisons"][0]
+    assert c["difference"] == pytest.approx(run_score(b) - run_score(a)) and c["low"] <= c["difference"] <= c["high"]
+    auc = _ok(runner.invoke(app, ["compare", str(a), str(b), "--metric", "roc_auc", "--resamples", "200"]))
+    assert "B - A: " in auc and "roc_auc" in auc

@@ -146,3 +146,23 @@ def test_lb_shows_each_cv_with_its_interval(world, tmp_path):
     iv = score_interval([a])
     assert table["cv_ci"].tolist() == [f"[{iv.low:.4f}, {iv.high:.4f}]", ""]  # the second run is gone: no interval, no guess
     assert any("comp compare" in line for line in lines)
+
+
+def test_a_run_of_kfold_seeds_packages_to_the_same_file_as_predict(world, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.ship.test_package import _offline_env
+
+    run = tmp_path / "k2s2"
+    train(world["config"], out=run, seeds=2, folds=2, overrides=["train.epochs=1"], **QUIET)
+    assert sorted(p.relative_to(run).as_posix() for p in run.glob("seed_*/fold_*")) == [
+        "seed_0/fold_0", "seed_0/fold_1", "seed_1/fold_0", "seed_1/fold_1"]  # K x N models
+    expected = tmp_path / "expected.csv"
+    result = runner.invoke(app, ["predict", str(run), "--out", str(expected)])
+    assert result.exit_code == 0 and "from 4 models" in result.output, result.output
+    assert runner.invoke(app, ["package", str(run), "--out", str(tmp_path / "bundle")]).exit_code == 0
+    done = subprocess.run([sys.executable, "-S", str(tmp_path / "bundle" / "inference.py"), "--data", str(world["data"]), "--out",
+                           str(tmp_path / "bundle.csv")], env=_offline_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "bundle.csv").read_bytes() == expected.read_bytes()

@@ -147,17 +147,18 @@ def _trained_runs(runs: Sequence[Path]) -> tuple[dict[Path, list[Path]], dict[Pa
 
 
 def _write_models(out: Path, members: dict[Path, list[Path]], names: list[str], checkpoints: dict[Path, dict], half: bool) -> None:
-    """models/<run>/ (a k-fold run: its config, cv.json and temperature, and a folder per fold)."""
+    """models/<run>/ (a k-fold run: its config, cv.json and temperature, and a folder per fold; a run
+    of seeds: its config, seeds.json and temperature, and its seeds' folders, each as a run or k-fold run)."""
     for (run, dirs), name in zip(members.items(), names):
         dest = out / "models" / name
-        kfold = dirs != [run]
-        if kfold:
-            dest.mkdir(parents=True, exist_ok=True)
-            for f in ("config.yaml", "cv.json", "calibration.json"):  # the run's own temperature, fitted on oof.csv
-                if (run / f).is_file():
-                    shutil.copy2(run / f, dest / f)
+        if dirs != [run]:
+            for d in {run, *(d.parent for d in dirs if d.parent != run)}:  # the run, and a run of seeds' k-fold seeds
+                (dest / d.relative_to(run)).mkdir(parents=True, exist_ok=True)
+                for f in ("config.yaml", "cv.json", "seeds.json", "calibration.json"):  # the run's own temperature, fitted on its held-out table
+                    if (d / f).is_file():
+                        shutil.copy2(d / f, dest / d.relative_to(run) / f)
         for d in dirs:
-            _write_member(d, checkpoints[d], dest / d.name if kfold else dest, half)
+            _write_member(d, checkpoints[d], dest / d.relative_to(run), half)
 
 
 def _check_shape(cfg, classes: list[str], shape: str, data: Optional[Path]):
