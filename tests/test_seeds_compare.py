@@ -104,6 +104,10 @@ def test_a_run_of_seeds_is_one_split_and_predicts_the_mean_of_its_seeds(world, t
     mean = sum(read_probs(tmp_path / f"seed{i}_probs.csv")[1] for i in range(3)) / 3
     assert np.allclose(p_all.numpy(), mean.numpy(), atol=1e-6)  # the seeds' ensemble is the mean of the seeds' probabilities
     assert held_out(run).score() == pytest.approx(run_score(run))  # its held-out score: the seeds' merged table
+    from comp.evaluate import evaluate
+
+    scored = evaluate([run], **QUIET)["runs"][str(run)]  # re-predicted: each image once, the seeds merged, not three times
+    assert scored["images"] == saved["images"] and scored["tta_score"] == pytest.approx(saved["score"], abs=1e-6)
 
 
 def test_resume_continues_an_unfinished_seed_and_starts_the_rest(world, tmp_path):

@@ -57,6 +57,7 @@ def _states(study) -> list[str]:
     # whole bounds on an integer key passed the check and the first trial failed with train.epochs=2.0976
     ({"train.epochs": {"float": [1, 3]}}, "float draws fractional values such as 1.637, which train.epochs does not take"),
     ({"train.epochs": {"float": [1, 3]}}, "use {int: [1, 3]}"),
+    ({"train.seeds": {"int": [1, 3]}}, "comp tune trains each trial once"),  # would have been ignored: trials train one seed
 ])
 def test_a_bad_space_is_refused_before_any_trial(tmp_path, data, space, message):
     config = _config(tmp_path, data, space)

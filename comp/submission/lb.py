@@ -216,9 +216,11 @@ def show(directory: Path, log: Log = print) -> pd.DataFrame:
     submission has both a CV and a public score. Returns the table printed."""
     ledger = _ledger(directory)
     numbers = cv_lb_table(ledger)
-    numbers.insert(numbers.columns.get_loc("cv") + 1, "cv_ci", [cv_interval_text(r, cv) for r, cv in zip(ledger["runs"], numbers["cv"])])
+    intervals = [cv_interval_text(r, cv) for r, cv in zip(ledger["runs"], numbers["cv"])]
+    if any(intervals):  # the runs behind the ledger are still on disk
+        numbers.insert(numbers.columns.get_loc("cv") + 1, "cv_ci", intervals)
     log(text_table(numbers, four_places=("cv", "public", "private")))
-    if numbers["cv_ci"].ne("").any():
+    if any(intervals):
         log("cv_ci: the 95% bootstrap interval of each CV over its held-out images; whether two runs' CVs differ beyond that "
             "noise: comp compare RUN_A RUN_B")
     # Scores in different metrics do not rank against each other: one correlation (and one panel of

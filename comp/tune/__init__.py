@@ -84,6 +84,9 @@ def tune(
     params = parse_space(cfg.tune.space, Path(config_path), overrides)
     if not cfg.data.dir:
         raise UserError("no data folder: pass --data DIR or set data.dir in the config")
+    if cfg.train.seeds > 1 or "train.seeds" in cfg.tune.space:
+        raise UserError("comp tune trains each trial once (train.seeds 1); search with one seed, then train the best config with "
+                        "comp train BEST.yaml --seeds N, or compare trials with comp compare")
     from comp.data.competition import open_configured
 
     competition = open_configured(cfg.data)

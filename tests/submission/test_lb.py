@@ -56,8 +56,9 @@ def test_scores_are_recorded_by_row_or_file_name_and_cv_stands_beside_them(subs)
     ledger = read_ledger(subs)
     assert ledger["public_score"].tolist() == ["0.61", "0.72", "0.55"] and ledger["private_score"].tolist() == ["", "0.7", ""]
     header, *rows = result.output.splitlines()[:4]
-    assert header.split()[:7] == ["#", "time_utc", "runs", "metric", "cv", "public", "private"]
+    assert header.split()[:8] == ["#", "time_utc", "runs", "metric", "cv", "cv_ci", "public", "private"]
     assert rows[1].split()[2:4] == ["lr-01", "accuracy"] and "0.7200" in rows[1] and "0.7000" in rows[1]
+    assert all(row.split()[5].startswith("[") for row in rows)  # each CV's 95% interval, from its run's held-out images
     cv = pd.to_numeric(ledger["cv_score"])
     rho = spearmanr(cv, [0.61, 0.72, 0.55]).statistic
     assert f"Spearman rank correlation {rho:+.3f} over 3 submissions" in result.output
