@@ -23,7 +23,7 @@ LAYERS = [
     {"teach"},
     {"submission"},
     {"ship"},
-    {"train", "seeds", "distill", "tune", "runs", "factors", "factor_table", "demo"},
+    {"train", "seeds", "distill", "tune", "runs", "compare", "factors", "factor_table", "demo"},
     {"cli", "__main__"},
 ]
 
