@@ -233,3 +233,17 @@ def test_a_final_fit_on_every_labelled_image_trains_and_predicts(tmp_path, numbe
     assert "without a validation split" in out and not (run / "val_probs.csv").exists()
     _ok(runner.invoke(app, ["predict", str(run), "--out", str(tmp_path / "p.csv")]))
     assert len(pd.read_csv(tmp_path / "p.csv")) == 12
+
+
+def test_a_run_of_ordinal_seeds_fits_its_cut_points_on_the_merged_grades(tmp_path, grades):
+    from comp.compare import compare
+    from comp.predict import run_score
+
+    config = _config(tmp_path, grades, "qwk", epochs=1)
+    run = tmp_path / "s2"
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--seeds", "2", "--set", "data.task=ordinal"]))
+    saved = json.loads((run / "seeds.json").read_text())
+    assert json.loads((run / "cutpoints.json").read_text())["fitted_on"] == "val_probs.csv"
+    assert saved["final_score"] == saved["score_cut"] == pytest.approx(run_score(run))
+    compared = compare([run / "seed_0", run], resamples=200, log=lambda s: None)  # one seed against the two seeds' ensemble
+    assert compared["comparisons"][0]["score_b"] == pytest.approx(saved["final_score"])

@@ -396,3 +396,21 @@ def test_compare_scores_f2_at_each_runs_fitted_thresholds(tmp_path, tags_comp):
     assert c["difference"] == pytest.approx(run_score(b) - run_score(a)) and c["low"] <= c["difference"] <= c["high"]
     auc = _ok(runner.invoke(app, ["compare", str(a), str(b), "--metric", "roc_auc", "--resamples", "200"]))
     assert "B - A: " in auc and "roc_auc" in auc
+
+
+def test_a_run_of_seeds_fits_its_thresholds_on_the_seeds_merged_predictions(tmp_path, tags_comp):
+    from comp.predict import run_score
+
+    config = _config(tmp_path, tags_comp, "f2_samples")
+    run = tmp_path / "s2"
+    _ok(runner.invoke(app, ["train", str(config), "--out", str(run), "--epochs", "1", "--seeds", "2"]))
+    saved = json.loads((run / "seeds.json").read_text())
+    fitted = json.loads((run / "thresholds.json").read_text())
+    assert fitted["fitted_on"] == "val_probs.csv" and saved["final_score"] == saved["score_thresholded"] == pytest.approx(run_score(run))
+    _, merged, classes, meta = read_probs(run / "val_probs.csv")
+    seeds = [read_probs(run / f"seed_{s}" / "val_probs.csv") for s in saved["seeds"]]
+    order = [[t[0].index(i) for i in read_probs(run / "val_probs.csv")[0]] for t in seeds]
+    assert torch.allclose(merged, sum(t[1][o] for t, o in zip(seeds, order)) / 2, atol=1e-6)  # the tags' probabilities averaged
+    assert tag_score("f2_samples", merged, tag_targets(meta["label"], classes), fitted["thresholds"]) == pytest.approx(saved["final_score"])
+    out = _ok(runner.invoke(app, ["predict", str(run), "--out", str(tmp_path / "p.csv")]))
+    assert "thresholds.json" in out
