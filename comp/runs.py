@@ -66,7 +66,7 @@ def run_row(run: Path, cfg) -> dict[str, Any]:
 
     seeds = seed_runs(run)
     kfold = cfg is not None and cfg.train.folds > 1
-    where = [d for d in seeds] if seeds else [run]
+    where = seeds or [run]
     summaries = [read_json(f) or {} for d in where for f in (sorted(d.glob("fold_*/summary.json")) if kfold else [d / "summary.json"])]
     summaries = [s for s in summaries if s]
     if seeds:
@@ -116,9 +116,7 @@ def shown_config(run: Path):
     if cfg is None:
         return None
     cfg = cfg.model_copy(deep=True)
-    cfg.train.seeds = max(1, len(seed_runs(run)))
-    if cfg.train.seeds > 1:
-        cfg.train.seed = cfg.data.split_seed  # the run's first seed
+    cfg.train.seeds = max(1, len(seed_runs(run)))  # the first seed's config: its train.seed is the run's first seed
     if cfg.data.split_seed == cfg.train.seed:
         cfg.data.split_seed = None
     return cfg

@@ -9,7 +9,8 @@ RUN/ holds:
   runs (`val_probs.csv`, or `oof.csv` with folds), the task's post-processing fitted on them
   (`calibration.json`, `thresholds.json`, `cutpoints.json`: what predict applies to the seeds'
   ensemble), and `seeds.json`: each seed's final score, their mean with its 95% t-interval and
-  standard deviation, and the ensemble's held-out score (`score`, what predict writes).
+  standard deviation, and the ensemble's held-out score (`score` as merged, `score_calibrated` /
+  `_thresholded` / `_cut` after what was fitted, `final_score`: what predict writes).
 
 `comp predict RUN` ensembles the N (or K x N) models like a k-fold run's folds. `--resume` skips
 finished seeds, continues an interrupted one from its last.pt and starts the rest.
@@ -106,7 +107,8 @@ def combine_seeds(out_dir: Path, cfg: Config, seeds: list[int]) -> dict[str, Any
                 raise UserError(f"{t}: holds out other images than {tables[0]}; the seeds of one run share a split (data.split_seed)")
         order = [{i: k for k, i in enumerate(r[0])} for r in read]
         stacked = torch.stack([r[1][[o[i] for i in ids]] for r, o in zip(read, order)])
-        classes = (read_json(next(runs[0].glob("**/summary.json"))) or {}).get("classes") or columns
+        first = next(iter(sorted(runs[0].glob("**/summary.json"))), None)
+        classes = ((read_json(first) or {}).get("classes") if first else None) or columns
         task = get_task(rc.data.task, rc.data, rc.train.loss, classes)
         merged = merge(stacked, rule=cfg.tta.merge)
         extra = {k: meta[k] for k in ("label", "fold") if k in meta}

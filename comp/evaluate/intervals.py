@@ -172,9 +172,9 @@ def score_interval(runs: Sequence[Path], *, resamples: int = RESAMPLES, seed: in
     own score), resampling the images they all hold out; None when their held-out images differ."""
     scored = [held_out(Path(r)) for r in runs]
     first = scored[0]
-    if any(s.ids != first.ids or s.metric != first.metric for s in scored[1:]):
+    if any(sorted(s.ids) != sorted(first.ids) or s.metric != first.metric for s in scored[1:]):
         return None
-    fns = [s.resampled() for s in scored]
+    fns = [s.on(first.ids).resampled() for s in scored]  # every run's images in the first run's order
     try:
         return bootstrap(lambda w: np.mean([f(w) for f in fns], axis=0), len(first.ids), resamples=resamples, seed=seed).interval
     except ValueError:
