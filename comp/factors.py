@@ -266,6 +266,8 @@ def run_suite(
     Returns:
         The results table, one row per finished suite row.
     """
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: give 1 or more")
     suite = load_suite(suite_path)
     out = Path(out) if out else Path("runs") / f"factors-{Path(suite_path).stem}"
     rows = suite["rows"]
@@ -278,8 +280,6 @@ def run_suite(
     log(f"{suite['dataset']}: {len(dataset.train[1])} train / {len(dataset.val[1])} val / {len(dataset.test[1])} test images, "
         f"{len(dataset.classes)} classes, {dataset.size} px")
     configs = {name: row_config(raw, dataset, epochs, name, suite["path"]) for name, raw in rows.items()}  # all errors first
-    if seeds < 1:
-        raise UserError(f"--seeds {seeds}: give 1 or more")
     seed_list = [configs["base"][0].train.seed + i for i in range(seeds)] if seeds > 1 else None
     again = (f"comp factors {suite_path} --out {out}" + (f" --data {data}" if data else "") + (f" --epochs {epochs}" if epochs else "")
              + (f" --seeds {seeds}" if seeds > 1 else ""))
