@@ -19,20 +19,18 @@ finished seeds, continues an interrupted one from its last.pt and starts the res
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
-
-import torch
+from typing import Any, Callable
 
 from comp.config import Config, save_config
 from comp.engine import distributed as dist
 from comp.engine.rundir import check_new_run_dir, clear_run_dir, resolved_config, seed_state
-from comp.errors import Log, UserError
+from comp.errors import Log
 from comp.files import read_json, write_json
 from comp.predict.ensemble import merge
-from comp.probs import read_probs, write_probs
+from comp.probs import write_probs
 from comp.stats import t_interval
 from comp.tasks import final_score, get_task
-from comp.tasks.held_out import held_out_table
+from comp.tasks.held_out import aligned_held_out, held_out_table
 
 FILE = "seeds.json"
 FitOne = Callable[..., dict]  # (cfg, out_dir, resume=, overwrite=, on_accept=) -> summary
@@ -100,13 +98,8 @@ def combine_seeds(out_dir: Path, cfg: Config, seeds: list[int]) -> dict[str, Any
         summary.update(mean=interval.value, low=interval.low, high=interval.high, sd=sd)
     tables = [held_out_table(r) for r in runs]
     if all(t.is_file() for t in tables):
-        read = [read_probs(t) for t in tables]
-        ids, _, columns, meta = read[0]
-        for t, (other, _, other_columns, _) in zip(tables[1:], read[1:]):
-            if sorted(other) != sorted(ids) or other_columns != columns:
-                raise UserError(f"{t}: holds out other images than {tables[0]}; the seeds of one run share a split (data.split_seed)")
-        order = [{i: k for k, i in enumerate(r[0])} for r in read]
-        stacked = torch.stack([r[1][[o[i] for i in ids]] for r, o in zip(read, order)])
+        ids, stacked, columns, meta = aligned_held_out(runs, None, lambda r: (
+            f"{held_out_table(r)}: holds out other images than {tables[0]}; the seeds of one run share a split (data.split_seed)"))
         first = next(iter(sorted(runs[0].glob("**/summary.json"))), None)
         classes = ((read_json(first) or {}).get("classes") if first else None) or columns
         task = get_task(rc.data.task, rc.data, rc.train.loss, classes)
@@ -132,8 +125,3 @@ def _print(summary: dict[str, Any], log: Log) -> None:
     if summary.get("final_score") is not None:
         log(f"the seeds' ensemble on the same {summary['images']:,} held-out images: {metric} {summary['final_score']:.4f}, "
             "what comp predict writes")
-
-
-def seeds_summary(run: Path) -> Optional[dict[str, Any]]:
-    """A run of seeds' seeds.json, or None."""
-    return read_json(Path(run) / FILE)

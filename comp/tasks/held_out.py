@@ -51,17 +51,26 @@ def merged_held_out(run_dirs: Sequence[Path], weights: Sequence[float], columns:
     and their label texts. Every run must hold out the same images (k-fold runs of one split);
     otherwise refused, naming `what` cannot be fitted, rather than averaging post-processing fitted
     to other predictions."""
+    ids, stacked, _, meta = aligned_held_out(run_dirs, columns, lambda r: (
+        f"{r}: holds out other images than {run_dirs[0]}, so the ensemble's {what} cannot be fitted; "
+        "ensemble k-fold runs of the same folds (same seed and --folds), or predict each run alone"))
+    total = sum(weights)
+    merged = sum(w / total * p for w, p in zip(weights, stacked))
+    return merged, list(meta["label"])
+
+
+def aligned_held_out(run_dirs: Sequence[Path], columns: Optional[Sequence[str]], refusal: Callable[[Path], str]
+                     ) -> tuple[list[str], torch.Tensor, list[str], dict[str, list]]:
+    """The runs' held-out tables on one image order (the first run's): (ids (N), (R, N, D) predictions,
+    the columns, the first table's metadata). A run holding out other images, or with other columns
+    than `columns` (None: the first run's), is refused with `refusal(run)`."""
     from comp.probs import read_probs
 
     tables = [read_probs(held_out_table(r)) for r in run_dirs]
     ids = tables[0][0]
+    columns = list(tables[0][2] if columns is None else columns)
     for r, (other, _, table_columns, _) in zip(run_dirs, tables):
-        if sorted(other) != sorted(ids) or table_columns != list(columns):
-            raise UserError(
-                f"{r}: holds out other images than {run_dirs[0]}, so the ensemble's {what} cannot be fitted; "
-                "ensemble k-fold runs of the same folds (same seed and --folds), or predict each run alone"
-            )
+        if sorted(other) != sorted(ids) or table_columns != columns:
+            raise UserError(refusal(r))
     order = [{i: k for k, i in enumerate(t[0])} for t in tables]
-    total = sum(weights)
-    merged = sum(w / total * t[1][[o[i] for i in ids]] for w, t, o in zip(weights, tables, order))
-    return merged, list(tables[0][3]["label"])
+    return ids, torch.stack([t[1][[o[i] for i in ids]] for t, o in zip(tables, order)]), columns, tables[0][3]
